@@ -1,0 +1,92 @@
+"""Current weather from Open-Meteo's free geocoding and forecast APIs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, TypeGuard
+
+import requests
+
+from pipeline.weather import CurrentWeather, WeatherUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class OpenMeteo:
+    """The weather provider: place name → coordinates → current temperature and WMO code."""
+
+    def __init__(self, geocoding_url: str, forecast_url: str, timeout: float) -> None:
+        self.geocoding_url = geocoding_url
+        self.forecast_url = forecast_url
+        self.timeout = timeout
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    def current(self, place: str, language: str) -> CurrentWeather | None:
+        """The weather at ``place`` now; None when the geocoder knows no such place.
+
+        Raises ``WeatherUnavailable`` when either API fails, times out or answers malformed JSON.
+        """
+        place = place.strip()
+        if not place:
+            return None
+        found = self._geocode(place, "zh" if language == "zh" else "en")
+        if found is None:
+            return None
+        name, latitude, longitude = found
+        params = {"latitude": latitude, "longitude": longitude, "current": "temperature_2m,weather_code"}
+        # timezone=auto: the "current" block is stamped in the place's own time, not GMT.
+        data = self._get_json(self.forecast_url, {**params, "timezone": "auto"})
+        current = data.get("current")
+        if not isinstance(current, dict):
+            raise WeatherUnavailable("forecast answer has no 'current' object")
+        temperature = current.get("temperature_2m")
+        code = current.get("weather_code")
+        if not _is_number(temperature) or not _is_number(code) or int(code) != code:
+            raise WeatherUnavailable(f"forecast answer has no usable temperature or weather code: {current!r:.200}")
+        return CurrentWeather(place=name, temperature_c=float(temperature), weather_code=int(code))
+
+    def _geocode(self, place: str, language: str) -> tuple[str, float, float] | None:
+        data = self._get_json(self.geocoding_url, {"name": place, "count": 1, "language": language, "format": "json"})
+        results = data.get("results")
+        if not results:
+            return None
+        first = results[0] if isinstance(results, list) else None
+        if not isinstance(first, dict):
+            raise WeatherUnavailable("geocoding answer has malformed 'results'")
+        latitude, longitude = first.get("latitude"), first.get("longitude")
+        if not _is_number(latitude) or not _is_number(longitude):
+            raise WeatherUnavailable("geocoding result has no usable coordinates")
+        name = first.get("name")
+        return (name if isinstance(name, str) and name else place), float(latitude), float(longitude)
+
+    def _get_json(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._http().get(url, params=params, timeout=self.timeout)
+            response.raise_for_status()
+            data = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            # requests' JSONDecodeError is both; plain ValueError covers other decoding failures.
+            raise WeatherUnavailable(f"{url}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise WeatherUnavailable(f"{url}: answer is not a JSON object")
+        return data
+
+    def _http(self) -> requests.Session:
+        # Built on first use, not in __init__: constructing the provider opens nothing.
+        with self._lock:
+            if self._session is None:
+                self._session = requests.Session()
+            return self._session
+
+    def close(self) -> None:
+        """Close the pooled connections, if any were opened."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,213 @@
+"""Redis versions of ``Coordination`` and ``ReplyStream``: Lua scripts make each step one round trip."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from adapters.state import Registration, ReplyListener, Turn
+from pipeline.envelope import Reply
+
+logger = logging.getLogger(__name__)
+
+#: The one pub/sub channel replies are announced on; each gateway process subscribes once.
+REPLIES_CHANNEL = "assistant:replies"
+#: Replies kept per session stream (approximate trimming keeps XADD cheap).
+STREAM_MAXLEN = 1000
+
+_REGISTER = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return {'forbidden'} end
+if KEYS[2] ~= '' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {'duplicate', first} end
+end
+if owner then redis.call('EXPIRE', KEYS[1], ARGV[4]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4]) end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4]) end
+return {'ok', tostring(seq), owner and '0' or '1'}
+"""
+
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'wait' end
+local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seq = tonumber(ARGV[3])
+if seq > 0 and seq <= done then return 'stale' end
+if seq > done + 1 and ARGV[4] ~= '1' then return 'wait' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 'go'
+"""
+
+_FINISH = """
+local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > done then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+else redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], id .. '|' .. ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], id .. '|' .. ARGV[1])
+return id
+"""
+
+
+def connect(url: str, max_connections: int = 50) -> redis.Redis:
+    """A client whose pool makes callers wait for a free connection instead of failing under load."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, decode_responses=True, health_check_interval=30
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisCoordination:
+    """``Coordination`` on Redis; keys are prefixed ``sess:``, ``cmid:``, ``count:``, ``skills:``."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._register = client.register_script(_REGISTER)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._finish = client.register_script(_FINISH)
+
+    def register_message(
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+    ) -> Registration:
+        client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
+        keys = [f"sess:{session_id}:owner", client_key, f"sess:{session_id}:seq"]
+        result: list[str] = self._register(keys=keys, args=[user_id, message_id, session_id, ttl])
+        if result[0] == "forbidden":
+            return Registration("forbidden")
+        if result[0] == "duplicate":
+            first_message, _, first_session = result[1].partition("|")
+            return Registration("duplicate", first_message, first_session)
+        return Registration("ok", message_id, session_id, int(result[1]), result[2] == "1")
+
+    def session_owner(self, session_id: str) -> str | None:
+        owner: str | None = self._redis.get(f"sess:{session_id}:owner")
+        return owner
+
+    def load_state(self, session_id: str) -> str | None:
+        state: str | None = self._redis.get(f"sess:{session_id}:state")
+        return state
+
+    def save_state(self, session_id: str, state_json: str, ttl: int) -> None:
+        self._redis.set(f"sess:{session_id}:state", state_json, ex=ttl)
+
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn:
+        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done"]
+        return Turn(self._acquire(keys=keys, args=[token, lock_ms, seq, "1" if force else "0"]))
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None:
+        self._finish(keys=[f"sess:{session_id}:lock", f"sess:{session_id}:done"], args=[token, seq, ttl])
+
+    def count_delivery(self, key: str, ttl: int) -> int:
+        pipe = self._redis.pipeline()
+        pipe.incr(f"count:{key}")
+        pipe.expire(f"count:{key}", ttl)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def skills_version(self) -> int:
+        return int(self._redis.get("skills:version") or 0)
+
+    def bump_skills_version(self) -> int:
+        return int(self._redis.incr("skills:version"))
+
+    def set_catalog(self, catalog_json: str) -> None:
+        self._redis.set("skills:catalog", catalog_json)
+
+    def catalog(self) -> str | None:
+        catalog: str | None = self._redis.get("skills:catalog")
+        return catalog
+
+    def ping(self) -> None:
+        self._redis.ping()
+
+
+class _RedisSubscription:
+    """One pub/sub connection and the thread (a greenlet under gevent) that reads it."""
+
+    def __init__(self, client: redis.Redis, listener: ReplyListener) -> None:
+        self._client = client
+        self._listener = listener
+        self._closed = threading.Event()
+        self._pubsub: Any = None
+        self._thread = threading.Thread(target=self._run, name="reply-subscriber", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                self._pubsub.subscribe(REPLIES_CHANNEL)
+                self._ready.set()
+                while not self._closed.is_set():
+                    message = self._pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._deliver(message["data"])
+            except redis.RedisError:
+                if self._closed.is_set():
+                    return
+                # Replies published while disconnected are still in the streams; waiters re-read them.
+                logger.exception("reply subscription lost; reconnecting")
+                self._closed.wait(0.5)
+            finally:
+                if self._pubsub is not None:
+                    try:
+                        self._pubsub.close()
+                    except redis.RedisError:
+                        pass
+
+    def _deliver(self, data: str) -> None:
+        cursor, _, body = data.partition("|")
+        try:
+            self._listener(cursor, Reply.from_json(body))
+        except Exception:
+            logger.exception("reply listener failed")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(3)
+
+
+class RedisReplyStream:
+    """``ReplyStream`` on Redis: a stream per session, a key per message for at-most-once delivery."""
+
+    def __init__(self, client: redis.Redis, subscriber_client: redis.Redis | None = None) -> None:
+        self._redis = client
+        # Pub/sub holds its connection for good: it gets its own client so the pool is not drained.
+        self._subscriber_client = subscriber_client or client
+        self._append = client.register_script(_APPEND)
+
+    def append(self, reply: Reply, ttl: int) -> str | None:
+        keys = [f"reply:{reply.message_id}", f"replies:{reply.session_id}"]
+        cursor: str | None = self._append(keys=keys, args=[reply.to_json(), ttl, STREAM_MAXLEN, REPLIES_CHANNEL])
+        return cursor
+
+    def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:
+        start = f"({cursor}" if cursor else "-"
+        entries = self._redis.xrange(f"replies:{session_id}", min=start, max="+", count=limit)
+        return [(entry_id, Reply.from_json(fields["r"])) for entry_id, fields in entries]
+
+    def reply_for(self, message_id: str) -> tuple[str, Reply] | None:
+        raw = self._redis.get(f"reply:{message_id}")
+        if raw is None:
+            return None
+        cursor, _, body = raw.partition("|")
+        return cursor, Reply.from_json(body)
+
+    def subscribe(self, listener: ReplyListener) -> _RedisSubscription:
+        return _RedisSubscription(self._subscriber_client, listener)
+
+    def ping(self) -> None:
+        self._redis.ping()

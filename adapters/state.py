@@ -1,0 +1,254 @@
+"""What needs Redis in the distributed layout, behind small interfaces, with in-process versions.
+
+``Coordination`` holds per-session keys (owner, sequence, turn lock, dialogue state), idempotency
+keys and counters; ``ReplyStream`` holds each session's replies in order, delivers each message's
+reply at most once, and wakes the gateways waiting for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from pipeline.envelope import Reply
+
+#: Called by a reply subscription with the reply's cursor and the reply.
+ReplyListener = Callable[[str, Reply], None]
+
+
+class Turn(StrEnum):
+    """Answer of ``Coordination.acquire_turn``."""
+
+    GO = "go"  # the lock is held and it is this message's turn
+    WAIT = "wait"  # an earlier message of the session is still in flight
+    STALE = "stale"  # this message was handled already (a redelivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The outcome of registering an inbound message at the edge."""
+
+    #: ``ok``, ``duplicate`` (the client_msg_id was seen: ids are the first message's) or ``forbidden``.
+    status: str
+    message_id: str = ""
+    session_id: str = ""
+    #: Position of the message in its session (1, 2, ...); 0 for duplicates.
+    seq: int = 0
+    #: True when this message started the session.
+    new_session: bool = False
+
+
+class Coordination(Protocol):
+    def register_message(
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+    ) -> Registration: ...
+
+    def session_owner(self, session_id: str) -> str | None: ...
+
+    def load_state(self, session_id: str) -> str | None: ...
+
+    def save_state(self, session_id: str, state_json: str, ttl: int) -> None: ...
+
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn: ...
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None: ...
+
+    def count_delivery(self, key: str, ttl: int) -> int: ...
+
+    def skills_version(self) -> int: ...
+
+    def bump_skills_version(self) -> int: ...
+
+    def set_catalog(self, catalog_json: str) -> None: ...
+
+    def catalog(self) -> str | None: ...
+
+    def ping(self) -> None: ...
+
+
+class Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class ReplyStream(Protocol):
+    def append(self, reply: Reply, ttl: int) -> str | None: ...
+
+    def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]: ...
+
+    def reply_for(self, message_id: str) -> tuple[str, Reply] | None: ...
+
+    def subscribe(self, listener: ReplyListener) -> Subscription: ...
+
+    def ping(self) -> None: ...
+
+
+def cursor_key(cursor: str | None) -> tuple[int, int]:
+    """Order of a cursor (``<milliseconds>-<n>``, Redis stream id form); malformed sorts first."""
+    if not cursor:
+        return (0, 0)
+    ms, _, n = cursor.partition("-")
+    try:
+        return (int(ms), int(n or 0))
+    except ValueError:
+        return (0, 0)
+
+
+def valid_cursor(cursor: str) -> bool:
+    ms, sep, n = cursor.partition("-")
+    return ms.isdigit() and (not sep or n.isdigit())
+
+
+class MemoryCoordination:
+    """``Coordination`` for the embedded mode: dictionaries under one lock, in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] = {}
+        self._seqs: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._turn_locks: dict[str, tuple[str, float]] = {}
+        self._states: dict[str, str] = {}
+        self._client_ids: dict[tuple[str, str], tuple[str, str]] = {}
+        self._counters: dict[str, int] = {}
+        self._skills_version = 0
+        self._catalog: str | None = None
+
+    def register_message(
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+    ) -> Registration:
+        with self._lock:
+            owner = self._owners.get(session_id)
+            if owner is not None and owner != user_id:
+                return Registration("forbidden")
+            if client_msg_id is not None and (user_id, client_msg_id) in self._client_ids:
+                first_message, first_session = self._client_ids[(user_id, client_msg_id)]
+                return Registration("duplicate", first_message, first_session)
+            self._owners[session_id] = user_id
+            seq = self._seqs.get(session_id, 0) + 1
+            self._seqs[session_id] = seq
+            if client_msg_id is not None:
+                self._client_ids[(user_id, client_msg_id)] = (message_id, session_id)
+            return Registration("ok", message_id, session_id, seq, owner is None)
+
+    def session_owner(self, session_id: str) -> str | None:
+        with self._lock:
+            return self._owners.get(session_id)
+
+    def load_state(self, session_id: str) -> str | None:
+        with self._lock:
+            return self._states.get(session_id)
+
+    def save_state(self, session_id: str, state_json: str, ttl: int) -> None:
+        with self._lock:
+            self._states[session_id] = state_json
+
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn:
+        with self._lock:
+            held = self._turn_locks.get(session_id)
+            if held is not None and held[1] > time.monotonic():
+                return Turn.WAIT
+            done = self._done.get(session_id, 0)
+            if seq and seq <= done:
+                return Turn.STALE
+            if seq and seq > done + 1 and not force:
+                return Turn.WAIT
+            self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
+            return Turn.GO
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None:
+        with self._lock:
+            if seq > self._done.get(session_id, 0):
+                self._done[session_id] = seq
+            held = self._turn_locks.get(session_id)
+            if held is not None and held[0] == token:
+                del self._turn_locks[session_id]
+
+    def count_delivery(self, key: str, ttl: int) -> int:
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + 1
+            return self._counters[key]
+
+    def skills_version(self) -> int:
+        with self._lock:
+            return self._skills_version
+
+    def bump_skills_version(self) -> int:
+        with self._lock:
+            self._skills_version += 1
+            return self._skills_version
+
+    def set_catalog(self, catalog_json: str) -> None:
+        with self._lock:
+            self._catalog = catalog_json
+
+    def catalog(self) -> str | None:
+        with self._lock:
+            return self._catalog
+
+    def ping(self) -> None:
+        return None
+
+
+class _MemorySubscription:
+    def __init__(self, stream: MemoryReplyStream, listener: ReplyListener) -> None:
+        self._stream = stream
+        self._listener = listener
+
+    def close(self) -> None:
+        self._stream._unsubscribe(self._listener)
+
+
+class MemoryReplyStream:
+    """``ReplyStream`` for the embedded mode: lists per session, listeners called in the appending thread."""
+
+    def __init__(self, max_per_session: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._max = max_per_session
+        self._sessions: dict[str, list[tuple[str, Reply]]] = {}
+        self._by_message: dict[str, tuple[str, Reply]] = {}
+        self._listeners: list[ReplyListener] = []
+        self._last = (0, 0)
+
+    def append(self, reply: Reply, ttl: int) -> str | None:
+        with self._lock:
+            if reply.message_id in self._by_message:
+                return None
+            ms = int(time.time() * 1000)
+            last_ms, last_n = self._last
+            self._last = (ms, 0) if ms > last_ms else (last_ms, last_n + 1)
+            cursor = f"{self._last[0]}-{self._last[1]}"
+            entries = self._sessions.setdefault(reply.session_id, [])
+            entries.append((cursor, reply))
+            del entries[: -self._max]
+            self._by_message[reply.message_id] = (cursor, reply)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(cursor, reply)
+        return cursor
+
+    def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:
+        after = cursor_key(cursor)
+        with self._lock:
+            entries = list(self._sessions.get(session_id, ()))
+        return [(c, r) for c, r in entries if cursor_key(c) > after][:limit]
+
+    def reply_for(self, message_id: str) -> tuple[str, Reply] | None:
+        with self._lock:
+            return self._by_message.get(message_id)
+
+    def subscribe(self, listener: ReplyListener) -> Subscription:
+        with self._lock:
+            self._listeners.append(listener)
+        return _MemorySubscription(self, listener)
+
+    def _unsubscribe(self, listener: ReplyListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def ping(self) -> None:
+        return None

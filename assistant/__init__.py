@@ -1,0 +1,1 @@
+"""Entry points: the ``assistant`` command, the embedded runner, the gateway and worker modules."""

@@ -1,0 +1,120 @@
+"""The ``assistant`` command: run, token, migrate, gateway, worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.errors import ConfigurationError
+from pipeline.settings import Settings
+from pipeline.stages import all_queues
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        # gevent must patch the standard library before anything else imports it.
+        from gevent import monkey
+
+        monkey.patch_all()
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"assistant: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker}
+    return handler[args.command](settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant", description="A self-hosted assistant.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="everything in one process on embedded defaults")
+    run.add_argument("--port", type=int, default=None, help="HTTP port (default 8080, or PORT)")
+    run.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or HOST)")
+    token = sub.add_parser("token", help="print a signed access token")
+    token.add_argument("--sub", required=True, help="the user the token is for")
+    token.add_argument("--role", action="append", choices=["user", "admin"], help="role (repeatable)")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default JWT_TTL_SECONDS)")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    gateway = sub.add_parser("gateway", help="the HTTP edge under gunicorn with gevent")
+    gateway.add_argument("--port", type=int, default=None)
+    gateway.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    worker = sub.add_parser("worker", help="a Celery worker on the named stage queues")
+    worker.add_argument("--queues", default="", help="comma-separated, e.g. dispatch,reply.web (default: all)")
+    worker.add_argument("--concurrency", type=int, default=4)
+    worker.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo", "gevent"])
+    worker.add_argument("--hostname", default=None, help="worker node name (default: celery's)")
+    return parser
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from assistant.embedded import run_embedded
+
+    if not settings.embedded:
+        print("assistant run is the embedded mode: unset BROKER_URL and REDIS_URL, or use gateway/worker")
+        return 2
+    settings = replace(settings, port=args.port or settings.port, host=args.host or settings.host)
+    return run_embedded(settings)
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.tokens import issue_token
+
+    roles = tuple(args.role or ["user"])
+    print(issue_token(settings.jwt_secret, args.sub, roles, args.ttl or settings.jwt_ttl_seconds))
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.db import Repository
+
+    repository = Repository.from_url(settings.database_url)
+    repository.migrate()
+    repository.close()
+    print("database schema is up to date")
+    return 0
+
+
+def _gateway(settings: Settings, args: argparse.Namespace) -> int:
+    port = args.port or settings.port
+    host = settings.host
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent",
+        "--workers", str(args.workers),
+        # Each waiting client (long-poll, SSE) holds one greenlet, not a thread.
+        "--worker-connections", os.environ.get("GATEWAY_CONNECTIONS", "20000"),
+        "--backlog", "4096",
+        "--keep-alive", "75",
+        "--graceful-timeout", "10",
+        "--bind", f"{host}:{port}",
+        "--access-logfile", os.environ.get("GATEWAY_ACCESS_LOG", "-") if os.environ.get("GATEWAY_ACCESS_LOG") else "/dev/null",
+        "assistant.wsgi:create_wsgi_app()",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.celery_app import create_celery_app
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] or all_queues(settings.enabled_channels)
+    app = create_celery_app(settings)
+    argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", args.pool]
+    argv += ["--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

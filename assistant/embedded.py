@@ -1,0 +1,75 @@
+"""``assistant run``: the HTTP API and real Celery workers in one process, on in-process parts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from adapters.bootstrap import Adapters, build_adapters
+from ingress.app import create_app
+from pipeline.settings import Settings
+from pipeline.stages import all_queues
+from tasks.celery_app import create_celery_app
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedWorkers:
+    """Celery worker(s) consuming every queue of the in-memory broker, in threads of this process."""
+
+    def __init__(self, app: Celery, queues: list[str], concurrency: int = 8) -> None:
+        self._controller: Any = app.WorkController(
+            pool_cls="threads",
+            concurrency=concurrency,
+            queues=queues,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            hostname="embedded@localhost",
+            loglevel=logging.WARNING,
+        )
+        self._thread = threading.Thread(target=self._controller.start, name="embedded-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+        self._thread.join(5)
+
+
+def build_embedded(settings: Settings) -> tuple[Adapters, Celery, EmbeddedWorkers]:
+    """The adapters (migrated SQLite, in-memory stores), the Celery app sharing them, and its workers."""
+    adapters = build_adapters(settings, migrate=True)
+    app = create_celery_app(settings, adapters)
+    workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
+    return adapters, app, workers
+
+
+def run_embedded(settings: Settings) -> int:
+    from gevent.pywsgi import WSGIServer
+
+    adapters, celery_app, workers = build_embedded(settings)
+    flask_app = create_app(adapters, celery_app)
+    workers.start()
+    server = WSGIServer((settings.host, settings.port), flask_app, log=None)
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
+    print(f"Assistant running at http://{host}:{settings.port}  (data in {settings.data_dir.resolve()})")
+    print("Get a token:  assistant token --sub alice --role user   (or --role admin)")
+    print(
+        f"Then:  curl -X POST http://{host}:{settings.port}/api/messages -H 'Authorization: Bearer TOKEN' "
+        "-H 'Content-Type: application/json' -d '{\"text\": \"现在几点\"}'",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(timeout=2)
+        workers.stop()
+        adapters.close()
+    return 0

@@ -1,0 +1,24 @@
+"""The gateway's WSGI entry point: ``gunicorn 'assistant.wsgi:create_wsgi_app()'``."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+from flask import Flask
+
+from adapters.bootstrap import build_adapters
+from ingress.app import create_app
+from pipeline.settings import Settings
+from tasks.celery_app import create_celery_app
+
+
+def create_wsgi_app() -> Flask:
+    """Built in each gunicorn worker, after gevent patched it, from the environment."""
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # With thousands of open streams alive, the default first-generation threshold makes the
+    # cyclic collector pause the process for hundreds of milliseconds; collect far less often.
+    gc.set_threshold(50_000, 50, 100)
+    adapters = build_adapters(settings, pool_size=10)
+    return create_app(adapters, create_celery_app(settings))

@@ -1,0 +1,1 @@
+"""Thin edges: the HTTP API and, later, the other channels' adapters."""

@@ -1,0 +1,43 @@
+"""``/healthz`` (the process answers), ``/readyz`` (broker, Redis, database reachable), ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+bp = Blueprint("health", __name__)
+logger = logging.getLogger(__name__)
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, Any], int]:
+    ext = current_app.extensions["assistant"]
+    adapters = ext["adapters"]
+    checks = {
+        "broker": lambda: ext["celery"].connection_for_write().ensure_connection(max_retries=1, timeout=2),
+        "redis": adapters.coordination.ping,
+        "database": adapters.repository.ping,
+    }
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:
+            logger.warning("readiness check %s failed: %s", name, exc)
+            results[name] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in results.values())
+    return {"status": "ready" if ready else "not ready", "checks": results}, 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

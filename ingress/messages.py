@@ -1,0 +1,238 @@
+"""``/api/messages`` and ``/api/sessions``: accept a message, wait for or stream its replies."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import BadRequest, NotFound
+
+from adapters.bootstrap import Adapters
+from adapters.state import cursor_key, valid_cursor
+from ingress.auth import current_identity, require_token
+from ingress.replyhub import ReplyHub
+from pipeline.envelope import Envelope, Reply, new_id
+from pipeline.stages import Channel, first_stage
+from tasks.forward import Forwarder
+
+bp = Blueprint("messages", __name__)
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_TEXT = 4000
+MAX_CLIENT_MSG_ID = 128
+#: Seconds between SSE keep-alive comments, so proxies and clients don't close an idle stream.
+KEEPALIVE_SECONDS = 15.0
+
+
+def _parts() -> tuple[Adapters, ReplyHub, Forwarder]:
+    ext = current_app.extensions["assistant"]
+    return ext["adapters"], ext["hub"], ext["forwarder"]
+
+
+@bp.post("/api/messages")
+@require_token()
+def post_message() -> tuple[dict[str, Any], int]:
+    adapters, hub, forwarder = _parts()
+    settings = adapters.settings
+    identity = current_identity()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object such as {\"text\": \"现在几点\"}")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("'text' is required and must be a non-empty string")
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"'text' is longer than {MAX_TEXT} characters")
+    session_id = body.get("session_id")
+    if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.match(session_id)):
+        raise BadRequest("'session_id' must be 1-64 letters, digits or _ . : -")
+    client_msg_id = body.get("client_msg_id")
+    if client_msg_id is not None and (
+        not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_CLIENT_MSG_ID
+    ):
+        raise BadRequest(f"'client_msg_id' must be a non-empty string of at most {MAX_CLIENT_MSG_ID} characters")
+    wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
+
+    chosen_session = session_id or new_id()
+    registration = adapters.coordination.register_message(
+        identity.subject, chosen_session, new_id(), client_msg_id, settings.session_ttl_seconds
+    )
+    if registration.status == "forbidden":
+        raise NotFound(f"unknown session '{chosen_session}'")
+    if registration.status == "ok":
+        if session_id and registration.new_session:
+            # Redis may have lost the owner key: the database still knows whose session this is.
+            record = adapters.repository.load_session(session_id)
+            if record is not None and record.user_id != identity.subject:
+                raise NotFound(f"unknown session '{chosen_session}'")
+        envelope = Envelope(
+            message_id=registration.message_id,
+            session_id=registration.session_id,
+            channel=str(Channel.WEB),
+            user_id=identity.subject,
+            roles=identity.roles,
+            text=text.strip(),
+            client_msg_id=client_msg_id,
+            seq=registration.seq,
+        )
+        forwarder.to_stage(first_stage(envelope), envelope)
+    ids = {"message_id": registration.message_id, "session_id": registration.session_id}
+    if registration.status == "duplicate":
+        ids["duplicate"] = True  # type: ignore[assignment]
+    if wait <= 0:
+        return ids, 202
+    answered = hub.wait_for_reply(registration.message_id, wait)
+    if answered is None:
+        return {**ids, "status": "pending"}, 202
+    cursor, reply = answered
+    return {**ids, "reply": reply_json(cursor, reply)}, 200
+
+
+@bp.get("/api/sessions/<session_id>")
+@require_token()
+def get_session(session_id: str) -> dict[str, Any]:
+    adapters, _, _ = _parts()
+    record = _authorized_session(adapters, session_id)
+    entries = adapters.repository.transcript(session_id)
+    return {
+        "session_id": session_id,
+        "user_id": record["user_id"],
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+        "entries": [
+            {
+                "kind": e.kind,
+                "message_id": e.message_id,
+                "text": e.text,
+                "skill": e.skill,
+                "error": e.error,
+                "at": _iso(e.created_at),
+                "timestamp": e.created_at,
+            }
+            for e in entries
+        ],
+    }
+
+
+@bp.get("/api/sessions/<session_id>/replies")
+@require_token()
+def get_replies(session_id: str) -> dict[str, Any]:
+    """Long-poll: replies after ``after``; waits up to ``wait`` seconds for the first one."""
+    adapters, hub, _ = _parts()
+    _authorized_session(adapters, session_id)
+    after = _cursor_param(request.args.get("after"))
+    wait = _wait_param(adapters.settings.default_wait_seconds, adapters.settings.max_wait_seconds)
+    found = hub.read_after(session_id, after)
+    if not found and wait > 0:
+        with hub.listen(session_id) as stream:
+            # Listening first, then reading: a reply landing in between is in one or the other.
+            found = hub.read_after(session_id, after)
+            if not found:
+                try:
+                    found = [stream.get(timeout=wait)]
+                except Exception:  # queue.Empty: nothing within the wait
+                    found = []
+    cursor = found[-1][0] if found else after
+    return {"session_id": session_id, "replies": [reply_json(c, r) for c, r in found], "cursor": cursor}
+
+
+@bp.get("/api/sessions/<session_id>/events")
+@require_token()
+def stream_events(session_id: str) -> Response:
+    """Server-Sent Events; a reconnect with ``Last-Event-ID`` resumes after the last event seen."""
+    adapters, hub, _ = _parts()
+    _authorized_session(adapters, session_id)
+    after = _cursor_param(request.headers.get("Last-Event-ID") or request.args.get("after"))
+
+    def events() -> Iterator[str]:
+        # Jittered retry so a gateway restart does not bring every client back in the same instant.
+        yield f"retry: {random.randint(1000, 4000)}\n\n"
+        last = after
+        with hub.listen(session_id) as stream:
+            for cursor, reply in hub.read_after(session_id, last, limit=1000):
+                last = cursor
+                yield _sse(cursor, reply)
+            while True:
+                try:
+                    cursor, reply = stream.get(timeout=KEEPALIVE_SECONDS)
+                except Exception:  # queue.Empty
+                    yield ": keep-alive\n\n"
+                    continue
+                if last is not None and _older_or_same(cursor, last):
+                    continue
+                last = cursor
+                yield _sse(cursor, reply)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(events(), mimetype="text/event-stream", headers=headers)
+
+
+def reply_json(cursor: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": cursor,
+        "message_id": reply.message_id,
+        "text": reply.text,
+        "skill": reply.skill,
+        "expects_reply": reply.expects_reply,
+        "actions": list(reply.actions),
+        "error": reply.error,
+        "at": _iso(reply.created_at),
+        "timings": {stage: ms for stage, ms in reply.timings},
+    }
+
+
+def _sse(cursor: str, reply: Reply) -> str:
+    data = json.dumps(reply_json(cursor, reply), ensure_ascii=False)
+    return f"id: {cursor}\nevent: reply\ndata: {data}\n\n"
+
+
+def _older_or_same(cursor: str, last: str) -> bool:
+    return cursor_key(cursor) <= cursor_key(last)
+
+
+def _authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
+    """The session's owner and times; 404 when it does not exist or belongs to someone else."""
+    identity = current_identity()
+    if not SESSION_ID.match(session_id):
+        raise NotFound(f"unknown session '{session_id}'")
+    record = adapters.repository.load_session(session_id)
+    if record is not None:
+        owner, created, updated = record.user_id, record.created_at, record.updated_at
+    else:
+        # Accepted but not yet recorded by the dispatch stage: Redis knows the owner already.
+        owner = adapters.coordination.session_owner(session_id) or ""
+        created = updated = time.time()
+    if not owner or (owner != identity.subject and not identity.is_admin):
+        raise NotFound(f"unknown session '{session_id}'")
+    return {"user_id": owner, "created_at": _iso(created), "updated_at": _iso(updated)}
+
+
+def _wait_param(default: float, ceiling: float) -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return default
+    try:
+        wait = float(raw)
+    except ValueError as exc:
+        raise BadRequest("'wait' must be a number of seconds") from exc
+    if not 0 <= wait <= ceiling:
+        raise BadRequest(f"'wait' must be between 0 and {ceiling:g} seconds")
+    return wait
+
+
+def _cursor_param(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not valid_cursor(raw):
+        raise BadRequest("'after' (or Last-Event-ID) must be a cursor such as '1732540000000-0'")
+    return raw
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,1 @@
+"""The assistant's domain: envelopes, replies, stage routing, dialogue state, errors, settings."""

@@ -1,0 +1,179 @@
+"""Settings, read once at an entry point from the environment and ``config/channels.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigurationError
+
+MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable. Fields map to environment variables of the same name, upper-cased."""
+
+    #: Folder for the embedded mode's SQLite database, JWT secret and files (``ASSISTANT_DATA_DIR``).
+    data_dir: Path = Path("data")
+    #: Folder of ``channels.json`` and ``audio.yml`` (``ASSISTANT_CONFIG_DIR``).
+    config_dir: Path = Path("config")
+    #: Celery broker; unset means the embedded in-memory broker with in-process workers.
+    broker_url: str | None = None
+    #: Redis for session state, reply streams and dedup keys; required with a broker.
+    redis_url: str | None = None
+    #: SQLAlchemy URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``); SQLite in the data folder if unset.
+    database_url: str = ""
+    #: HMAC secret for access tokens; generated into the data folder in embedded mode.
+    jwt_secret: str = ""
+    #: Lifetime of tokens made by ``assistant token``, seconds.
+    jwt_ttl_seconds: int = 7 * 24 * 3600
+    #: Extra folder of user skills (``*.py`` files defining ``BaseSkill`` subclasses).
+    skills_dir: Path | None = None
+    #: Open-Meteo geocoding API base URL.
+    weather_geocoding_url: str = "https://geocoding-api.open-meteo.com/v1/search"
+    #: Open-Meteo forecast API base URL.
+    weather_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
+    #: Seconds a weather or webhook call may take before the polite failure reply.
+    http_timeout_seconds: float = 5.0
+    #: Seconds a skill may run before the user gets an apology and the worker moves on.
+    skill_timeout_seconds: float = 10.0
+    #: Reply when no skill matched and no inference backend is configured (Chinese).
+    fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"
+    #: The same in English.
+    fallback_reply_en: str = "Sorry, I don't understand that yet. Say \"help\" to see what I can do."
+    #: Largest request body the HTTP API accepts, bytes.
+    max_body_bytes: int = 64 * 1024
+    #: Seconds ``POST /api/messages`` waits for the reply when the client names no ``wait``.
+    default_wait_seconds: float = 10.0
+    #: Upper bound of ``wait`` and of a long-poll, seconds.
+    max_wait_seconds: float = 60.0
+    #: Seconds a session's state and reply stream stay in Redis after its last message.
+    session_ttl_seconds: int = 7 * 24 * 3600
+    #: Deliveries of one queue message before it goes to the dead-letter table.
+    max_deliveries: int = 5
+    #: Embedded broker's polling interval, seconds; it is the latency of each in-process hop.
+    embedded_polling_interval: float = 0.002
+    #: Host and port the HTTP API binds.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Channel settings from ``config/channels.json`` (``{"telegram": {"enabled": ...}}``).
+    channels: Mapping[str, Any] = field(default_factory=dict)
+    #: Python logging level name.
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: everything runs in one process."""
+        return self.broker_url is None
+
+    @property
+    def enabled_channels(self) -> list[str]:
+        """``web`` always, plus every channel enabled in ``channels.json``."""
+        extra = [name for name, conf in self.channels.items() if name != "web" and conf.get("enabled")]
+        return ["web", *extra]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (the process environment by default) and the config folder."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("ASSISTANT_DATA_DIR", "data"))
+        config_dir = Path(env.get("ASSISTANT_CONFIG_DIR", "config"))
+        broker_url = env.get("BROKER_URL") or None
+        redis_url = env.get("REDIS_URL") or None
+        if broker_url and not redis_url:
+            raise ConfigurationError("BROKER_URL is set but REDIS_URL is not: the distributed layout needs both")
+        if redis_url and not broker_url:
+            raise ConfigurationError("REDIS_URL is set but BROKER_URL is not: the distributed layout needs both")
+        defaults = cls()
+        settings = cls(
+            data_dir=data_dir,
+            config_dir=config_dir,
+            broker_url=broker_url,
+            redis_url=redis_url,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{(data_dir / 'assistant.db').resolve()}",
+            jwt_secret=env.get("JWT_SECRET", ""),
+            jwt_ttl_seconds=_int(env, "JWT_TTL_SECONDS", defaults.jwt_ttl_seconds),
+            skills_dir=Path(env["SKILLS_DIR"]) if env.get("SKILLS_DIR") else None,
+            weather_geocoding_url=env.get("WEATHER_GEOCODING_URL", defaults.weather_geocoding_url),
+            weather_forecast_url=env.get("WEATHER_FORECAST_URL", defaults.weather_forecast_url),
+            http_timeout_seconds=_float(env, "HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds),
+            skill_timeout_seconds=_float(env, "SKILL_TIMEOUT_SECONDS", defaults.skill_timeout_seconds),
+            fallback_reply_zh=env.get("FALLBACK_REPLY_ZH", defaults.fallback_reply_zh),
+            fallback_reply_en=env.get("FALLBACK_REPLY_EN", defaults.fallback_reply_en),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", defaults.max_body_bytes),
+            default_wait_seconds=_float(env, "DEFAULT_WAIT_SECONDS", defaults.default_wait_seconds),
+            max_wait_seconds=_float(env, "MAX_WAIT_SECONDS", defaults.max_wait_seconds),
+            session_ttl_seconds=_int(env, "SESSION_TTL_SECONDS", defaults.session_ttl_seconds),
+            max_deliveries=_int(env, "MAX_DELIVERIES", defaults.max_deliveries),
+            embedded_polling_interval=_float(env, "EMBEDDED_POLLING_INTERVAL", defaults.embedded_polling_interval),
+            host=env.get("HOST", "127.0.0.1" if not broker_url else "0.0.0.0"),
+            port=_int(env, "PORT", defaults.port),
+            channels=_read_channels(config_dir / "channels.json"),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        )
+        return settings.with_secret()
+
+    def with_secret(self) -> Settings:
+        """Check the JWT secret; in embedded mode make one (kept in the data folder) if none is set."""
+        from dataclasses import replace
+
+        if self.jwt_secret:
+            if len(self.jwt_secret) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+            return self
+        if not self.embedded:
+            raise ConfigurationError("JWT_SECRET is required outside embedded mode (at least 32 characters)")
+        return replace(self, jwt_secret=embedded_secret(self.data_dir))
+
+
+def embedded_secret(data_dir: Path) -> str:
+    """The embedded mode's token secret: generated once, then read back so tokens survive restarts."""
+    path = data_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # Created with owner-only permissions: the file is as good as an admin password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def _read_channels(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON: {exc}") from exc
+    channels = data.get("channels", {}) if isinstance(data, dict) else None
+    if not isinstance(channels, dict):
+        raise ConfigurationError(f'{path} must look like {{"channels": {{"telegram": {{...}}}}}}')
+    return channels
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc

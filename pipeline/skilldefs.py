@@ -1,0 +1,86 @@
+"""Declarative skills as admins register them over REST: a fixed answer or a webhook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from pipeline.envelope import now
+from pipeline.errors import AssistantError
+
+NAME_MAX = 64
+
+
+class SkillDefinitionError(AssistantError):
+    """A skill definition sent by an admin is invalid; the message says which field."""
+
+    code = "invalid_skill"
+
+
+@dataclass(frozen=True, slots=True)
+class SkillDefinition:
+    """A skill stored in the database, picked up by every dispatch worker without a restart."""
+
+    #: Unique name, also the key in ``DELETE /api/skills/<name>``.
+    name: str
+    #: What the skill does, shown by ``help`` and ``GET /api/skills``.
+    description: str
+    #: Words or phrases that select the skill (Chinese substrings, English words).
+    triggers: tuple[str, ...]
+    #: Fixed answer; exactly one of ``response`` and ``webhook`` is set.
+    response: str | None = None
+    #: URL the dispatch worker POSTs the context to; its JSON ``{"text": ...}`` (or plain text) is the answer.
+    webhook: str | None = None
+    #: Subject of the admin who registered it.
+    created_by: str = ""
+    #: When it was registered (epoch seconds).
+    created_at: float = field(default_factory=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "triggers": list(self.triggers),
+            "response": self.response,
+            "webhook": self.webhook,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_request(cls, data: Any, created_by: str = "") -> SkillDefinition:
+        """Validate a ``POST /api/skills`` body; raises ``SkillDefinitionError`` naming the bad field."""
+        if not isinstance(data, dict):
+            raise SkillDefinitionError("the body must be a JSON object")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX or "/" in name:
+            raise SkillDefinitionError(f"'name' must be a non-empty string of at most {NAME_MAX} characters without '/'")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise SkillDefinitionError("'description' must be a string")
+        triggers = data.get("triggers")
+        if (
+            not isinstance(triggers, list)
+            or not triggers
+            or not all(isinstance(t, str) and t.strip() for t in triggers)
+        ):
+            raise SkillDefinitionError("'triggers' must be a non-empty list of non-empty strings")
+        response = data.get("response")
+        webhook = data.get("webhook")
+        if (response is None) == (webhook is None):
+            raise SkillDefinitionError("exactly one of 'response' and 'webhook' must be given")
+        if response is not None and (not isinstance(response, str) or not response.strip()):
+            raise SkillDefinitionError("'response' must be a non-empty string")
+        if webhook is not None:
+            parsed = urlparse(webhook) if isinstance(webhook, str) else None
+            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise SkillDefinitionError("'webhook' must be an http:// or https:// URL")
+        return cls(
+            name=name.strip(),
+            description=description.strip(),
+            triggers=tuple(t.strip() for t in triggers),
+            response=response,
+            webhook=webhook,
+            created_by=created_by,
+        )

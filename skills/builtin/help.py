@@ -1,0 +1,55 @@
+"""The built-in help skill: lists what every registered skill does, in the user's language."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.language import detect_language, is_cjk
+from skills.base import BaseSkill
+
+
+class HelpSkill(BaseSkill):
+    """Lists the skills; reads them at call time, so skills registered later show up too."""
+
+    def __init__(self, registry_view: Callable[[], list[dict[str, Any]]]) -> None:
+        super().__init__(
+            name="help",
+            description="列出我能做的事 / list what I can do",
+            triggers=["帮助", "你能做什么", "你会什么", "功能", "help", "what can you do"],
+        )
+        self._registry_view = registry_view
+
+    def execute(self, context: dict[str, Any]) -> str:
+        message = str(context.get("message") or "")
+        zh = (context.get("language") or detect_language(message)) == "zh"
+        lines = []
+        for skill in self._registry_view():
+            name = str(skill.get("name", ""))
+            description = localized(str(skill.get("description") or ""), zh)
+            example = _example(skill.get("triggers") or [], zh)
+            if zh:
+                line = f"- {name}:{description}" if description else f"- {name}"
+                lines.append(f"{line}(例如“{example}”)" if example else line)
+            else:
+                line = f"- {name}: {description}" if description else f"- {name}"
+                lines.append(f'{line} (try "{example}")' if example else line)
+        if not lines:
+            return "现在还没有可用的技能。" if zh else "No skills are available right now."
+        header = "我可以帮你做这些事:" if zh else "Here is what I can do:"
+        return "\n".join([header, *lines])
+
+
+def localized(description: str, zh: bool) -> str:
+    """The part of a bilingual "中文 / English" description in the wanted language (all of it if single)."""
+    parts = [p.strip() for p in description.split(" / ") if p.strip()]
+    if len(parts) < 2:
+        return description.strip()
+    wanted = [p for p in parts if any(is_cjk(ch) for ch in p) == zh]
+    return wanted[0] if wanted else parts[0]
+
+
+def _example(triggers: list[Any], zh: bool) -> str:
+    words = [str(t) for t in triggers if str(t).strip()]
+    wanted = [t for t in words if any(is_cjk(ch) for ch in t) == zh]
+    return (wanted or words or [""])[0]

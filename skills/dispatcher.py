@@ -1,0 +1,135 @@
+"""The dispatch stage's decision: which skill answers, slot filling, and interruption recovery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pipeline.dialogue import DialogueState, PendingTask, Turn
+from pipeline.envelope import Envelope, Reply
+from pipeline.errors import SkillError
+from pipeline.language import detect_language, normalize
+from skills.base import BaseSkill, SkillResult
+from skills.registry import SkillRegistry
+
+logger = logging.getLogger(__name__)
+
+#: Runs a skill with the stage's safeguards (time limit); raises ``SkillError`` on failure.
+SkillRunner = Callable[[BaseSkill, dict[str, Any]], "str | SkillResult"]
+
+CANCEL_WORDS = frozenset({"取消", "算了", "不用了", "cancel", "never mind", "nevermind", "forget it"})
+
+MESSAGES = {
+    "zh": {
+        "apology": "抱歉,处理您的请求时出了点问题,请稍后再试。",
+        "cancelled": "好的,已取消。",
+        "resume": "我们接着刚才的话题:{question}",
+    },
+    "en": {
+        "apology": "Sorry, something went wrong while handling that. Please try again.",
+        "cancelled": "OK, cancelled.",
+        "resume": "Back to what we were doing: {question}",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What dispatch decided: the new state, and the reply, or None to hand over to inference."""
+
+    state: DialogueState
+    reply: Reply | None
+
+
+def dispatch(
+    envelope: Envelope, state: DialogueState, registry: SkillRegistry, run_skill: SkillRunner
+) -> Outcome:
+    """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do."""
+    text = envelope.text.strip()
+    language = detect_language(text, envelope.language or state.language)
+    state = replace(state, language=language, last_seq=max(state.last_seq, envelope.seq))
+    matched = registry.match(text)
+    pending = state.pending
+
+    if pending and normalize(text) in CANCEL_WORDS:
+        return _answer(envelope, replace(state, pending=None), MESSAGES[language]["cancelled"], "cancel")
+
+    if pending and (matched is None or matched.name == pending.skill):
+        skill = registry.get(pending.skill)
+        if skill is not None:
+            if matched is None and pending.slot:
+                # The message answers the open question: it fills the slot.
+                slots = {**pending.slots, pending.slot: text}
+                return _run(envelope, replace(state, pending=None), skill, run_skill, language, slots, pending.slot)
+            return _run(envelope, replace(state, pending=None), skill, run_skill, language, dict(pending.slots))
+        pending = None  # the skill that asked is gone (deleted); treat the message as new
+        state = replace(state, pending=None)
+
+    if pending:
+        # The user changed the subject: serve the new request, offer the old one again afterwards.
+        state = replace(state, pending=None, interrupted=(*state.interrupted, pending))
+    if matched is None:
+        return Outcome(state, None)
+    return _run(envelope, state, matched, run_skill, language, {})
+
+
+def _run(
+    envelope: Envelope,
+    state: DialogueState,
+    skill: BaseSkill,
+    run_skill: SkillRunner,
+    language: str,
+    slots: dict[str, str],
+    answering: str | None = None,
+) -> Outcome:
+    context = {
+        "message": envelope.text.strip(),
+        "language": language,
+        "session_id": envelope.session_id,
+        "user_id": envelope.user_id,
+        "roles": list(envelope.roles),
+        "channel": envelope.channel,
+        "message_id": envelope.message_id,
+        "slots": dict(slots),
+        "answering": answering,
+        "history": [{"user": t.user, "assistant": t.assistant, "skill": t.skill} for t in state.history],
+    }
+    try:
+        result = run_skill(skill, context)
+        if not isinstance(result, str | SkillResult):
+            raise SkillError(f"skill {skill.name!r} returned {type(result).__name__}, not str or SkillResult")
+    except Exception as exc:
+        logger.exception("skill %s failed on message %s", skill.name, envelope.message_id)
+        code = exc.code if isinstance(exc, SkillError) else SkillError.code
+        return _answer(envelope, state, MESSAGES[language]["apology"], skill.name, error=code)
+
+    if isinstance(result, str):
+        result = SkillResult(text=result)
+    if result.ask:
+        task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots=dict(result.slots))
+        return _answer(envelope, replace(state, pending=task), result.text, skill.name, True, result.actions)
+    text = result.text
+    if state.interrupted:
+        resumed = state.interrupted[-1]
+        state = replace(state, pending=resumed, interrupted=state.interrupted[:-1])
+        text = f"{text}\n{MESSAGES[language]['resume'].format(question=resumed.question)}"
+        return _answer(envelope, state, text, skill.name, True, result.actions)
+    return _answer(envelope, state, text, skill.name, False, result.actions)
+
+
+def _answer(
+    envelope: Envelope,
+    state: DialogueState,
+    text: str,
+    skill: str,
+    expects_reply: bool = False,
+    actions: tuple[dict[str, Any], ...] = (),
+    error: str | None = None,
+) -> Outcome:
+    reply = Reply.answering(
+        envelope, text, skill=skill, expects_reply=expects_reply, actions=tuple(actions), error=error
+    )
+    return Outcome(state.remember(Turn(envelope.text, text, skill)), reply)
+

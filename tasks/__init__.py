@@ -1,0 +1,1 @@
+"""The one Celery app and a thin task module per stage."""

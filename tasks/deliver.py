@@ -1,0 +1,39 @@
+"""The web channel's deliverer: drains ``reply.web`` into the session's reply stream and transcript."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+
+from pipeline.envelope import Reply
+from pipeline.errors import EnvelopeError
+from tasks.forward import too_many_deliveries
+from tasks.runtime import runtime_for
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 5
+
+
+@shared_task(name="assistant.deliver.web", bind=True)
+def deliver_web_task(self: Task, reply_json: str) -> None:
+    runtime = runtime_for(self.app)
+    try:
+        reply = Reply.from_json(reply_json)
+    except EnvelopeError as exc:
+        logger.error("dropping undecodable reply: %s", exc)
+        runtime.adapters.repository.dead_letter(self.name, "reply.web", None, reply_json, str(exc), 1)
+        return
+    if too_many_deliveries(self, runtime, reply.message_id, reply_json):
+        return
+    try:
+        # The stream first, so the waiting client is answered before the transcript write;
+        # both steps are idempotent by message id, so a redelivery sends nothing twice.
+        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds)
+        runtime.adapters.repository.record_reply(reply)
+    except Exception as exc:
+        if self.request.retries < MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+        logger.exception("giving up on reply %s", reply.message_id)
+        runtime.adapters.repository.dead_letter(self.name, "reply.web", reply.message_id, reply_json, repr(exc), 0)

@@ -1,0 +1,109 @@
+"""What a stage worker process holds: adapters and the skill registry, built once, lazily."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from adapters.bootstrap import Adapters, build_adapters
+from pipeline.errors import SkillTimeout
+from pipeline.settings import Settings
+from skills.base import BaseSkill, SkillResult
+from skills.builtin import builtin_skills
+from skills.declarative import DeclarativeSkill
+from skills.discovery import load_entry_point_skills, load_folder_skills
+from skills.registry import SkillRegistry
+
+logger = logging.getLogger(__name__)
+
+_RUNTIME_ATTR = "_assistant_runtime"
+_runtime_lock = threading.Lock()
+
+
+@dataclass
+class StageRuntime:
+    """Per-process state of a worker: adapters, skills, and the declarative-skill version loaded."""
+
+    settings: Settings
+    adapters: Adapters
+    registry: SkillRegistry
+    skills_version: int = -1
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current_registry(self) -> SkillRegistry:
+        """The registry, with the declarative skills reloaded if an admin changed them."""
+        version = self.adapters.coordination.skills_version()
+        if version != self.skills_version:
+            with self._reload_lock:
+                if version != self.skills_version:
+                    definitions = self.adapters.repository.list_skills()
+                    post = self.adapters.post_json
+                    self.registry.replace_declarative(DeclarativeSkill(d, post) for d in definitions)
+                    self.skills_version = version
+                    logger.info("loaded %d declarative skills (version %d)", len(definitions), version)
+        return self.registry
+
+    def run_skill(self, skill: BaseSkill, context: dict[str, Any]) -> str | SkillResult:
+        """Run ``skill`` in its own thread so one that hangs costs its thread, not the worker."""
+        return run_with_timeout(lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name)
+
+
+def run_with_timeout(call: Callable[[], Any], timeout: float, name: str) -> Any:
+    """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds (the thread is abandoned)."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"skill-{name}", daemon=True).start()
+    if not done.wait(timeout):
+        raise SkillTimeout(f"skill {name!r} did not answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def build_registry(adapters: Adapters) -> SkillRegistry:
+    """Built-ins first, then the skills folder, then installed packages' entry points."""
+    registry = SkillRegistry()
+    for skill in builtin_skills(adapters.weather, registry.describe):
+        registry.add(skill)
+    folder = adapters.settings.skills_dir
+    if folder is not None and folder.is_dir():
+        for skill in load_folder_skills(folder):
+            registry.add(skill)
+    for skill in load_entry_point_skills():
+        registry.add(skill)
+    return registry
+
+
+def runtime_for(app: Celery) -> StageRuntime:
+    """This process's runtime, built on first use (after a prefork worker forked, never before)."""
+    runtime: StageRuntime | None = getattr(app, _RUNTIME_ATTR, None)
+    if runtime is not None:
+        return runtime
+    with _runtime_lock:
+        runtime = getattr(app, _RUNTIME_ATTR, None)
+        if runtime is None:
+            settings: Settings = app.conf.assistant_settings
+            adapters: Adapters | None = app.conf.assistant_adapters
+            if adapters is None:
+                adapters = build_adapters(settings)
+            registry = build_registry(adapters)
+            # The gateway lists skills without loading them: the workers publish what they have.
+            adapters.coordination.set_catalog(json.dumps(registry.describe(), ensure_ascii=False))
+            runtime = StageRuntime(settings, adapters, registry)
+            setattr(app, _RUNTIME_ATTR, runtime)
+    return runtime

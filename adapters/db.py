@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -309,32 +309,40 @@ class Repository:
             return False
         return True
 
-    def _touch_or_open_session(self, connection: Connection, envelope: Envelope, created: datetime) -> None:
-        # A plain read first, not an UPDATE of a missing row: on MariaDB that would take gap locks that deadlock two
-        # workers opening the same session.
-        exists = connection.execute(sa.select(sessions.c.id).where(sessions.c.id == envelope.session_id)).first()
-        if exists is None:
-            try:
-                # A savepoint, because on PostgreSQL a failed statement would otherwise abort the message insert too.
-                with connection.begin_nested():
-                    connection.execute(
-                        sessions.insert().values(
-                            id=envelope.session_id,
-                            user_id=envelope.user_id,
-                            channel=envelope.channel,
-                            created_at=created,
-                            updated_at=created,
-                            state=None,
-                        )
-                    )
-                return
-            except IntegrityError:
-                pass  # another message of the same session opened it first; fall through and touch it
-        self._touch_session(connection, envelope.session_id, created)
+    @staticmethod
+    def _touch_or_open_session(connection: Connection, envelope: Envelope, created: datetime) -> None:
+        # One native upsert statement rather than insert-then-update: on MariaDB, workers that lose the insert race
+        # keep shared locks on the new row and deadlock each other when they then update it.
+        row = {
+            "id": envelope.session_id,
+            "user_id": envelope.user_id,
+            "channel": envelope.channel,
+            "created_at": created,
+            "updated_at": created,
+            "state": None,
+        }
+        dialect = connection.dialect.name
+        statement: sa.Executable
+        if dialect in ("postgresql", "sqlite"):
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(sessions).values(row)
+            newer = insert.excluded.updated_at
+            statement = insert.on_conflict_do_update(
+                index_elements=[sessions.c.id],
+                set_={"updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            my_insert = mysql.insert(sessions).values(row)
+            newer = my_insert.inserted.updated_at
+            statement = my_insert.on_duplicate_key_update(
+                updated_at=sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
+            )
+        else:
+            raise NotImplementedError(f"unsupported database backend {dialect!r}: use SQLite, PostgreSQL or MariaDB")
+        connection.execute(statement)
 
     @staticmethod
     def _touch_session(connection: Connection, session_id: str, when: datetime) -> None:
-        # Only forwards: a late redelivery must not move updated_at back.
+        # Only forwards: a late reply must not move updated_at back.
         connection.execute(
             sessions.update().where(sessions.c.id == session_id, sessions.c.updated_at < when).values(updated_at=when)
         )

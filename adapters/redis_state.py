@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -60,6 +61,11 @@ return id
 """
 
 
+def _text(value: Any) -> str | None:
+    """A reply of a client made with ``decode_responses=True``: text or None."""
+    return None if value is None else str(value)
+
+
 def connect(url: str, max_connections: int = 50) -> redis.Redis:
     """A client whose pool makes callers wait for a free connection instead of failing under load."""
     pool = redis.BlockingConnectionPool.from_url(
@@ -91,12 +97,10 @@ class RedisCoordination:
         return Registration("ok", message_id, session_id, int(result[1]), result[2] == "1")
 
     def session_owner(self, session_id: str) -> str | None:
-        owner: str | None = self._redis.get(f"sess:{session_id}:owner")
-        return owner
+        return _text(self._redis.get(f"sess:{session_id}:owner"))
 
     def load_state(self, session_id: str) -> str | None:
-        state: str | None = self._redis.get(f"sess:{session_id}:state")
-        return state
+        return _text(self._redis.get(f"sess:{session_id}:state"))
 
     def save_state(self, session_id: str, state_json: str, ttl: int) -> None:
         self._redis.set(f"sess:{session_id}:state", state_json, ex=ttl)
@@ -125,8 +129,7 @@ class RedisCoordination:
         self._redis.set("skills:catalog", catalog_json)
 
     def catalog(self) -> str | None:
-        catalog: str | None = self._redis.get("skills:catalog")
-        return catalog
+        return _text(self._redis.get("skills:catalog"))
 
     def ping(self) -> None:
         self._redis.ping()
@@ -163,10 +166,8 @@ class _RedisSubscription:
                 self._closed.wait(0.5)
             finally:
                 if self._pubsub is not None:
-                    try:
+                    with contextlib.suppress(redis.RedisError):
                         self._pubsub.close()
-                    except redis.RedisError:
-                        pass
 
     def _deliver(self, data: str) -> None:
         cursor, _, body = data.partition("|")
@@ -196,11 +197,11 @@ class RedisReplyStream:
 
     def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:
         start = f"({cursor}" if cursor else "-"
-        entries = self._redis.xrange(f"replies:{session_id}", min=start, max="+", count=limit)
-        return [(entry_id, Reply.from_json(fields["r"])) for entry_id, fields in entries]
+        entries: Any = self._redis.xrange(f"replies:{session_id}", min=start, max="+", count=limit)
+        return [(str(entry_id), Reply.from_json(fields["r"])) for entry_id, fields in entries]
 
     def reply_for(self, message_id: str) -> tuple[str, Reply] | None:
-        raw = self._redis.get(f"reply:{message_id}")
+        raw = _text(self._redis.get(f"reply:{message_id}"))
         if raw is None:
             return None
         cursor, _, body = raw.partition("|")

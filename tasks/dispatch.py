@@ -9,13 +9,13 @@ from dataclasses import replace
 
 from celery import Task, shared_task
 
+from adapters.state import Turn
 from pipeline.dialogue import DialogueState
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import EnvelopeError
+from pipeline.language import detect_language
 from pipeline.stages import Stage
 from skills.dispatcher import dispatch
-from adapters.state import Turn
-from pipeline.language import detect_language
 from tasks.forward import Forwarder, too_many_deliveries
 from tasks.runtime import StageRuntime, runtime_for
 

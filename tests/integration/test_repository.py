@@ -312,17 +312,23 @@ def test_racing_workers_record_a_message_once(repository: Repository) -> None:
 
 
 def test_racing_messages_open_one_session(repository: Repository) -> None:
-    envs = iter([envelope(session_id="s-open-race", created_at=1_700_000_000.0 + i) for i in range(4)])
-    lock = threading.Lock()
+    # Several first messages of one new session at once: one opens it, the others only move updated_at forward.
+    workers = 8
+    for round_ in range(3):
+        session_id = f"s-open-race-{round_}"
+        envs = iter([envelope(session_id=session_id, created_at=1_700_000_000.0 + i) for i in range(workers)])
+        lock = threading.Lock()
 
-    def record() -> bool:
-        with lock:
-            env = next(envs)
-        return repository.record_message(env)
+        def record(envs: Iterator[Envelope] = envs, lock: threading.Lock = lock) -> bool:
+            with lock:
+                env = next(envs)
+            return repository.record_message(env)
 
-    assert _race(4, record) == [True] * 4
-    assert len(repository.transcript("s-open-race")) == 4
-    assert repository.load_session("s-open-race") is not None
+        assert _race(workers, record) == [True] * workers
+        assert len(repository.transcript(session_id)) == workers
+        session = repository.load_session(session_id)
+        assert session is not None
+        assert session.updated_at == pytest.approx(1_700_000_000.0 + workers - 1, abs=MILLISECOND)
 
 
 def test_racing_state_saves_on_a_new_session(repository: Repository) -> None:

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bootstrap import Adapters
 from ingress import health, messages, skills_api
+from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
 
@@ -25,6 +26,7 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
         "hub": ReplyHub(adapters.replies),
         "forwarder": Forwarder(celery_app),
         "celery": celery_app,
+        "metrics": GatewayMetrics(),
     }
     app.register_blueprint(messages.bp)
     app.register_blueprint(skills_api.bp)

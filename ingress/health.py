@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 bp = Blueprint("health", __name__)
 logger = logging.getLogger(__name__)
@@ -40,4 +40,4 @@ def readyz() -> tuple[dict[str, Any], int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(current_app.extensions["assistant"]["metrics"].render(), mimetype=CONTENT_TYPE_LATEST)

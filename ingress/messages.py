@@ -16,6 +16,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from adapters.bootstrap import Adapters
 from adapters.state import cursor_key, valid_cursor
 from ingress.auth import current_identity, require_token
+from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from pipeline.envelope import Envelope, Reply, new_id
 from pipeline.stages import Channel, first_stage
@@ -33,6 +34,11 @@ KEEPALIVE_SECONDS = 15.0
 def _parts() -> tuple[Adapters, ReplyHub, Forwarder]:
     ext = current_app.extensions["assistant"]
     return ext["adapters"], ext["hub"], ext["forwarder"]
+
+
+def _metrics() -> GatewayMetrics:
+    metrics: GatewayMetrics = current_app.extensions["assistant"]["metrics"]
+    return metrics
 
 
 @bp.post("/api/messages")
@@ -63,6 +69,8 @@ def post_message() -> tuple[dict[str, Any], int]:
     registration = adapters.coordination.register_message(
         identity.subject, chosen_session, new_id(), client_msg_id, settings.session_ttl_seconds
     )
+    metrics = _metrics()
+    metrics.messages.labels(registration.status).inc()
     if registration.status == "forbidden":
         raise NotFound(f"unknown session '{chosen_session}'")
     if registration.status == "ok":
@@ -87,9 +95,12 @@ def post_message() -> tuple[dict[str, Any], int]:
         ids["duplicate"] = True  # type: ignore[assignment]
     if wait <= 0:
         return ids, 202
+    started = time.perf_counter()
     answered = hub.wait_for_reply(registration.message_id, wait)
     if answered is None:
+        metrics.reply_timeouts.inc()
         return {**ids, "status": "pending"}, 202
+    metrics.reply_wait.observe(time.perf_counter() - started)
     cursor, reply = answered
     return {**ids, "reply": reply_json(cursor, reply)}, 200
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, current_app, request
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from adapters.bootstrap import Adapters
 from ingress.auth import current_identity, require_token
@@ -28,7 +28,6 @@ def list_skills() -> dict[str, Any]:
     loaded = [
         {**entry, "kind": "loaded"}
         for entry in json.loads(adapters.coordination.catalog() or "[]")
-        if not entry.get("declarative")
     ]
     registered = [{**d.to_dict(), "kind": "registered"} for d in adapters.repository.list_skills()]
     return {"skills": loaded + registered}
@@ -45,6 +44,9 @@ def register_skill() -> tuple[dict[str, Any], int]:
         definition = SkillDefinition.from_request(body, created_by=current_identity().subject)
     except SkillDefinitionError as exc:
         raise BadRequest(str(exc)) from exc
+    loaded = {entry.get("name") for entry in json.loads(adapters.coordination.catalog() or "[]")}
+    if definition.name in loaded:
+        raise Conflict(f"a built-in or installed skill is named '{definition.name}'; choose another name")
     created = adapters.repository.save_skill(definition)
     # Every dispatch worker compares this version on each message and reloads when it moved.
     adapters.coordination.bump_skills_version()

@@ -78,7 +78,10 @@ class SkillRegistry:
         return [s.describe() for s in self._skills]
 
     def match(self, text: str) -> BaseSkill | None:
-        """The skill whose trigger fits ``text`` best (longest trigger), the earlier one on a tie; None if none."""
+        """The skill whose trigger fits ``text`` best (longest trigger); None if none fits.
+
+        Ties go to a registered skill over a loaded one, then to the earlier one.
+        """
         best: BaseSkill | None = None
         best_score = 0
         for skill in self._skills:
@@ -88,7 +91,9 @@ class SkillRegistry:
                 # One plugin with a broken match() must not stop the others from being chosen.
                 logger.exception("skill %r failed to match", skill.name)
                 continue
-            if score > best_score:
+            # On a tie a registered (declarative) skill beats a built-in one: an admin added it on purpose.
+            wins_tie = score == best_score and best is not None and is_declarative(skill) and not is_declarative(best)
+            if score > best_score or (score > 0 and wins_tie):
                 best, best_score = skill, score
         return best
 

@@ -272,3 +272,14 @@ def test_declarative_webhook_failures_are_polite() -> None:
         DeclarativeSkill(hook, useless).execute(context("order", "en")) == "Sorry, that skill is unavailable right now."
     )
     assert DeclarativeSkill(hook).execute(context("order", "en")) == "Sorry, that skill is unavailable right now."
+
+
+def test_registered_skill_wins_a_tie_with_a_builtin() -> None:
+    registry = SkillRegistry([Echo("weather", ["天气"])])
+    registry.replace_declarative([DeclarativeSkill(definition("shop_weather", ("天气",), response="晴"))])
+    matched = registry.match("天气")
+    assert matched is not None and matched.name == "shop_weather"
+    # A longer trigger still wins over a registered skill's shorter one.
+    registry.add(Echo("forecast", ["天气预报"]))
+    matched = registry.match("天气预报")
+    assert matched is not None and matched.name == "forecast"

@@ -7,6 +7,7 @@ reply at most once, and wakes the gateways waiting for it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from pipeline.envelope import Reply
+
+logger = logging.getLogger(__name__)
 
 #: Called by a reply subscription with the reply's cursor and the reply.
 ReplyListener = Callable[[str, Reply], None]
@@ -227,7 +230,11 @@ class MemoryReplyStream:
             self._by_message[reply.message_id] = (cursor, reply)
             listeners = list(self._listeners)
         for listener in listeners:
-            listener(cursor, reply)
+            try:
+                listener(cursor, reply)
+            except Exception:
+                # As with Redis: a failing listener must not fail the delivery that is already stored.
+                logger.exception("reply listener failed")
         return cursor
 
     def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:

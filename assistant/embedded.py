@@ -13,6 +13,7 @@ from ingress.app import create_app
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 from tasks.celery_app import create_celery_app
+from tasks.runtime import runtime_for
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def build_embedded(settings: Settings) -> tuple[Adapters, Celery, EmbeddedWorker
     """The adapters (migrated SQLite, in-memory stores), the Celery app sharing them, and its workers."""
     adapters = build_adapters(settings, migrate=True)
     app = create_celery_app(settings, adapters)
+    runtime_for(app)  # load the skills now: the first message should not pay for it
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, NotFound
+from kombu.exceptions import OperationalError as KombuOperationalError
+from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
 from adapters.bootstrap import Adapters
 from adapters.state import cursor_key, valid_cursor
@@ -66,19 +67,21 @@ def post_message() -> tuple[dict[str, Any], int]:
     wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
 
     chosen_session = session_id or new_id()
+    metrics = _metrics()
+    if session_id and adapters.coordination.session_owner(session_id) is None:
+        # Redis may have lost the owner key: the database still knows whose session this is. Checked before
+        # registering, so a refused message neither claims the session in Redis nor takes a sequence number.
+        record = adapters.repository.load_session(session_id)
+        if record is not None and record.user_id != identity.subject:
+            metrics.messages.labels("forbidden").inc()
+            raise NotFound(f"unknown session '{chosen_session}'")
     registration = adapters.coordination.register_message(
         identity.subject, chosen_session, new_id(), client_msg_id, settings.session_ttl_seconds
     )
-    metrics = _metrics()
     metrics.messages.labels(registration.status).inc()
     if registration.status == "forbidden":
         raise NotFound(f"unknown session '{chosen_session}'")
     if registration.status == "ok":
-        if session_id and registration.new_session:
-            # Redis may have lost the owner key: the database still knows whose session this is.
-            record = adapters.repository.load_session(session_id)
-            if record is not None and record.user_id != identity.subject:
-                raise NotFound(f"unknown session '{chosen_session}'")
         envelope = Envelope(
             message_id=registration.message_id,
             session_id=registration.session_id,
@@ -89,7 +92,10 @@ def post_message() -> tuple[dict[str, Any], int]:
             client_msg_id=client_msg_id,
             seq=registration.seq,
         )
-        forwarder.to_stage(first_stage(envelope), envelope)
+        try:
+            forwarder.to_stage(first_stage(envelope), envelope)
+        except KombuOperationalError as exc:
+            raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
     ids = {"message_id": registration.message_id, "session_id": registration.session_id}
     if registration.status == "duplicate":
         ids["duplicate"] = True  # type: ignore[assignment]

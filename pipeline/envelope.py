@@ -86,6 +86,7 @@ class Envelope:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
         data = _load_versioned(raw, "envelope")
+        _check_types(data, {"roles": list, "wants": list, "text": str, "timings": list})
         try:
             return cls(
                 message_id=str(data["message_id"]),
@@ -158,6 +159,7 @@ class Reply:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
+        _check_types(data, {"text": str, "actions": list, "timings": list})
         try:
             return cls(
                 message_id=str(data["message_id"]),
@@ -193,6 +195,13 @@ class Reply:
             timings=envelope.timings,
             **fields,
         )
+
+
+def _check_types(data: dict[str, Any], expected: dict[str, type]) -> None:
+    """Reject fields of the wrong JSON type, which would otherwise be coerced into nonsense."""
+    for name, kind in expected.items():
+        if name in data and data[name] is not None and not isinstance(data[name], kind):
+            raise EnvelopeError(f"field {name!r} must be a JSON {kind.__name__}, got {type(data[name]).__name__}")
 
 
 def _load_versioned(raw: str | bytes, what: str) -> dict[str, Any]:

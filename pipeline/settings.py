@@ -136,7 +136,13 @@ def embedded_secret(data_dir: Path) -> str:
     """The embedded mode's token secret: generated once, then read back so tokens survive restarts."""
     path = data_dir / "jwt_secret"
     if path.exists():
-        return path.read_text().strip()
+        stored = path.read_text().strip()
+        # An emptied or hand-edited file must not silently become a weak (or empty) signing key.
+        if len(stored) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"{path} holds a secret shorter than {MIN_SECRET_LENGTH} characters; delete it to generate a new one"
+            )
+        return stored
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     # Created with owner-only permissions: the file is as good as an admin password.

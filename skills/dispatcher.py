@@ -49,12 +49,18 @@ def dispatch(
     """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do."""
     text = envelope.text.strip()
     language = detect_language(text, envelope.language or state.language)
-    state = replace(state, language=language, last_seq=max(state.last_seq, envelope.seq))
+    # Questions of skills that are gone (an admin deleted them) are never offered again.
+    interrupted = tuple(task for task in state.interrupted if task.skill in registry)
+    state = replace(state, language=language, last_seq=max(state.last_seq, envelope.seq), interrupted=interrupted)
     matched = registry.match(text)
     pending = state.pending
 
     if pending and normalize(text) in CANCEL_WORDS:
         return _answer(envelope, replace(state, pending=None), MESSAGES[language]["cancelled"], "cancel")
+
+    if pending and pending.skill not in registry:
+        pending = None  # the skill that asked is gone (deleted); treat the message as new
+        state = replace(state, pending=None)
 
     if pending and (matched is None or matched.name == pending.skill):
         skill = registry.get(pending.skill)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 from kombu import Queue
 
 from pipeline.settings import Settings
 from pipeline.stages import TASK_NAMES, Stage, all_queues, deliver_task, reply_queue
+from tasks.runtime import publish_catalog_on_start
 
 TASK_MODULES = ["tasks.dispatch", "tasks.inference", "tasks.deliver"]
 
@@ -51,6 +53,8 @@ def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
         assistant_settings=settings,
         assistant_adapters=adapters,
     )
+    # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_ready.connect(publish_catalog_on_start, dispatch_uid="assistant.publish_catalog", weak=False)
     # Worker threads have no "current app" of their own; shared tasks resolve to the default one.
     app.set_default()
     return app

@@ -89,6 +89,11 @@ def build_registry(adapters: Adapters) -> SkillRegistry:
     return registry
 
 
+def publish_catalog_on_start(sender: Any, **_: Any) -> None:
+    """Build the runtime when a worker starts, so the gateway lists its skills before any message."""
+    runtime_for(sender.app)
+
+
 def runtime_for(app: Celery) -> StageRuntime:
     """This process's runtime, built on first use (after a prefork worker forked, never before)."""
     runtime: StageRuntime | None = getattr(app, _RUNTIME_ATTR, None)

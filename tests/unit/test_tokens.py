@@ -47,7 +47,7 @@ def test_token_signed_with_another_secret_is_refused() -> None:
 
 def test_tampered_token_is_refused() -> None:
     token = issue_token(SECRET, "alice", ("user",), ttl_seconds=60)
-    header, payload, signature = token.split(".")
+    header, _payload, signature = token.split(".")
     forged_payload = jwt.utils.base64url_encode(b'{"sub":"alice","roles":["admin"],"exp":9999999999}').decode()
     with pytest.raises(TokenError):
         verify_token(SECRET, f"{header}.{forged_payload}.{signature}")

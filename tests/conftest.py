@@ -1,0 +1,142 @@
+"""Shared fixtures: WSGI apps on real local ports, a fake Open-Meteo, a PostgreSQL database per test session."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import pytest
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+# The test servers' access log is noise in failure reports.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+ServeWsgi = Callable[..., AbstractContextManager[str]]
+
+
+@contextmanager
+def serve_wsgi(app: Any, port: int = 0) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port unless given) in a thread; yields the base URL."""
+    server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def serve() -> ServeWsgi:
+    """``with serve(app) as url:`` runs a WSGI app on a real local port for the block."""
+    return serve_wsgi
+
+
+class FakeOpenMeteo:
+    """Open-Meteo's geocoding and forecast APIs, shaped like the real ones, on two local servers.
+
+    The forecast runs on its own port so a test can close it (``forecast_closed``). Every answer says
+    ``Connection: close``: a kept-alive connection would outlive the closed port.
+    """
+
+    PLACES: dict[tuple[str, str], dict[str, Any]] = {  # noqa: RUF012 - read-only table
+        ("上海", "zh"): {"name": "上海", "latitude": 31.22222, "longitude": 121.45806},
+        ("北京", "zh"): {"name": "北京", "latitude": 39.9075, "longitude": 116.39723},
+        ("London", "en"): {"name": "London", "latitude": 51.50853, "longitude": -0.12574},
+    }
+    CURRENT: dict[tuple[float, float], dict[str, Any]] = {  # noqa: RUF012 - read-only table
+        (31.22222, 121.45806): {"temperature_2m": 12.0, "weather_code": 61},
+        (39.9075, 116.39723): {"temperature_2m": -3.5, "weather_code": 0},
+        (51.50853, -0.12574): {"temperature_2m": 8.3, "weather_code": 3},
+    }
+
+    def __init__(self) -> None:
+        self._geocoding = serve_wsgi(self._geocode)
+        self.geocoding_url = f"{self._geocoding.__enter__()}/v1/search"
+        self._forecast_port = 0
+        self._forecast: AbstractContextManager[str] | None = None
+        self._open_forecast()
+
+    @property
+    def forecast_url(self) -> str:
+        return f"http://127.0.0.1:{self._forecast_port}/v1/forecast"
+
+    def _open_forecast(self) -> None:
+        self._forecast = serve_wsgi(self._current, self._forecast_port)
+        self._forecast_port = int(self._forecast.__enter__().rsplit(":", 1)[1])
+
+    def _close_forecast(self) -> None:
+        if self._forecast is not None:
+            self._forecast.__exit__(None, None, None)
+            self._forecast = None
+
+    @contextmanager
+    def forecast_closed(self) -> Iterator[None]:
+        """Nothing listens on the forecast URL's port inside the block; it is served again after."""
+        self._close_forecast()
+        try:
+            yield
+        finally:
+            self._open_forecast()
+
+    def close(self) -> None:
+        self._close_forecast()
+        self._geocoding.__exit__(None, None, None)
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> Response:
+        response = Response(json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
+        response.headers["Connection"] = "close"
+        return response
+
+    @Request.application  # type: ignore[arg-type]
+    def _geocode(self, request: Request) -> Response:
+        found = self.PLACES.get((request.args.get("name", ""), request.args.get("language", "")))
+        # Like the real API: no "results" key at all when nothing matches.
+        return self._json({"results": [{"id": 1, **found}]} if found else {"generationtime_ms": 0.3})
+
+    @Request.application  # type: ignore[arg-type]
+    def _current(self, request: Request) -> Response:
+        key = (float(request.args["latitude"]), float(request.args["longitude"]))
+        if request.args.get("current") != "temperature_2m,weather_code" or key not in self.CURRENT:
+            return self._json({"error": True, "reason": "bad parameters"}, 400)
+        return self._json({"latitude": key[0], "longitude": key[1], "current": {"time": "2026-11-25T14:00",
+                                                                                 **self.CURRENT[key]}})  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def open_meteo() -> Iterator[FakeOpenMeteo]:
+    fake = FakeOpenMeteo()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A uniquely named, empty PostgreSQL database for this test session, dropped at its end."""
+    from adapters.db import create_engine_for
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine_for(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            # FORCE: worker threads' pools may still hold connections.
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()

@@ -1,0 +1,402 @@
+"""One contract for ``Coordination`` and ``ReplyStream``: the in-process versions and the Redis ones.
+
+Every test here runs against both ``MemoryCoordination``/``MemoryReplyStream`` and
+``RedisCoordination``/``RedisReplyStream`` on the real local Redis (database 13, flushed first).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+from adapters.redis_state import RedisCoordination, RedisReplyStream, connect
+from adapters.state import (
+    Coordination,
+    MemoryCoordination,
+    MemoryReplyStream,
+    Registration,
+    ReplyStream,
+    Turn,
+    cursor_key,
+)
+from pipeline.envelope import Reply, new_id
+
+REDIS_URL = os.environ.get("TEST_REDIS_STATE_URL", "redis://127.0.0.1:6379/13")
+TTL = 600
+LOCK_MS = 60_000
+DEADLINE = 10.0
+
+
+@dataclass
+class Stores:
+    kind: str
+    coordination: Coordination
+    replies: ReplyStream
+    client: redis.Redis | None = None
+
+
+def _redis_stores() -> Iterator[Stores]:
+    client = connect(REDIS_URL)
+    subscriber = connect(REDIS_URL, max_connections=2)
+    client.flushdb()
+    try:
+        yield Stores("redis", RedisCoordination(client), RedisReplyStream(client, subscriber), client)
+    finally:
+        client.flushdb()
+        client.close()
+        subscriber.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.servers)])
+def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
+    if request.param == "memory":
+        yield Stores("memory", MemoryCoordination(), MemoryReplyStream())
+    else:
+        yield from _redis_stores()
+
+
+@pytest.fixture
+def redis_stores() -> Iterator[Stores]:
+    yield from _redis_stores()
+
+
+def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """``check()``'s first truthy result, polled until a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def reply(session_id: str, text: str = "好的", message_id: str | None = None) -> Reply:
+    return Reply(message_id=message_id or new_id(), session_id=session_id, channel="web", text=text, skill="time",
+                 user_id="alice", actions=({"type": "open", "url": "https://example.org/文档"},))  # fmt: skip
+
+
+def session() -> str:
+    return f"s-{uuid.uuid4().hex[:12]}"
+
+
+# -- registering messages -------------------------------------------------------------------------------------------
+
+
+def test_register_message_assigns_increasing_sequence_numbers(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    first = c.register_message("alice", s, "m1", None, TTL)
+    assert first == Registration("ok", "m1", s, 1, True)
+    second = c.register_message("alice", s, "m2", "c-2", TTL)
+    assert second == Registration("ok", "m2", s, 2, False)
+    assert c.register_message("alice", s, "m3", None, TTL).seq == 3
+    assert c.session_owner(s) == "alice"
+    # Another session counts on its own.
+    other = session()
+    assert c.register_message("alice", other, "m4", None, TTL) == Registration("ok", "m4", other, 1, True)
+
+
+def test_duplicate_client_msg_id_returns_the_first_ids(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.register_message("alice", s, "m1", "client-1", TTL).status == "ok"
+    again = c.register_message("alice", s, "m1-resent", "client-1", TTL)
+    assert again == Registration("duplicate", "m1", s, 0, False)
+    # The resend took no sequence number.
+    assert c.register_message("alice", s, "m2", "client-2", TTL).seq == 2
+    # Keyed per user, not per session: a resend naming another session still finds the first message.
+    elsewhere = c.register_message("alice", session(), "m1-elsewhere", "client-1", TTL)
+    assert (elsewhere.status, elsewhere.message_id, elsewhere.session_id) == ("duplicate", "m1", s)
+
+
+def test_client_msg_ids_of_different_users_do_not_collide(stores: Stores) -> None:
+    c = stores.coordination
+    a, b = session(), session()
+    assert c.register_message("alice", a, "ma", "same-id", TTL).status == "ok"
+    bob = c.register_message("bob", b, "mb", "same-id", TTL)
+    assert bob == Registration("ok", "mb", b, 1, True)
+
+
+def test_another_users_session_is_forbidden(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    c.register_message("alice", s, "m1", None, TTL)
+    assert c.register_message("mallory", s, "m2", None, TTL) == Registration("forbidden")
+    assert c.register_message("mallory", s, "m3", "c-1", TTL).status == "forbidden"
+    # Nothing changed: still alice's, and her next message is number 2.
+    assert c.session_owner(s) == "alice"
+    assert c.register_message("alice", s, "m4", None, TTL).seq == 2
+
+
+def test_unknown_session_has_no_owner(stores: Stores) -> None:
+    assert stores.coordination.session_owner(session()) is None
+
+
+# -- dialogue state -------------------------------------------------------------------------------------------------
+
+
+def test_state_is_saved_and_loaded(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.load_state(s) is None
+    c.save_state(s, '{"pending": {"skill": "weather", "question": "哪个城市?"}}', TTL)
+    assert c.load_state(s) == '{"pending": {"skill": "weather", "question": "哪个城市?"}}'
+    c.save_state(s, "{}", TTL)
+    assert c.load_state(s) == "{}"
+
+
+# -- turns ------------------------------------------------------------------------------------------------------------
+
+
+def test_turns_go_in_sequence_order(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    # Message 2 arrived first: it waits for message 1.
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.WAIT
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    # While 1 holds the turn, nobody else gets it, not even a redelivery of 1.
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.WAIT
+    assert c.acquire_turn(s, 1, "t1-again", LOCK_MS, False) is Turn.WAIT
+    c.finish_turn(s, 1, "t1", TTL)
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 2, "t2", TTL)
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 3, "t3", TTL)
+
+
+def test_a_finished_message_is_stale(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 1, "t1", TTL)
+    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, False) is Turn.STALE
+    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, True) is Turn.STALE
+    # Finishing an older message later does not move "done" back.
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 2, "t2", TTL)
+    c.finish_turn(s, 1, "late", TTL)
+    assert c.acquire_turn(s, 2, "again", LOCK_MS, False) is Turn.STALE
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.GO
+
+
+def test_force_skips_a_lost_earlier_message_but_not_a_held_lock(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.WAIT
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, True) is Turn.GO
+    # A held lock is respected even when forced: two workers never run one session at once.
+    assert c.acquire_turn(s, 4, "t4", LOCK_MS, True) is Turn.WAIT
+    c.finish_turn(s, 3, "t3", TTL)
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.STALE
+    assert c.acquire_turn(s, 4, "t4", LOCK_MS, False) is Turn.GO
+
+
+def test_finishing_with_seq_zero_releases_without_marking_done(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 0, "t1", TTL)  # the handling failed: the retry must not be "stale"
+    assert c.acquire_turn(s, 1, "retry", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 1, "retry", TTL)
+    assert c.acquire_turn(s, 1, "again", LOCK_MS, False) is Turn.STALE
+
+
+def test_only_the_holder_releases_the_lock(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "holder", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 0, "someone-else", TTL)
+    assert c.acquire_turn(s, 1, "other", LOCK_MS, False) is Turn.WAIT
+    c.finish_turn(s, 0, "holder", TTL)
+    assert c.acquire_turn(s, 1, "other", LOCK_MS, False) is Turn.GO
+
+
+def test_a_lost_workers_lock_expires(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "lost", 50, False) is Turn.GO
+    # Nobody finishes it; the lock runs out and the redelivery gets the turn.
+    eventually(lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False) is Turn.GO, what="the lock to expire")
+
+
+def test_turns_of_different_sessions_are_independent(stores: Stores) -> None:
+    c, a, b = stores.coordination, session(), session()
+    assert c.acquire_turn(a, 1, "a1", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(b, 1, "b1", LOCK_MS, False) is Turn.GO
+
+
+def test_delivery_counter_counts_per_key(stores: Stores) -> None:
+    c = stores.coordination
+    key = f"assistant.dispatch:{new_id()}"
+    assert [c.count_delivery(key, 60) for _ in range(3)] == [1, 2, 3]
+    assert c.count_delivery(f"assistant.dispatch:{new_id()}", 60) == 1
+
+
+# -- skills ---------------------------------------------------------------------------------------------------------
+
+
+def test_skills_version_bumps(stores: Stores) -> None:
+    c = stores.coordination
+    assert c.skills_version() == 0
+    assert c.bump_skills_version() == 1
+    assert c.bump_skills_version() == 2
+    assert c.skills_version() == 2
+
+
+def test_catalog_round_trip(stores: Stores) -> None:
+    c = stores.coordination
+    assert c.catalog() is None
+    c.set_catalog('[{"name": "time", "description": "查询当前时间"}]')
+    assert c.catalog() == '[{"name": "time", "description": "查询当前时间"}]'
+    c.set_catalog("[]")
+    assert c.catalog() == "[]"
+
+
+def test_ping(stores: Stores) -> None:
+    stores.coordination.ping()
+    stores.replies.ping()
+
+
+# -- replies ----------------------------------------------------------------------------------------------------------
+
+
+def test_append_delivers_each_message_at_most_once(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    first = reply(s, "第一次")
+    cursor = r.append(first, TTL)
+    assert cursor
+    # A redelivered reply to the same message is dropped, even with other text.
+    assert r.append(reply(s, "第二次", message_id=first.message_id), TTL) is None
+    assert r.read_after(s, None, 100) == [(cursor, first)]
+    assert r.reply_for(first.message_id) == (cursor, first)
+
+
+def test_read_after_returns_replies_in_order_after_the_cursor(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    sent = [reply(s, f"回复 {i}") for i in range(5)]
+    cursors = [r.append(x, TTL) for x in sent]
+    assert all(cursors)
+    assert [cursor_key(c) for c in cursors] == sorted({cursor_key(c) for c in cursors})  # type: ignore[arg-type]
+
+    assert r.read_after(s, None, 100) == list(zip(cursors, sent, strict=True))
+    assert r.read_after(s, cursors[1], 100) == list(zip(cursors[2:], sent[2:], strict=True))
+    assert r.read_after(s, cursors[-1], 100) == []
+    assert r.read_after(s, cursors[0], 2) == list(zip(cursors[1:3], sent[1:3], strict=True))
+    # A cursor from before everything reads everything.
+    assert [x for _, x in r.read_after(s, "0-0", 100)] == sent
+
+
+def test_many_quick_appends_get_strictly_increasing_cursors(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    cursors = [r.append(reply(s, str(i)), TTL) for i in range(200)]
+    keys = [cursor_key(c) for c in cursors]  # type: ignore[arg-type]
+    assert all(a < b for a, b in itertools.pairwise(keys))
+    assert [x.text for _, x in r.read_after(s, None, 1000)] == [str(i) for i in range(200)]
+
+
+def test_sessions_have_separate_streams(stores: Stores) -> None:
+    r, a, b = stores.replies, session(), session()
+    ra, rb = reply(a, "给 A"), reply(b, "给 B")
+    ca, cb = r.append(ra, TTL), r.append(rb, TTL)
+    assert r.read_after(a, None, 100) == [(ca, ra)]
+    assert r.read_after(b, None, 100) == [(cb, rb)]
+    assert r.read_after(session(), None, 100) == []
+
+
+def test_reply_for_an_unanswered_message_is_none(stores: Stores) -> None:
+    assert stores.replies.reply_for(new_id()) is None
+
+
+def _wait_until_subscribed(stores: Stores, received: queue.Queue[tuple[str, Reply]]) -> None:
+    """Append probes until one comes through: a Redis subscription is live only once the server has it.
+
+    Probes go to a session of their own; the tests look only at their own session's replies.
+    """
+    probe_session = f"probe-{session()}"
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        stores.replies.append(reply(probe_session, "probe"), TTL)
+        try:
+            received.get(timeout=0.2)
+            return
+        except queue.Empty:
+            continue
+    raise AssertionError("the subscription never received anything")
+
+
+def _of_session(received: queue.Queue[tuple[str, Reply]], session_id: str) -> list[tuple[str, Reply]]:
+    """What is in the queue now for ``session_id``."""
+    found = []
+    while not received.empty():
+        cursor, item = received.get_nowait()
+        if item.session_id == session_id:
+            found.append((cursor, item))
+    return found
+
+
+def _next_of_session(received: queue.Queue[tuple[str, Reply]], session_id: str) -> tuple[str, Reply]:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        cursor, item = received.get(timeout=max(0.0, deadline - time.monotonic()))
+        if item.session_id == session_id:
+            return cursor, item
+
+
+def test_subscribers_receive_appended_replies(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    received: queue.Queue[tuple[str, Reply]] = queue.Queue()
+    subscription = r.subscribe(lambda cursor, x: received.put((cursor, x)))
+    try:
+        _wait_until_subscribed(stores, received)
+        first, second = reply(s, "一"), reply(s, "二")
+        c1, c2 = r.append(first, TTL), r.append(second, TTL)
+        assert r.append(reply(s, "dup", message_id=first.message_id), TTL) is None
+        got = [_next_of_session(received, s), _next_of_session(received, s)]
+        assert got == [(c1, first), (c2, second)]
+        # A marker appended after the duplicate arrives next: the duplicate was never announced.
+        marker = reply(s, "marker")
+        c3 = r.append(marker, TTL)
+        assert _next_of_session(received, s) == (c3, marker)
+    finally:
+        subscription.close()
+
+
+def test_a_closed_subscription_hears_nothing_more(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    closed: queue.Queue[tuple[str, Reply]] = queue.Queue()
+    live: queue.Queue[tuple[str, Reply]] = queue.Queue()
+    subscription = r.subscribe(lambda cursor, x: closed.put((cursor, x)))
+    _wait_until_subscribed(stores, closed)
+    subscription.close()
+    other = r.subscribe(lambda cursor, x: live.put((cursor, x)))
+    try:
+        _wait_until_subscribed(stores, live)
+        late = reply(s, "迟到")
+        cursor = r.append(late, TTL)
+        assert _next_of_session(live, s) == (cursor, late)
+    finally:
+        other.close()
+    assert _of_session(closed, s) == []
+
+
+# -- Redis only -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.servers
+def test_redis_keys_expire_with_the_session_ttl(redis_stores: Stores) -> None:
+    stores = redis_stores
+    assert stores.client is not None
+    c, r, s = stores.coordination, stores.replies, session()
+    c.register_message("alice", s, "m1", "cm-1", TTL)
+    c.save_state(s, "{}", TTL)
+    assert c.acquire_turn(s, 1, "t", LOCK_MS, False) is Turn.GO
+    c.finish_turn(s, 1, "t", TTL)
+    r.append(reply(s, message_id="m1"), TTL)
+    c.count_delivery("k", 60)
+    for key in (f"sess:{s}:owner", f"sess:{s}:seq", f"sess:{s}:state", f"sess:{s}:done", "cmid:alice:cm-1",
+                f"replies:{s}", "reply:m1"):  # fmt: skip
+        assert 0 < stores.client.ttl(key) <= TTL, key
+    assert 0 < stores.client.ttl("count:k") <= 60
+    # The lock is gone once finished.
+    assert stores.client.exists(f"sess:{s}:lock") == 0

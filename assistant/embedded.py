@@ -22,6 +22,7 @@ class EmbeddedWorkers:
     """Celery worker(s) consuming every queue of the in-memory broker, in threads of this process."""
 
     def __init__(self, app: Celery, queues: list[str], concurrency: int = 8) -> None:
+        self._app = app
         self._controller: Any = app.WorkController(
             pool_cls="threads",
             concurrency=concurrency,
@@ -35,6 +36,9 @@ class EmbeddedWorkers:
         self._thread = threading.Thread(target=self._controller.start, name="embedded-worker", daemon=True)
 
     def start(self) -> None:
+        # Load the skills and publish their catalog now, as `celery worker` does on worker_ready:
+        # the first message should not pay for it, and the gateway can list skills at once.
+        runtime_for(self._app)
         self._thread.start()
 
     def stop(self) -> None:
@@ -46,7 +50,6 @@ def build_embedded(settings: Settings) -> tuple[Adapters, Celery, EmbeddedWorker
     """The adapters (migrated SQLite, in-memory stores), the Celery app sharing them, and its workers."""
     adapters = build_adapters(settings, migrate=True)
     app = create_celery_app(settings, adapters)
-    runtime_for(app)  # load the skills now: the first message should not pay for it
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers
 

@@ -131,6 +131,16 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             [str(BIN / "assistant"), "token", "--sub", "erin", "--role", "user"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
+        # The workers publish their skills when they start (worker_ready), before any message.
+        deadline = time.monotonic() + 30
+        listed: set[str] = set()
+        while not {"time", "weather", "help"} <= listed and time.monotonic() < deadline:
+            time.sleep(0.2)
+            skills = requests.get(
+                f"http://127.0.0.1:{ports[0]}/api/skills", headers={"Authorization": f"Bearer {token}"}, timeout=5
+            ).json()["skills"]
+            listed = {skill["name"] for skill in skills}
+        assert {"time", "weather", "help"} <= listed, listed
         yield {"urls": [f"http://127.0.0.1:{p}" for p in ports], "token": token, "run": run, "flower": flower_port}
     finally:
         run.stop()

@@ -297,7 +297,12 @@ def api(
                 "bob": issue_token(secret, "bob", ("user",), 3600),
                 "admin": issue_token(secret, "root", ("user", "admin"), 3600),
             }
-            # The first answer proves the workers consume; it also makes them publish their skill catalog.
+            # Workers publish their skill catalog when they start, before they handle any message.
+            eventually(
+                lambda: "time" in {s["name"] for s in api.request("GET", "/api/skills").json()["skills"]},
+                what="the workers' skill catalog",
+            )
+            # The first answer proves the workers consume.
             assert api.say("现在几点", new_session())["skill"] == "time"
             yield api
     finally:

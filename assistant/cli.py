@@ -15,11 +15,6 @@ from pipeline.stages import all_queues
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "run":
-        # gevent must patch the standard library before anything else imports it.
-        from gevent import monkey
-
-        monkey.patch_all()
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:

@@ -55,12 +55,15 @@ def build_embedded(settings: Settings) -> tuple[Adapters, Celery, EmbeddedWorker
 
 
 def run_embedded(settings: Settings) -> int:
-    from gevent.pywsgi import WSGIServer
+    # A threaded server, not gevent: under gevent's patching the in-process Celery threads add
+    # tens of milliseconds to each hop. Each open stream holds a thread; max=-1 lets the pool grow.
+    from cheroot.wsgi import Server
 
     adapters, celery_app, workers = build_embedded(settings)
     flask_app = create_app(adapters, celery_app)
     workers.start()
-    server = WSGIServer((settings.host, settings.port), flask_app, log=None)
+    server = Server((settings.host, settings.port), flask_app, numthreads=16, max=-1)
+    server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     print(f"Assistant running at http://{host}:{settings.port}  (data in {settings.data_dir.resolve()})")
     print("Get a token:  assistant token --sub alice --role user   (or --role admin)")
@@ -70,11 +73,11 @@ def run_embedded(settings: Settings) -> int:
         flush=True,
     )
     try:
-        server.serve_forever()
+        server.serve()
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop(timeout=2)
+        server.stop()
         workers.stop()
         adapters.close()
     return 0

@@ -286,8 +286,11 @@ class Repository:
 
     # -- messages and replies -------------------------------------------------------------------------------------
 
-    def record_message(self, envelope: Envelope) -> bool:
-        """Store an inbound message and open its session; False when the message id is already stored."""
+    def record_message(self, envelope: Envelope, state_json: str | None = None) -> bool:
+        """Store an inbound message and open its session; False when the message id is already stored.
+
+        With ``state_json``, the session's dialogue-state snapshot is saved in the same transaction.
+        """
         created = _to_datetime(envelope.created_at)
         try:
             with self._engine.begin() as connection:
@@ -303,14 +306,16 @@ class Repository:
                         created_at=created,
                     )
                 )
-                self._touch_or_open_session(connection, envelope, created)
+                self._touch_or_open_session(connection, envelope, created, state_json)
         except IntegrityError:
             logger.debug("message %s is already recorded", envelope.message_id)
             return False
         return True
 
     @staticmethod
-    def _touch_or_open_session(connection: Connection, envelope: Envelope, created: datetime) -> None:
+    def _touch_or_open_session(
+        connection: Connection, envelope: Envelope, created: datetime, state_json: str | None
+    ) -> None:
         # One native upsert statement rather than insert-then-update: on MariaDB, workers that lose the insert race
         # keep shared locks on the new row and deadlock each other when they then update it.
         row = {
@@ -319,23 +324,28 @@ class Repository:
             "channel": envelope.channel,
             "created_at": created,
             "updated_at": created,
-            "state": None,
+            "state": state_json,
         }
         dialect = connection.dialect.name
         statement: sa.Executable
         if dialect in ("postgresql", "sqlite"):
             insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(sessions).values(row)
             newer = insert.excluded.updated_at
-            statement = insert.on_conflict_do_update(
-                index_elements=[sessions.c.id],
-                set_={"updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)},
-            )
+            changes: dict[str, Any] = {
+                "updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
+            }
+            if state_json is not None:
+                changes["state"] = insert.excluded.state
+            statement = insert.on_conflict_do_update(index_elements=[sessions.c.id], set_=changes)
         elif dialect in ("mysql", "mariadb"):
             my_insert = mysql.insert(sessions).values(row)
             newer = my_insert.inserted.updated_at
-            statement = my_insert.on_duplicate_key_update(
-                updated_at=sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
-            )
+            my_changes: dict[str, Any] = {
+                "updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
+            }
+            if state_json is not None:
+                my_changes["state"] = my_insert.inserted.state
+            statement = my_insert.on_duplicate_key_update(my_changes)
         else:
             raise NotImplementedError(f"unsupported database backend {dialect!r}: use SQLite, PostgreSQL or MariaDB")
         connection.execute(statement)

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from adapters.state import Registration, ReplyListener, Turn
+from adapters.state import Registration, ReplyListener, Turn, TurnStart
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ STREAM_MAXLEN = 1000
 _REGISTER = """
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return {'forbidden'} end
+if not owner and ARGV[5] == '0' then return {'unclaimed'} end
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
   if first then return {'duplicate', first} end
@@ -34,16 +35,17 @@ return {'ok', tostring(seq), owner and '0' or '1'}
 """
 
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'wait' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'wait'} end
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[3])
-if seq > 0 and seq <= done then return 'stale' end
-if seq > done + 1 and ARGV[4] ~= '1' then return 'wait' end
+if seq > 0 and seq <= done then return {'stale'} end
+if seq > done + 1 and ARGV[4] ~= '1' then return {'wait'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 'go'
+return {'go', redis.call('GET', KEYS[4]) or '0', redis.call('GET', KEYS[3])}
 """
 
 _FINISH = """
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[2]) > done then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 else redis.call('EXPIRE', KEYS[2], ARGV[3]) end
@@ -84,13 +86,14 @@ class RedisCoordination:
         self._finish = client.register_script(_FINISH)
 
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration:
         client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
         keys = [f"sess:{session_id}:owner", client_key, f"sess:{session_id}:seq"]
-        result: list[str] = self._register(keys=keys, args=[user_id, message_id, session_id, ttl])
-        if result[0] == "forbidden":
-            return Registration("forbidden")
+        args: list[str | int] = [user_id, message_id, session_id, ttl, "1" if claim else "0"]
+        result: list[str] = self._register(keys=keys, args=args)
+        if result[0] in ("forbidden", "unclaimed"):
+            return Registration(result[0])
         if result[0] == "duplicate":
             first_message, _, first_session = result[1].partition("|")
             return Registration("duplicate", first_message, first_session)
@@ -105,12 +108,17 @@ class RedisCoordination:
     def save_state(self, session_id: str, state_json: str, ttl: int) -> None:
         self._redis.set(f"sess:{session_id}:state", state_json, ex=ttl)
 
-    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn:
-        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done"]
-        return Turn(self._acquire(keys=keys, args=[token, lock_ms, seq, "1" if force else "0"]))
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart:
+        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done", f"sess:{session_id}:state", "skills:version"]
+        result: list[str] = self._acquire(keys=keys, args=[token, lock_ms, seq, "1" if force else "0"])
+        if result[0] != "go":
+            return TurnStart(Turn(result[0]))
+        # Lua turns a missing value (nil) into the end of the list: no third item means no state.
+        return TurnStart(Turn.GO, result[2] if len(result) > 2 else None, int(result[1]))
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None:
-        self._finish(keys=[f"sess:{session_id}:lock", f"sess:{session_id}:done"], args=[token, seq, ttl])
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None:
+        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done", f"sess:{session_id}:state"]
+        self._finish(keys=keys, args=[token, seq, ttl, state_json or ""])
 
     def count_delivery(self, key: str, ttl: int) -> int:
         pipe = self._redis.pipeline()

@@ -32,10 +32,22 @@ class Turn(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TurnStart:
+    """Answer of ``Coordination.acquire_turn``, with what the turn needs, read in the same round trip."""
+
+    turn: Turn
+    #: The session's dialogue state (JSON), when the turn is ``GO`` and Redis still has it.
+    state_json: str | None = None
+    #: Version of the registered skills, so a worker knows when to reload them.
+    skills_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Registration:
     """The outcome of registering an inbound message at the edge."""
 
-    #: ``ok``, ``duplicate`` (the client_msg_id was seen: ids are the first message's) or ``forbidden``.
+    #: ``ok``, ``duplicate`` (the client_msg_id was seen: ids are the first message's), ``forbidden``,
+    #: or ``unclaimed`` (asked not to claim, and the session has no owner here).
     status: str
     message_id: str = ""
     session_id: str = ""
@@ -47,7 +59,7 @@ class Registration:
 
 class Coordination(Protocol):
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration: ...
 
     def session_owner(self, session_id: str) -> str | None: ...
@@ -56,9 +68,9 @@ class Coordination(Protocol):
 
     def save_state(self, session_id: str, state_json: str, ttl: int) -> None: ...
 
-    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn: ...
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart: ...
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None: ...
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None: ...
 
     def count_delivery(self, key: str, ttl: int) -> int: ...
 
@@ -121,12 +133,14 @@ class MemoryCoordination:
         self._catalog: str | None = None
 
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int
+        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration:
         with self._lock:
             owner = self._owners.get(session_id)
             if owner is not None and owner != user_id:
                 return Registration("forbidden")
+            if owner is None and not claim:
+                return Registration("unclaimed")
             if client_msg_id is not None and (user_id, client_msg_id) in self._client_ids:
                 first_message, first_session = self._client_ids[(user_id, client_msg_id)]
                 return Registration("duplicate", first_message, first_session)
@@ -149,21 +163,23 @@ class MemoryCoordination:
         with self._lock:
             self._states[session_id] = state_json
 
-    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> Turn:
+    def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart:
         with self._lock:
             held = self._turn_locks.get(session_id)
             if held is not None and held[1] > time.monotonic():
-                return Turn.WAIT
+                return TurnStart(Turn.WAIT)
             done = self._done.get(session_id, 0)
             if seq and seq <= done:
-                return Turn.STALE
+                return TurnStart(Turn.STALE)
             if seq and seq > done + 1 and not force:
-                return Turn.WAIT
+                return TurnStart(Turn.WAIT)
             self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
-            return Turn.GO
+            return TurnStart(Turn.GO, self._states.get(session_id), self._skills_version)
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int) -> None:
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None:
         with self._lock:
+            if state_json is not None:
+                self._states[session_id] = state_json
             if seq > self._done.get(session_id, 0):
                 self._done[session_id] = seq
             held = self._turn_locks.get(session_id)

@@ -7,6 +7,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
 from adapters.bootstrap import Adapters
-from adapters.state import cursor_key, valid_cursor
+from adapters.state import Registration, cursor_key, valid_cursor
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
@@ -66,49 +67,65 @@ def post_message() -> tuple[dict[str, Any], int]:
         raise BadRequest(f"'client_msg_id' must be a non-empty string of at most {MAX_CLIENT_MSG_ID} characters")
     wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
 
-    chosen_session = session_id or new_id()
     metrics = _metrics()
-    if session_id and adapters.coordination.session_owner(session_id) is None:
-        # Redis may have lost the owner key: the database still knows whose session this is. Checked before
-        # registering, so a refused message neither claims the session in Redis nor takes a sequence number.
-        record = adapters.repository.load_session(session_id)
-        if record is not None and record.user_id != identity.subject:
-            metrics.messages.labels("forbidden").inc()
-            raise NotFound(f"unknown session '{chosen_session}'")
-    registration = adapters.coordination.register_message(
-        identity.subject, chosen_session, new_id(), client_msg_id, settings.session_ttl_seconds
-    )
-    metrics.messages.labels(registration.status).inc()
-    if registration.status == "forbidden":
-        raise NotFound(f"unknown session '{chosen_session}'")
-    if registration.status == "ok":
-        envelope = Envelope(
-            message_id=registration.message_id,
-            session_id=registration.session_id,
-            channel=str(Channel.WEB),
-            user_id=identity.subject,
-            roles=identity.roles,
-            text=text.strip(),
-            client_msg_id=client_msg_id,
-            seq=registration.seq,
-        )
-        try:
-            forwarder.to_stage(first_stage(envelope), envelope)
-        except KombuOperationalError as exc:
-            raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
-    ids = {"message_id": registration.message_id, "session_id": registration.session_id}
-    if registration.status == "duplicate":
-        ids["duplicate"] = True  # type: ignore[assignment]
-    if wait <= 0:
-        return ids, 202
-    started = time.perf_counter()
-    answered = hub.wait_for_reply(registration.message_id, wait)
+    message_id = new_id()
+    with ExitStack() as stack:
+        # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
+        waiter = stack.enter_context(hub.expect(message_id)) if wait > 0 else None
+        registration = _register(adapters, identity.subject, session_id, message_id, client_msg_id)
+        metrics.messages.labels(registration.status).inc()
+        if registration.status != "ok" and registration.status != "duplicate":
+            raise NotFound(f"unknown session '{session_id}'")
+        ids: dict[str, Any] = {"message_id": registration.message_id, "session_id": registration.session_id}
+        if registration.status == "ok":
+            envelope = Envelope(
+                message_id=message_id,
+                session_id=registration.session_id,
+                channel=str(Channel.WEB),
+                user_id=identity.subject,
+                roles=identity.roles,
+                text=text.strip(),
+                client_msg_id=client_msg_id,
+                seq=registration.seq,
+            )
+            try:
+                forwarder.to_stage(first_stage(envelope), envelope)
+            except KombuOperationalError as exc:
+                raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
+        else:
+            ids["duplicate"] = True
+        if waiter is None:
+            return ids, 202
+        started = time.perf_counter()
+        if registration.status == "ok":
+            answered = waiter.wait(wait)
+        else:
+            answered = hub.wait_for_reply(registration.message_id, wait)
     if answered is None:
         metrics.reply_timeouts.inc()
         return {**ids, "status": "pending"}, 202
     metrics.reply_wait.observe(time.perf_counter() - started)
     cursor, reply = answered
     return {**ids, "reply": reply_json(cursor, reply)}, 200
+
+
+def _register(
+    adapters: Adapters, user_id: str, session_id: str | None, message_id: str, client_msg_id: str | None
+) -> Registration:
+    """Claim a place in the session (a new one when no id is given); ``forbidden`` for another's session."""
+    ttl = adapters.settings.session_ttl_seconds
+    coordination = adapters.coordination
+    if session_id is None:
+        return coordination.register_message(user_id, new_id(), message_id, client_msg_id, ttl)
+    registration = coordination.register_message(user_id, session_id, message_id, client_msg_id, ttl, claim=False)
+    if registration.status != "unclaimed":
+        return registration
+    # Redis does not know the session (new, or Redis lost its keys): the database says whose it is.
+    # Checked before claiming, so a refused message neither claims the session nor takes a sequence number.
+    record = adapters.repository.load_session(session_id)
+    if record is not None and record.user_id != user_id:
+        return Registration("forbidden")
+    return coordination.register_message(user_id, session_id, message_id, client_msg_id, ttl)
 
 
 @bp.get("/api/sessions/<session_id>")

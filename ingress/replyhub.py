@@ -18,12 +18,17 @@ STREAM_BUFFER = 256
 
 
 class _Waiter:
+    """One request waiting for one reply."""
+
     __slots__ = ("event", "result")
 
     def __init__(self) -> None:
         # threading primitives and queue.Queue are cooperative under gevent's monkey patching.
         self.event = threading.Event()
         self.result: tuple[str, Reply] | None = None
+
+    def wait(self, timeout: float) -> tuple[str, Reply] | None:
+        return self.result if self.event.wait(timeout) else None
 
 
 class ReplyHub:
@@ -61,20 +66,18 @@ class ReplyHub:
             except queue.Full:
                 logger.warning("reply stream of session %s is full; the client will catch up", reply.session_id)
 
-    def wait_for_reply(self, message_id: str, timeout: float) -> tuple[str, Reply] | None:
-        """The reply to ``message_id`` with its cursor, or None if it did not come within ``timeout``."""
+    @contextmanager
+    def expect(self, message_id: str) -> Iterator[_Waiter]:
+        """Register for the reply to ``message_id`` for the block; ``wait`` on what it yields.
+
+        Registering before the message is submitted means its reply cannot slip past unseen.
+        """
         self.ensure_started()
         waiter = _Waiter()
         with self._lock:
             self._waiters.setdefault(message_id, []).append(waiter)
         try:
-            # Registered first, then looked up: a reply that arrived in between is not missed.
-            stored = self._replies.reply_for(message_id)
-            if stored is not None:
-                return stored
-            if waiter.event.wait(timeout):
-                return waiter.result
-            return None
+            yield waiter
         finally:
             with self._lock:
                 pending = self._waiters.get(message_id)
@@ -82,6 +85,15 @@ class ReplyHub:
                     pending.remove(waiter)
                     if not pending:
                         del self._waiters[message_id]
+
+    def wait_for_reply(self, message_id: str, timeout: float) -> tuple[str, Reply] | None:
+        """The reply to an already submitted ``message_id``, or None if it did not come within ``timeout``."""
+        with self.expect(message_id) as waiter:
+            # Registered first, then looked up: a reply that arrived in between is not missed.
+            stored = self._replies.reply_for(message_id)
+            if stored is not None:
+                return stored
+            return waiter.wait(timeout)
 
     @contextmanager
     def listen(self, session_id: str) -> Iterator[queue.Queue[tuple[str, Reply]]]:

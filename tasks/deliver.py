@@ -28,10 +28,11 @@ def deliver_web_task(self: Task, reply_json: str) -> None:
     if too_many_deliveries(self, runtime, reply.message_id, reply_json):
         return
     try:
-        # The stream first, so the waiting client is answered before the transcript write;
-        # both steps are idempotent by message id, so a redelivery sends nothing twice.
-        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds)
+        # The transcript first, so a client that has its reply finds it there too. Both steps are
+        # idempotent by message id: a redelivery completes what a lost worker left half done, and
+        # sends nothing twice.
         runtime.adapters.repository.record_reply(reply)
+        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds)
     except Exception as exc:
         if self.request.retries < MAX_RETRIES:
             raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from celery import Task, shared_task
 
-from adapters.state import Turn
+from adapters.state import Turn, TurnStart
 from pipeline.dialogue import DialogueState
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import EnvelopeError
@@ -58,35 +58,38 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, forward: Forwarder
     token = uuid.uuid4().hex
     # The lock outlives the longest skill, so a second worker never runs the same session at once.
     lock_ms = int((settings.skill_timeout_seconds + 10) * 1000)
-    turn = wait_for_turn(runtime, envelope, token, lock_ms)
-    if turn is Turn.STALE:
+    start = wait_for_turn(runtime, envelope, token, lock_ms)
+    if start.turn is Turn.STALE:
         logger.info("message %s was handled already; skipping the redelivery", envelope.message_id)
         return
-    completed = 0
+    completed, new_state = 0, None
     try:
-        raw_state = adapters.coordination.load_state(envelope.session_id)
+        raw_state = start.state_json
         if raw_state is None:
-            # Redis lost the session (restart, eviction): rebuild from the database's snapshot.
+            # Redis lost the session (restart, eviction) or it is new: rebuild from the database's snapshot.
             record = adapters.repository.load_session(envelope.session_id)
             raw_state = record.state_json if record else None
         state = DialogueState.from_json(raw_state)
-        adapters.repository.record_message(envelope)
-        outcome = dispatch(envelope, state, runtime.current_registry(), runtime.run_skill)
+        outcome = dispatch(envelope, state, runtime.current_registry(start.skills_version), runtime.run_skill)
+        new_state = outcome.state.to_json()
+        # The message and the state snapshot in one transaction, before the reply leaves: a client that
+        # has its reply finds the message in the transcript.
+        adapters.repository.record_message(envelope, new_state)
         stamped = envelope.with_timing(str(Stage.DISPATCH), (time.perf_counter() - started) * 1000)
         if outcome.reply is None:
             forward.to_stage(Stage.INFERENCE, stamped)
         else:
             forward.reply(replace(outcome.reply, timings=stamped.timings))
-        new_state = outcome.state.to_json()
-        adapters.coordination.save_state(envelope.session_id, new_state, settings.session_ttl_seconds)
-        adapters.repository.save_session_state(envelope.session_id, envelope.user_id, envelope.channel, new_state)
         completed = envelope.seq
     finally:
-        # On failure the lock is released without marking the message done, so its retry is not "stale".
-        adapters.coordination.finish_turn(envelope.session_id, completed, token, settings.session_ttl_seconds)
+        # The state goes back to Redis with the lock's release, in one round trip. On failure the lock is
+        # released without marking the message done (seq 0), so its retry is not taken for a redelivery.
+        adapters.coordination.finish_turn(
+            envelope.session_id, completed, token, settings.session_ttl_seconds, new_state if completed else None
+        )
 
 
-def wait_for_turn(runtime: StageRuntime, envelope: Envelope, token: str, lock_ms: int) -> Turn:
+def wait_for_turn(runtime: StageRuntime, envelope: Envelope, token: str, lock_ms: int) -> TurnStart:
     """Block until it is this message's turn in its session; past the deadline, go anyway.
 
     The deadline stops a lost earlier message from holding its session up for ever.
@@ -95,9 +98,9 @@ def wait_for_turn(runtime: StageRuntime, envelope: Envelope, token: str, lock_ms
     deadline = time.monotonic() + lock_ms / 1000
     while True:
         force = time.monotonic() > deadline
-        turn = coordination.acquire_turn(envelope.session_id, envelope.seq, token, lock_ms, force)
-        if turn is not Turn.WAIT:
-            return turn
+        start = coordination.acquire_turn(envelope.session_id, envelope.seq, token, lock_ms, force)
+        if start.turn is not Turn.WAIT:
+            return start
         if force:
             logger.warning("session %s still locked after %d ms", envelope.session_id, lock_ms)
             deadline = time.monotonic() + lock_ms / 1000

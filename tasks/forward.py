@@ -26,16 +26,21 @@ class Forwarder:
 
 
 def too_many_deliveries(task: Task, runtime: Any, message_id: str | None, body: str) -> bool:
-    """Count this delivery; past the limit, move the message to the dead-letter table and say so.
+    """Count a redelivery; past the limit, move the message to the dead-letter table and say so.
 
-    A message that keeps killing its worker is redelivered forever otherwise.
+    A message that keeps killing its worker is redelivered forever otherwise. First deliveries
+    are not counted: the broker marks restored messages ``redelivered``, so the common path
+    costs no round trip.
     """
+    delivery_info = task.request.delivery_info or {}
+    if not delivery_info.get("redelivered"):
+        return False
     settings = runtime.settings
     key = f"{task.name}:{message_id or task.request.id}"
-    deliveries = runtime.adapters.coordination.count_delivery(key, ttl=24 * 3600)
+    deliveries = 1 + runtime.adapters.coordination.count_delivery(key, ttl=24 * 3600)
     if deliveries <= settings.max_deliveries:
         return False
-    queue = (task.request.delivery_info or {}).get("routing_key", "")
+    queue = delivery_info.get("routing_key", "")
     runtime.adapters.repository.dead_letter(
         task.name, queue, message_id, body, f"delivered {deliveries} times", deliveries
     )

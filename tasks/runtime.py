@@ -36,9 +36,8 @@ class StageRuntime:
     skills_version: int = -1
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def current_registry(self) -> SkillRegistry:
-        """The registry, with the declarative skills reloaded if an admin changed them."""
-        version = self.adapters.coordination.skills_version()
+    def current_registry(self, version: int) -> SkillRegistry:
+        """The registry, with the declarative skills reloaded if ``version`` says an admin changed them."""
         if version != self.skills_version:
             with self._reload_lock:
                 if version != self.skills_version:

@@ -158,72 +158,72 @@ def test_state_is_saved_and_loaded(stores: Stores) -> None:
 def test_turns_go_in_sequence_order(stores: Stores) -> None:
     c, s = stores.coordination, session()
     # Message 2 arrived first: it waits for message 1.
-    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.WAIT
-    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False).turn is Turn.WAIT
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False).turn is Turn.GO
     # While 1 holds the turn, nobody else gets it, not even a redelivery of 1.
-    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.WAIT
-    assert c.acquire_turn(s, 1, "t1-again", LOCK_MS, False) is Turn.WAIT
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False).turn is Turn.WAIT
+    assert c.acquire_turn(s, 1, "t1-again", LOCK_MS, False).turn is Turn.WAIT
     c.finish_turn(s, 1, "t1", TTL)
-    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 2, "t2", TTL)
-    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 3, "t3", TTL)
 
 
 def test_a_finished_message_is_stale(stores: Stores) -> None:
     c, s = stores.coordination, session()
-    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "t1", TTL)
-    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, False) is Turn.STALE
-    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, True) is Turn.STALE
+    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, False).turn is Turn.STALE
+    assert c.acquire_turn(s, 1, "redelivered", LOCK_MS, True).turn is Turn.STALE
     # Finishing an older message later does not move "done" back.
-    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 2, "t2", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 2, "t2", TTL)
     c.finish_turn(s, 1, "late", TTL)
-    assert c.acquire_turn(s, 2, "again", LOCK_MS, False) is Turn.STALE
-    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 2, "again", LOCK_MS, False).turn is Turn.STALE
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False).turn is Turn.GO
 
 
 def test_force_skips_a_lost_earlier_message_but_not_a_held_lock(stores: Stores) -> None:
     c, s = stores.coordination, session()
-    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False) is Turn.WAIT
-    assert c.acquire_turn(s, 3, "t3", LOCK_MS, True) is Turn.GO
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False).turn is Turn.WAIT
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, True).turn is Turn.GO
     # A held lock is respected even when forced: two workers never run one session at once.
-    assert c.acquire_turn(s, 4, "t4", LOCK_MS, True) is Turn.WAIT
+    assert c.acquire_turn(s, 4, "t4", LOCK_MS, True).turn is Turn.WAIT
     c.finish_turn(s, 3, "t3", TTL)
-    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.STALE
-    assert c.acquire_turn(s, 4, "t4", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False).turn is Turn.STALE
+    assert c.acquire_turn(s, 4, "t4", LOCK_MS, False).turn is Turn.GO
 
 
 def test_finishing_with_seq_zero_releases_without_marking_done(stores: Stores) -> None:
     c, s = stores.coordination, session()
-    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 0, "t1", TTL)  # the handling failed: the retry must not be "stale"
-    assert c.acquire_turn(s, 1, "retry", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "retry", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "retry", TTL)
-    assert c.acquire_turn(s, 1, "again", LOCK_MS, False) is Turn.STALE
+    assert c.acquire_turn(s, 1, "again", LOCK_MS, False).turn is Turn.STALE
 
 
 def test_only_the_holder_releases_the_lock(stores: Stores) -> None:
     c, s = stores.coordination, session()
-    assert c.acquire_turn(s, 1, "holder", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "holder", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 0, "someone-else", TTL)
-    assert c.acquire_turn(s, 1, "other", LOCK_MS, False) is Turn.WAIT
+    assert c.acquire_turn(s, 1, "other", LOCK_MS, False).turn is Turn.WAIT
     c.finish_turn(s, 0, "holder", TTL)
-    assert c.acquire_turn(s, 1, "other", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "other", LOCK_MS, False).turn is Turn.GO
 
 
 def test_a_lost_workers_lock_expires(stores: Stores) -> None:
     c, s = stores.coordination, session()
-    assert c.acquire_turn(s, 1, "lost", 50, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "lost", 50, False).turn is Turn.GO
     # Nobody finishes it; the lock runs out and the redelivery gets the turn.
-    eventually(lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False) is Turn.GO, what="the lock to expire")
+    eventually(lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False).turn is Turn.GO, what="the lock to expire")
 
 
 def test_turns_of_different_sessions_are_independent(stores: Stores) -> None:
     c, a, b = stores.coordination, session(), session()
-    assert c.acquire_turn(a, 1, "a1", LOCK_MS, False) is Turn.GO
-    assert c.acquire_turn(b, 1, "b1", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(a, 1, "a1", LOCK_MS, False).turn is Turn.GO
+    assert c.acquire_turn(b, 1, "b1", LOCK_MS, False).turn is Turn.GO
 
 
 def test_delivery_counter_counts_per_key(stores: Stores) -> None:
@@ -390,7 +390,7 @@ def test_redis_keys_expire_with_the_session_ttl(redis_stores: Stores) -> None:
     c, r, s = stores.coordination, stores.replies, session()
     c.register_message("alice", s, "m1", "cm-1", TTL)
     c.save_state(s, "{}", TTL)
-    assert c.acquire_turn(s, 1, "t", LOCK_MS, False) is Turn.GO
+    assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "t", TTL)
     r.append(reply(s, message_id="m1"), TTL)
     c.count_delivery("k", 60)

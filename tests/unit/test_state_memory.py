@@ -73,5 +73,5 @@ def test_concurrent_appends_get_unique_increasing_cursors() -> None:
 
 def test_a_lock_with_no_time_left_is_free() -> None:
     coordination = MemoryCoordination()
-    assert coordination.acquire_turn("s", 1, "lost", 0, False) is Turn.GO
-    assert coordination.acquire_turn("s", 1, "next", 60_000, False) is Turn.GO
+    assert coordination.acquire_turn("s", 1, "lost", 0, False).turn is Turn.GO
+    assert coordination.acquire_turn("s", 1, "next", 60_000, False).turn is Turn.GO

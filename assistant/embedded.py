@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 import threading
 from typing import Any
 
@@ -66,7 +68,8 @@ def run_embedded(settings: Settings) -> int:
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     print(f"Assistant running at http://{host}:{settings.port}  (data in {settings.data_dir.resolve()})")
-    print("Get a token:  assistant token --sub alice --role user   (or --role admin)")
+    command = "assistant" if shutil.which("assistant") else sys.argv[0]
+    print(f"Get a token:  {command} token --sub alice --role user   (or --role admin)")
     print(
         f"Then:  curl -X POST http://{host}:{settings.port}/api/messages -H 'Authorization: Bearer TOKEN' "
         "-H 'Content-Type: application/json' -d '{\"text\": \"现在几点\"}'",

@@ -31,7 +31,7 @@ def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
         # The in-memory transport polls; its interval is the latency of every in-process hop.
         transport_options["polling_interval"] = settings.embedded_polling_interval
     app.conf.update(
-        broker_url=settings.broker_url or "memory://",
+        broker_url=settings.broker_url or "memory://localhost/",
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from adapters.state import Registration, ReplyListener, Turn, TurnStart
+from adapters.state import EarlierReplyPending, Registration, ReplyListener, Turn, TurnStart
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ end
 if owner then redis.call('EXPIRE', KEYS[1], ARGV[4]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4]) end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
+-- A counter that starts again (it expired with an idle session) must not meet the old watermarks.
+if seq == 1 then redis.call('DEL', KEYS[4], KEYS[5]) end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4]) end
 return {'ok', tostring(seq), owner and '0' or '1'}
 """
@@ -55,6 +57,10 @@ return 1
 
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local seq = tonumber(ARGV[5])
+local delivered = tonumber(redis.call('GET', KEYS[3]) or '0')
+if seq > delivered + 1 and ARGV[6] ~= '1' then return {'earlier'} end
+if seq > delivered then redis.call('SET', KEYS[3], seq, 'EX', ARGV[2]) else redis.call('EXPIRE', KEYS[3], ARGV[2]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], id .. '|' .. ARGV[1], 'EX', ARGV[2])
@@ -89,7 +95,13 @@ class RedisCoordination:
         self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration:
         client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
-        keys = [f"sess:{session_id}:owner", client_key, f"sess:{session_id}:seq"]
+        keys = [
+            f"sess:{session_id}:owner",
+            client_key,
+            f"sess:{session_id}:seq",
+            f"sess:{session_id}:done",
+            f"sess:{session_id}:delivered",
+        ]
         args: list[str | int] = [user_id, message_id, session_id, ttl, "1" if claim else "0"]
         result: list[str] = self._register(keys=keys, args=args)
         if result[0] in ("forbidden", "unclaimed"):
@@ -198,10 +210,13 @@ class RedisReplyStream:
         self._subscriber_client = subscriber_client or client
         self._append = client.register_script(_APPEND)
 
-    def append(self, reply: Reply, ttl: int) -> str | None:
-        keys = [f"reply:{reply.message_id}", f"replies:{reply.session_id}"]
-        cursor: str | None = self._append(keys=keys, args=[reply.to_json(), ttl, STREAM_MAXLEN, REPLIES_CHANNEL])
-        return cursor
+    def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
+        keys = [f"reply:{reply.message_id}", f"replies:{reply.session_id}", f"sess:{reply.session_id}:delivered"]
+        args: list[str | int] = [reply.to_json(), ttl, STREAM_MAXLEN, REPLIES_CHANNEL, reply.seq, "1" if force else "0"]
+        result: Any = self._append(keys=keys, args=args)
+        if isinstance(result, list):
+            raise EarlierReplyPending(reply.session_id)
+        return None if result is None else str(result)
 
     def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:
         start = f"({cursor}" if cursor else "-"

@@ -89,8 +89,18 @@ class Subscription(Protocol):
     def close(self) -> None: ...
 
 
+class EarlierReplyPending(Exception):
+    """``ReplyStream.append`` refused: a reply to an earlier message of the session has not gone out yet."""
+
+
 class ReplyStream(Protocol):
-    def append(self, reply: Reply, ttl: int) -> str | None: ...
+    def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
+        """Add ``reply`` to its session's stream; its cursor, or None when it was there already.
+
+        Unless ``force``, raises ``EarlierReplyPending`` while the reply to the session's previous
+        message (``reply.seq - 1``) is missing, so concurrent deliverers keep a session's replies in order.
+        """
+        ...
 
     def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]: ...
 
@@ -229,13 +239,18 @@ class MemoryReplyStream:
         self._max = max_per_session
         self._sessions: dict[str, list[tuple[str, Reply]]] = {}
         self._by_message: dict[str, tuple[str, Reply]] = {}
+        self._delivered: dict[str, int] = {}
         self._listeners: list[ReplyListener] = []
         self._last = (0, 0)
 
-    def append(self, reply: Reply, ttl: int) -> str | None:
+    def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
         with self._lock:
             if reply.message_id in self._by_message:
                 return None
+            delivered = self._delivered.get(reply.session_id, 0)
+            if reply.seq > delivered + 1 and not force:
+                raise EarlierReplyPending(reply.session_id)
+            self._delivered[reply.session_id] = max(delivered, reply.seq)
             ms = int(time.time() * 1000)
             last_ms, last_n = self._last
             self._last = (ms, 0) if ms > last_ms else (last_ms, last_n + 1)

@@ -51,7 +51,7 @@ def post_message() -> tuple[dict[str, Any], int]:
     identity = current_identity()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object such as {\"text\": \"现在几点\"}")
+        raise BadRequest('the body must be a JSON object such as {"text": "现在几点"}')
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("'text' is required and must be a non-empty string")

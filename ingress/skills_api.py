@@ -25,10 +25,7 @@ def _adapters() -> Adapters:
 def list_skills() -> dict[str, Any]:
     adapters = _adapters()
     # Built-in, folder and package skills as the dispatch workers loaded them, then the registered ones.
-    loaded = [
-        {**entry, "kind": "loaded"}
-        for entry in json.loads(adapters.coordination.catalog() or "[]")
-    ]
+    loaded = [{**entry, "kind": "loaded"} for entry in json.loads(adapters.coordination.catalog() or "[]")]
     registered = [{**d.to_dict(), "kind": "registered"} for d in adapters.repository.list_skills()]
     return {"skills": loaded + registered}
 

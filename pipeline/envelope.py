@@ -136,12 +136,15 @@ class Reply:
     created_at: float = field(default_factory=now)
     #: The envelope's stage timings plus the stage that answered.
     timings: tuple[tuple[str, float], ...] = ()
+    #: The answered message's place in its session (0: none), so a session's replies go out in order.
+    seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": ENVELOPE_VERSION,
             "message_id": self.message_id,
             "session_id": self.session_id,
+            "seq": self.seq,
             "channel": self.channel,
             "text": self.text,
             "skill": self.skill,
@@ -174,6 +177,7 @@ class Reply:
                 user_id=str(data.get("user_id", "")),
                 created_at=float(data.get("created_at", 0.0)),
                 timings=tuple((str(s), float(ms)) for s, ms in data.get("timings", ())),
+                seq=int(data.get("seq", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"malformed reply: {exc!r}") from exc
@@ -193,6 +197,7 @@ class Reply:
             reply_to=envelope.reply_to,
             user_id=envelope.user_id,
             timings=envelope.timings,
+            seq=envelope.seq,
             **fields,
         )
 

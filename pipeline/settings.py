@@ -46,7 +46,7 @@ class Settings:
     #: Reply when no skill matched and no inference backend is configured (Chinese).
     fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"
     #: The same in English.
-    fallback_reply_en: str = "Sorry, I don't understand that yet. Say \"help\" to see what I can do."
+    fallback_reply_en: str = 'Sorry, I don\'t understand that yet. Say "help" to see what I can do.'
     #: Largest request body the HTTP API accepts, bytes.
     max_body_bytes: int = 64 * 1024
     #: Seconds ``POST /api/messages`` waits for the reply when the client names no ``wait``.

@@ -43,9 +43,7 @@ class Outcome:
     reply: Reply | None
 
 
-def dispatch(
-    envelope: Envelope, state: DialogueState, registry: SkillRegistry, run_skill: SkillRunner
-) -> Outcome:
+def dispatch(envelope: Envelope, state: DialogueState, registry: SkillRegistry, run_skill: SkillRunner) -> Outcome:
     """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do."""
     text = envelope.text.strip()
     language = detect_language(text, envelope.language or state.language)
@@ -138,4 +136,3 @@ def _answer(
         envelope, text, skill=skill, expects_reply=expects_reply, actions=tuple(actions), error=error
     )
     return Outcome(state.remember(Turn(envelope.text, text, skill)), reply)
-

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Task, shared_task
 
+from adapters.state import EarlierReplyPending, ReplyStream
 from pipeline.envelope import Reply
 from pipeline.errors import EnvelopeError
 from tasks.forward import too_many_deliveries
@@ -14,6 +16,11 @@ from tasks.runtime import runtime_for
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 5
+#: How long a reply waits for the reply to its session's previous message before it goes out anyway.
+#: Several deliverer threads drain the queue at once; the earlier reply is nearly always milliseconds
+#: away, and the bound keeps a lost one from holding the session up.
+ORDER_WAIT_SECONDS = 2.0
+ORDER_POLL_SECONDS = 0.002
 
 
 @shared_task(name="assistant.deliver.web", bind=True)
@@ -32,9 +39,20 @@ def deliver_web_task(self: Task, reply_json: str) -> None:
         # idempotent by message id: a redelivery completes what a lost worker left half done, and
         # sends nothing twice.
         runtime.adapters.repository.record_reply(reply)
-        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds)
+        append_in_order(runtime.adapters.replies, reply, runtime.settings.session_ttl_seconds)
     except Exception as exc:
         if self.request.retries < MAX_RETRIES:
             raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
         logger.exception("giving up on reply %s", reply.message_id)
         runtime.adapters.repository.dead_letter(self.name, "reply.web", reply.message_id, reply_json, repr(exc), 0)
+
+
+def append_in_order(replies: ReplyStream, reply: Reply, ttl: int) -> str | None:
+    """Append ``reply`` after the reply to its session's previous message, waiting a bounded time for it."""
+    deadline = time.monotonic() + ORDER_WAIT_SECONDS
+    while True:
+        force = time.monotonic() > deadline
+        try:
+            return replies.append(reply, ttl, force=force)
+        except EarlierReplyPending:
+            time.sleep(ORDER_POLL_SECONDS)

@@ -21,6 +21,7 @@ import redis
 from adapters.redis_state import RedisCoordination, RedisReplyStream, connect
 from adapters.state import (
     Coordination,
+    EarlierReplyPending,
     MemoryCoordination,
     MemoryReplyStream,
     Registration,
@@ -81,9 +82,9 @@ def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: str = 
         time.sleep(0.01)
 
 
-def reply(session_id: str, text: str = "好的", message_id: str | None = None) -> Reply:
+def reply(session_id: str, text: str = "好的", message_id: str | None = None, seq: int = 0) -> Reply:
     return Reply(message_id=message_id or new_id(), session_id=session_id, channel="web", text=text, skill="time",
-                 user_id="alice", actions=({"type": "open", "url": "https://example.org/文档"},))  # fmt: skip
+                 user_id="alice", actions=({"type": "open", "url": "https://example.org/文档"},), seq=seq)  # fmt: skip
 
 
 def session() -> str:
@@ -304,6 +305,40 @@ def test_sessions_have_separate_streams(stores: Stores) -> None:
     assert r.read_after(session(), None, 100) == []
 
 
+def test_a_reply_waits_for_the_reply_to_the_previous_message_unless_forced(stores: Stores) -> None:
+    r, s = stores.replies, session()
+    first, second, third, fourth = (reply(s, f"第{i}条", seq=i) for i in (1, 2, 3, 4))
+    with pytest.raises(EarlierReplyPending):
+        r.append(second, TTL, force=False)
+    assert r.read_after(s, None, 100) == []
+    r.append(first, TTL, force=False)
+    r.append(second, TTL, force=False)
+    # Forced past a lost reply: the one after it need not wait, and the late one still goes out once.
+    r.append(fourth, TTL, force=True)
+    assert r.append(third, TTL, force=False)
+    assert r.append(third, TTL, force=False) is None
+    assert [x.seq for _, x in r.read_after(s, None, 100)] == [1, 2, 4, 3]
+    # Replies without a place in a session (seq 0) never wait.
+    assert r.append(reply(session(), seq=0), TTL, force=False)
+
+
+def test_a_session_whose_counter_expired_starts_its_order_again(redis_stores: Stores) -> None:
+    stores = redis_stores
+    assert stores.client is not None
+    c, r, s = stores.coordination, stores.replies, session()
+    for i in (1, 2):
+        assert c.register_message("alice", s, f"m{i}", None, TTL).seq == i
+        assert c.acquire_turn(s, i, "t", LOCK_MS, False).turn is Turn.GO
+        c.finish_turn(s, i, "t", TTL)
+        r.append(reply(s, message_id=f"m{i}", seq=i), TTL, force=False)
+    stores.client.delete(f"sess:{s}:seq")
+    # The counter begins at 1 again; the new first message is neither stale nor kept waiting.
+    assert c.register_message("alice", s, "m3", None, TTL).seq == 1
+    assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
+    c.finish_turn(s, 1, "t", TTL)
+    assert r.append(reply(s, message_id="m3", seq=1), TTL, force=False)
+
+
 def test_reply_for_an_unanswered_message_is_none(stores: Stores) -> None:
     assert stores.replies.reply_for(new_id()) is None
 
@@ -392,10 +427,10 @@ def test_redis_keys_expire_with_the_session_ttl(redis_stores: Stores) -> None:
     c.save_state(s, "{}", TTL)
     assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "t", TTL)
-    r.append(reply(s, message_id="m1"), TTL)
+    r.append(reply(s, message_id="m1", seq=1), TTL)
     c.count_delivery("k", 60)
     for key in (f"sess:{s}:owner", f"sess:{s}:seq", f"sess:{s}:state", f"sess:{s}:done", "cmid:alice:cm-1",
-                f"replies:{s}", "reply:m1"):  # fmt: skip
+                f"replies:{s}", "reply:m1", f"sess:{s}:delivered"):  # fmt: skip
         assert 0 < stores.client.ttl(key) <= TTL, key
     assert 0 < stores.client.ttl("count:k") <= 60
     # The lock is gone once finished.

@@ -113,14 +113,46 @@ def test_other_versions_are_refused(version: object) -> None:
         "null",
         json.dumps({"v": ENVELOPE_VERSION}),
         json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web"}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "user_id": "u",
-                    "seq": "three"}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "user_id": "u",
-                    "created_at": "yesterday"}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "user_id": "u",
-                    "timings": [["dispatch"]]}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "user_id": "u",
-                    "timings": 5}),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "user_id": "u",
+                "seq": "three",
+            }
+        ),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "user_id": "u",
+                "created_at": "yesterday",
+            }
+        ),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "user_id": "u",
+                "timings": [["dispatch"]],
+            }
+        ),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "user_id": "u",
+                "timings": 5,
+            }
+        ),
     ],
 )
 def test_malformed_envelopes_raise_envelope_error(raw: str | bytes) -> None:
@@ -134,10 +166,26 @@ def test_malformed_envelopes_raise_envelope_error(raw: str | bytes) -> None:
         "nope",
         "[]",
         json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web"}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "text": "t",
-                    "created_at": "later"}),
-        json.dumps({"v": ENVELOPE_VERSION, "message_id": "m", "session_id": "s", "channel": "web", "text": "t",
-                    "timings": [[1, "x"]]}),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "text": "t",
+                "created_at": "later",
+            }
+        ),
+        json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "message_id": "m",
+                "session_id": "s",
+                "channel": "web",
+                "text": "t",
+                "timings": [[1, "x"]],
+            }
+        ),
     ],
 )
 def test_malformed_replies_raise_envelope_error(raw: str) -> None:

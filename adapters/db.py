@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -255,6 +256,45 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+# The statements of the per-message path, built once: building a statement costs more CPU than running it.
+_INSERT_MESSAGE = messages.insert()
+_INSERT_REPLY = replies.insert()
+# Only forwards: a late reply must not move updated_at back.
+_TOUCH_SESSION = (
+    sessions.update()
+    .where(sessions.c.id == sa.bindparam("touched_id"), sessions.c.updated_at < sa.bindparam("touched_at"))
+    .values(updated_at=sa.bindparam("touched_at"))
+)
+
+
+@functools.cache
+def _open_session_statement(dialect: str, with_state: bool) -> sa.Executable:
+    """Insert a session row, or move its ``updated_at`` forward (and save the state when given).
+
+    One native upsert statement rather than insert-then-update: on MariaDB, workers that lose the insert race
+    keep shared locks on the new row and deadlock each other when they then update it.
+    """
+    if dialect in ("postgresql", "sqlite"):
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(sessions)
+        newer = insert.excluded.updated_at
+        changes: dict[str, Any] = {
+            "updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
+        }
+        if with_state:
+            changes["state"] = insert.excluded.state
+        return insert.on_conflict_do_update(index_elements=[sessions.c.id], set_=changes)
+    if dialect in ("mysql", "mariadb"):
+        my_insert = mysql.insert(sessions)
+        my_newer = my_insert.inserted.updated_at
+        my_changes: dict[str, Any] = {
+            "updated_at": sa.case((sessions.c.updated_at < my_newer, my_newer), else_=sessions.c.updated_at)
+        }
+        if with_state:
+            my_changes["state"] = my_insert.inserted.state
+        return my_insert.on_duplicate_key_update(my_changes)
+    raise NotImplementedError(f"unsupported database backend {dialect!r}: use SQLite, PostgreSQL or MariaDB")
+
+
 class Repository:
     """Everything the pipeline stores, behind one object built once per process."""
 
@@ -292,33 +332,16 @@ class Repository:
         With ``state_json``, the session's dialogue-state snapshot is saved in the same transaction.
         """
         created = _to_datetime(envelope.created_at)
-        try:
-            with self._engine.begin() as connection:
-                # The primary key decides duplicates, so two workers racing on one redelivered message can't both win.
-                connection.execute(
-                    messages.insert().values(
-                        id=envelope.message_id,
-                        session_id=envelope.session_id,
-                        user_id=envelope.user_id,
-                        channel=envelope.channel,
-                        client_msg_id=envelope.client_msg_id,
-                        text=envelope.text,
-                        created_at=created,
-                    )
-                )
-                self._touch_or_open_session(connection, envelope, created, state_json)
-        except IntegrityError:
-            logger.debug("message %s is already recorded", envelope.message_id)
-            return False
-        return True
-
-    @staticmethod
-    def _touch_or_open_session(
-        connection: Connection, envelope: Envelope, created: datetime, state_json: str | None
-    ) -> None:
-        # One native upsert statement rather than insert-then-update: on MariaDB, workers that lose the insert race
-        # keep shared locks on the new row and deadlock each other when they then update it.
-        row = {
+        message = {
+            "id": envelope.message_id,
+            "session_id": envelope.session_id,
+            "user_id": envelope.user_id,
+            "channel": envelope.channel,
+            "client_msg_id": envelope.client_msg_id,
+            "text": envelope.text,
+            "created_at": created,
+        }
+        session = {
             "id": envelope.session_id,
             "user_id": envelope.user_id,
             "channel": envelope.channel,
@@ -326,54 +349,32 @@ class Repository:
             "updated_at": created,
             "state": state_json,
         }
-        dialect = connection.dialect.name
-        statement: sa.Executable
-        if dialect in ("postgresql", "sqlite"):
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(sessions).values(row)
-            newer = insert.excluded.updated_at
-            changes: dict[str, Any] = {
-                "updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
-            }
-            if state_json is not None:
-                changes["state"] = insert.excluded.state
-            statement = insert.on_conflict_do_update(index_elements=[sessions.c.id], set_=changes)
-        elif dialect in ("mysql", "mariadb"):
-            my_insert = mysql.insert(sessions).values(row)
-            newer = my_insert.inserted.updated_at
-            my_changes: dict[str, Any] = {
-                "updated_at": sa.case((sessions.c.updated_at < newer, newer), else_=sessions.c.updated_at)
-            }
-            if state_json is not None:
-                my_changes["state"] = my_insert.inserted.state
-            statement = my_insert.on_duplicate_key_update(my_changes)
-        else:
-            raise NotImplementedError(f"unsupported database backend {dialect!r}: use SQLite, PostgreSQL or MariaDB")
-        connection.execute(statement)
-
-    @staticmethod
-    def _touch_session(connection: Connection, session_id: str, when: datetime) -> None:
-        # Only forwards: a late reply must not move updated_at back.
-        connection.execute(
-            sessions.update().where(sessions.c.id == session_id, sessions.c.updated_at < when).values(updated_at=when)
-        )
+        try:
+            with self._engine.begin() as connection:
+                # The primary key decides duplicates, so two workers racing on one redelivered message can't both win.
+                connection.execute(_INSERT_MESSAGE, message)
+                connection.execute(_open_session_statement(connection.dialect.name, state_json is not None), session)
+        except IntegrityError:
+            logger.debug("message %s is already recorded", envelope.message_id)
+            return False
+        return True
 
     def record_reply(self, reply: Reply) -> bool:
         """Store the reply to a message; False when that message already has one."""
         created = _to_datetime(reply.created_at)
+        row = {
+            "message_id": reply.message_id,
+            "session_id": reply.session_id,
+            "text": reply.text,
+            "skill": reply.skill,
+            "error": reply.error,
+            "payload": reply.to_json(),
+            "created_at": created,
+        }
         try:
             with self._engine.begin() as connection:
-                connection.execute(
-                    replies.insert().values(
-                        message_id=reply.message_id,
-                        session_id=reply.session_id,
-                        text=reply.text,
-                        skill=reply.skill,
-                        error=reply.error,
-                        payload=reply.to_json(),
-                        created_at=created,
-                    )
-                )
-                self._touch_session(connection, reply.session_id, created)
+                connection.execute(_INSERT_REPLY, row)
+                connection.execute(_TOUCH_SESSION, {"touched_id": reply.session_id, "touched_at": created})
         except IntegrityError:
             logger.debug("message %s already has a reply", reply.message_id)
             return False

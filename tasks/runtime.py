@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,12 +54,44 @@ class StageRuntime:
         return run_with_timeout(lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name)
 
 
+class _SkillThread(threading.Thread):
+    """A reusable thread for skill calls; it goes back to the idle list after each call it finishes."""
+
+    def __init__(self, idle: list[_SkillThread], idle_lock: threading.Lock) -> None:
+        super().__init__(name="skill", daemon=True)
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = idle
+        self._idle_lock = idle_lock
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def run(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._idle_lock:
+                if len(self._idle) >= MAX_IDLE_SKILL_THREADS:
+                    return
+                self._idle.append(self)
+
+
+#: Idle skill threads kept for reuse; starting a thread per call costs more than most skills.
+MAX_IDLE_SKILL_THREADS = 16
+_idle_threads: list[_SkillThread] = []
+_idle_lock = threading.Lock()
+
+
 def run_with_timeout(call: Callable[[], Any], timeout: float, name: str) -> Any:
-    """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds (the thread is abandoned)."""
+    """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds.
+
+    The call runs on a pooled thread, so a skill that hangs costs that thread, not the worker; the thread
+    is out of the pool until the call returns, if ever.
+    """
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
-    def target() -> None:
+    def job() -> None:
+        threading.current_thread().name = f"skill-{name}"
         try:
             outcome["value"] = call()
         except BaseException as exc:
@@ -66,7 +99,14 @@ def run_with_timeout(call: Callable[[], Any], timeout: float, name: str) -> Any:
         finally:
             done.set()
 
-    threading.Thread(target=target, name=f"skill-{name}", daemon=True).start()
+    with _idle_lock:
+        thread = _idle_threads.pop() if _idle_threads else None
+    if thread is None:
+        thread = _SkillThread(_idle_threads, _idle_lock)
+        thread.submit(job)
+        thread.start()
+    else:
+        thread.submit(job)
     if not done.wait(timeout):
         raise SkillTimeout(f"skill {name!r} did not answer within {timeout:g} s")
     if "error" in outcome:

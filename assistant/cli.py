@@ -91,10 +91,12 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
         "--keep-alive", "75",
         "--graceful-timeout", "10",
         "--bind", f"{host}:{port}",
-        # Off unless asked for: one line per request costs the gateway a fifth of its time under load.
-        "--access-logfile", os.environ.get("GATEWAY_ACCESS_LOG") or "/dev/null",
-        "assistant.wsgi:create_wsgi_app()",
     ]  # fmt: skip
+    # Off unless asked for: a line per request costs the gateway a fifth of its time under load, and gunicorn
+    # formats every line when any access log is named, /dev/null included.
+    if access_log := os.environ.get("GATEWAY_ACCESS_LOG"):
+        argv += ["--access-logfile", access_log]
+    argv.append("assistant.wsgi:create_wsgi_app()")
     os.execv(sys.executable, argv)
     return 0  # not reached
 
@@ -106,6 +108,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     app = create_celery_app(settings)
     argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", args.pool]
     argv += ["--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
+    if settings.log_level != "DEBUG":
+        # Celery's "received" and "succeeded" lines, three tasks a message, are noise and CPU at hundreds of
+        # messages a second; failures and retries are still logged, by Celery (ERROR) and the stages (WARNING).
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if args.hostname:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)

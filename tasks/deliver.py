@@ -42,7 +42,9 @@ def deliver_web_task(self: Task, reply_json: str) -> None:
         append_in_order(runtime.adapters.replies, reply, runtime.settings.session_ttl_seconds)
     except Exception as exc:
         if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+            countdown = min(2**self.request.retries, 30)
+            logger.warning("%s %s failed (%r); retrying in %d s", self.name, reply.message_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
         logger.exception("giving up on reply %s", reply.message_id)
         runtime.adapters.repository.dead_letter(self.name, "reply.web", reply.message_id, reply_json, repr(exc), 0)
 

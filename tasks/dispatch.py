@@ -44,7 +44,9 @@ def dispatch_task(self: Task, envelope_json: str) -> None:
     except Exception as exc:
         # Infrastructure trouble (database or Redis down): try again later, the message is kept.
         if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+            countdown = min(2**self.request.retries, 30)
+            logger.warning("%s %s failed (%r); retrying in %d s", self.name, envelope.message_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
         logger.exception("giving up on message %s", envelope.message_id)
         runtime.adapters.repository.dead_letter(self.name, "dispatch", envelope.message_id, envelope_json, repr(exc), 0)
         forward.reply(apology(envelope))

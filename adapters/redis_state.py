@@ -36,6 +36,12 @@ if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX'
 return {'ok', tostring(seq), owner and '0' or '1'}
 """
 
+_WITHDRAW = """
+if KEYS[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DECR', KEYS[2]) end
+return 1
+"""
+
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'wait'} end
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -88,6 +94,7 @@ class RedisCoordination:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._register = client.register_script(_REGISTER)
+        self._withdraw = client.register_script(_WITHDRAW)
         self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
 
@@ -110,6 +117,11 @@ class RedisCoordination:
             first_message, _, first_session = result[1].partition("|")
             return Registration("duplicate", first_message, first_session)
         return Registration("ok", message_id, session_id, int(result[1]), result[2] == "1")
+
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+        client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
+        keys = [client_key, f"sess:{registration.session_id}:seq"]
+        self._withdraw(keys=keys, args=[f"{registration.message_id}|{registration.session_id}", registration.seq])
 
     def session_owner(self, session_id: str) -> str | None:
         return _text(self._redis.get(f"sess:{session_id}:owner"))

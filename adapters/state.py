@@ -62,6 +62,14 @@ class Coordination(Protocol):
         self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration: ...
 
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+        """Undo a registration whose message never reached the queue, so the client can send it again.
+
+        The ``client_msg_id`` is forgotten, and the sequence number is given back when no later message took
+        one; otherwise the gap is crossed when the turn deadline passes.
+        """
+        ...
+
     def session_owner(self, session_id: str) -> str | None: ...
 
     def load_state(self, session_id: str) -> str | None: ...
@@ -160,6 +168,17 @@ class MemoryCoordination:
             if client_msg_id is not None:
                 self._client_ids[(user_id, client_msg_id)] = (message_id, session_id)
             return Registration("ok", message_id, session_id, seq, owner is None)
+
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+        with self._lock:
+            key = (user_id, client_msg_id or "")
+            if client_msg_id is not None and self._client_ids.get(key) == (
+                registration.message_id,
+                registration.session_id,
+            ):
+                del self._client_ids[key]
+            if self._seqs.get(registration.session_id) == registration.seq:
+                self._seqs[registration.session_id] = registration.seq - 1
 
     def session_owner(self, session_id: str) -> str | None:
         with self._lock:

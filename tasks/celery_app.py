@@ -10,6 +10,7 @@ from kombu import Queue
 
 from pipeline.settings import Settings
 from pipeline.stages import TASK_NAMES, Stage, all_queues, deliver_task, reply_queue
+from tasks.broker import transport_for
 from tasks.runtime import publish_catalog_on_start
 
 TASK_MODULES = ["tasks.dispatch", "tasks.inference", "tasks.deliver"]
@@ -30,8 +31,10 @@ def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
     if settings.embedded:
         # The in-memory transport polls; its interval is the latency of every in-process hop.
         transport_options["polling_interval"] = settings.embedded_polling_interval
+    broker_url = settings.broker_url or "memory://localhost/"
     app.conf.update(
-        broker_url=settings.broker_url or "memory://localhost/",
+        broker_url=broker_url,
+        broker_transport=transport_for(broker_url),
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

@@ -38,9 +38,12 @@ class Adapters:
                 logger.exception("closing an adapter failed")
 
 
-def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5) -> Adapters:
-    """Everything the process needs; embedded settings give in-process stores and SQLite."""
-    repository = Repository.from_url(settings.database_url, pool_size=pool_size)
+def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5, pre_ping: bool = True) -> Adapters:
+    """Everything the process needs; embedded settings give in-process stores and SQLite.
+
+    ``pre_ping=False`` for processes whose every database call is retried on failure (see ``create_engine_for``).
+    """
+    repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
         repository.migrate()
     closers: list[Callable[[], None]] = [repository.close]

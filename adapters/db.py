@@ -128,13 +128,18 @@ def database_url(url: str) -> str:
     return url
 
 
-def create_engine_for(url: str, pool_size: int = 5) -> Engine:
-    """An engine for ``url`` tuned for this project's backends; opens no connection yet."""
+def create_engine_for(url: str, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+    """An engine for ``url`` tuned for this project's backends; opens no connection yet.
+
+    ``pre_ping`` tests each connection before use (a round trip per transaction), so a database restart costs
+    no failed call. Without it the first call after a restart fails, and SQLAlchemy then renews the whole pool:
+    right for callers that retry anyway (the stage tasks), on their per-message path.
+    """
     parsed = make_url(database_url(url))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, pool_size)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_size": pool_size}
     if backend in ("mysql", "mariadb"):
         # Without utf8mb4 the connection speaks 3-byte utf8 and emoji fail; an explicit charset in the URL wins.
         if "charset" not in parsed.query:
@@ -302,8 +307,8 @@ class Repository:
         self._engine = engine
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 5) -> Repository:
-        return cls(create_engine_for(url, pool_size=pool_size))
+    def from_url(cls, url: str, pool_size: int = 5, pre_ping: bool = True) -> Repository:
+        return cls(create_engine_for(url, pool_size=pool_size, pre_ping=pre_ping))
 
     @property
     def engine(self) -> Engine:

@@ -19,10 +19,25 @@ class Forwarder:
         self._app = app
 
     def to_stage(self, stage: Stage, envelope: Envelope) -> None:
-        self._app.send_task(TASK_NAMES[stage], args=[envelope.to_json()], queue=str(stage))
+        self._app.send_task(
+            TASK_NAMES[stage], args=[envelope.to_json()], queue=str(stage), **_shown_as(envelope.message_id)
+        )
 
     def reply(self, reply: Reply) -> None:
-        self._app.send_task(deliver_task(reply.channel), args=[reply.to_json()], queue=reply_queue(reply.channel))
+        self._app.send_task(
+            deliver_task(reply.channel),
+            args=[reply.to_json()],
+            queue=reply_queue(reply.channel),
+            **_shown_as(reply.message_id),
+        )
+
+
+def _shown_as(message_id: str) -> dict[str, str]:
+    """How Flower and worker logs show a task's arguments: the message id, not what the user wrote.
+
+    It also spares Celery a ``saferepr`` of the whole envelope on every send.
+    """
+    return {"argsrepr": f"(message {message_id})", "kwargsrepr": "{}"}
 
 
 def too_many_deliveries(task: Task, runtime: Any, message_id: str | None, body: str) -> bool:

@@ -144,7 +144,9 @@ def runtime_for(app: Celery) -> StageRuntime:
             settings: Settings = app.conf.assistant_settings
             adapters: Adapters | None = app.conf.assistant_adapters
             if adapters is None:
-                adapters = build_adapters(settings)
+                # Every stage task retries on a database error, so the per-message round trip of a pre-ping
+                # buys nothing here: after a database restart one attempt fails and its retry runs on new connections.
+                adapters = build_adapters(settings, pre_ping=False)
             registry = build_registry(adapters)
             # The gateway lists skills without loading them: the workers publish what they have.
             adapters.coordination.set_catalog(json.dumps(registry.describe(), ensure_ascii=False))

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from adapters.db import Repository, create_engine_for, metadata
+from adapters.db import Repository, create_engine_for, database_url, metadata
 from pipeline.envelope import Envelope, Reply, new_id
 from pipeline.skilldefs import SkillDefinition
 
@@ -336,3 +336,48 @@ def test_racing_state_saves_on_a_new_session(repository: Repository) -> None:
     session = repository.load_session("s-state-race")
     assert session is not None
     assert session.state_json == '{"n": 1}'
+
+
+def _drop_server_connections(url: str) -> int:
+    """Close, from the server side, every connection to the database of ``url``, as a server restart does."""
+    name = sa.make_url(database_url(url)).database
+    admin = create_engine_for(url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                rows = connection.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %(name)s AND pid <> pg_backend_pid()",
+                    {"name": name},
+                ).all()
+                return len(rows)
+            ids = connection.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist WHERE db = %(name)s AND id <> CONNECTION_ID()",
+                {"name": name},
+            ).scalars()
+            killed = 0
+            for connection_id in list(ids):
+                connection.exec_driver_sql(f"KILL {int(connection_id)}")
+                killed += 1
+            return killed
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.parametrize("pre_ping", [True, False], ids=["pre-ping", "no-pre-ping"])
+def test_connections_lost_in_a_server_restart_are_replaced(database: str, pre_ping: bool) -> None:
+    if database.startswith("sqlite"):
+        pytest.skip("SQLite has no server connections")
+    repo = Repository.from_url(database, pool_size=2, pre_ping=pre_ping)
+    repo.migrate()
+    try:
+        assert repo.record_message(envelope(message_id=new_id()))
+        assert _drop_server_connections(database) >= 1
+        if not pre_ping:
+            # The stage tasks' contract: one call fails, and SQLAlchemy renews the pool for the retry.
+            with pytest.raises(sa.exc.DBAPIError) as failed:
+                repo.record_message(envelope(message_id=new_id()))
+            assert failed.value.connection_invalidated
+        assert repo.record_message(envelope(message_id=new_id()))
+    finally:
+        repo.close()

@@ -272,6 +272,18 @@ _TOUCH_SESSION = (
 )
 
 
+def _reply_row(reply: Reply) -> dict[str, Any]:
+    return {
+        "message_id": reply.message_id,
+        "session_id": reply.session_id,
+        "text": reply.text,
+        "skill": reply.skill,
+        "error": reply.error,
+        "payload": reply.to_json(),
+        "created_at": _to_datetime(reply.created_at),
+    }
+
+
 @functools.cache
 def _open_session_statement(dialect: str, with_state: bool) -> sa.Executable:
     """Insert a session row, or move its ``updated_at`` forward (and save the state when given).
@@ -331,10 +343,11 @@ class Repository:
 
     # -- messages and replies -------------------------------------------------------------------------------------
 
-    def record_message(self, envelope: Envelope, state_json: str | None = None) -> bool:
+    def record_message(self, envelope: Envelope, state_json: str | None = None, reply: Reply | None = None) -> bool:
         """Store an inbound message and open its session; False when the message id is already stored.
 
-        With ``state_json``, the session's dialogue-state snapshot is saved in the same transaction.
+        With ``state_json``, the session's dialogue-state snapshot is saved in the same transaction, and so is
+        ``reply`` when the stage that recorded the message already has it (the deliverer then skips its write).
         """
         created = _to_datetime(envelope.created_at)
         message = {
@@ -351,7 +364,7 @@ class Repository:
             "user_id": envelope.user_id,
             "channel": envelope.channel,
             "created_at": created,
-            "updated_at": created,
+            "updated_at": max(created, _to_datetime(reply.created_at)) if reply else created,
             "state": state_json,
         }
         try:
@@ -359,6 +372,8 @@ class Repository:
                 # The primary key decides duplicates, so two workers racing on one redelivered message can't both win.
                 connection.execute(_INSERT_MESSAGE, message)
                 connection.execute(_open_session_statement(connection.dialect.name, state_json is not None), session)
+                if reply is not None:
+                    connection.execute(_INSERT_REPLY, _reply_row(reply))
         except IntegrityError:
             logger.debug("message %s is already recorded", envelope.message_id)
             return False
@@ -366,20 +381,11 @@ class Repository:
 
     def record_reply(self, reply: Reply) -> bool:
         """Store the reply to a message; False when that message already has one."""
-        created = _to_datetime(reply.created_at)
-        row = {
-            "message_id": reply.message_id,
-            "session_id": reply.session_id,
-            "text": reply.text,
-            "skill": reply.skill,
-            "error": reply.error,
-            "payload": reply.to_json(),
-            "created_at": created,
-        }
+        row = _reply_row(reply)
         try:
             with self._engine.begin() as connection:
                 connection.execute(_INSERT_REPLY, row)
-                connection.execute(_TOUCH_SESSION, {"touched_id": reply.session_id, "touched_at": created})
+                connection.execute(_TOUCH_SESSION, {"touched_id": reply.session_id, "touched_at": row["created_at"]})
         except IntegrityError:
             logger.debug("message %s already has a reply", reply.message_id)
             return False

@@ -138,6 +138,8 @@ class Reply:
     timings: tuple[tuple[str, float], ...] = ()
     #: The answered message's place in its session (0: none), so a session's replies go out in order.
     seq: int = 0
+    #: True when the stage that made the reply stored it in the transcript already; the deliverer then doesn't.
+    recorded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +147,7 @@ class Reply:
             "message_id": self.message_id,
             "session_id": self.session_id,
             "seq": self.seq,
+            "recorded": self.recorded,
             "channel": self.channel,
             "text": self.text,
             "skill": self.skill,
@@ -178,6 +181,7 @@ class Reply:
                 created_at=float(data.get("created_at", 0.0)),
                 timings=tuple((str(s), float(ms)) for s, ms in data.get("timings", ())),
                 seq=int(data.get("seq", 0)),
+                recorded=bool(data.get("recorded", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"malformed reply: {exc!r}") from exc

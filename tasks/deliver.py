@@ -35,10 +35,11 @@ def deliver_web_task(self: Task, reply_json: str) -> None:
     if too_many_deliveries(self, runtime, reply.message_id, reply_json):
         return
     try:
-        # The transcript first, so a client that has its reply finds it there too. Both steps are
-        # idempotent by message id: a redelivery completes what a lost worker left half done, and
-        # sends nothing twice.
-        runtime.adapters.repository.record_reply(reply)
+        # The transcript first (unless the dispatch stage stored the reply with its message), so a client that
+        # has its reply finds it there too. Both steps are idempotent by message id: a redelivery completes
+        # what a lost worker left half done, and sends nothing twice.
+        if not reply.recorded:
+            runtime.adapters.repository.record_reply(reply)
         append_in_order(runtime.adapters.replies, reply, runtime.settings.session_ttl_seconds)
     except Exception as exc:
         if self.request.retries < MAX_RETRIES:

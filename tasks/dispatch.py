@@ -74,14 +74,16 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, forward: Forwarder
         state = DialogueState.from_json(raw_state)
         outcome = dispatch(envelope, state, runtime.current_registry(start.skills_version), runtime.run_skill)
         new_state = outcome.state.to_json()
-        # The message and the state snapshot in one transaction, before the reply leaves: a client that
-        # has its reply finds the message in the transcript.
-        adapters.repository.record_message(envelope, new_state)
         stamped = envelope.with_timing(str(Stage.DISPATCH), (time.perf_counter() - started) * 1000)
-        if outcome.reply is None:
+        reply = None if outcome.reply is None else replace(outcome.reply, timings=stamped.timings)
+        # The message, the state snapshot and a skill's reply in one transaction, before the reply leaves: a
+        # client that has its reply finds both in the transcript. A redelivered message was recorded before
+        # (False): its reply is left to the deliverer, which keeps the first one stored.
+        recorded = adapters.repository.record_message(envelope, new_state, reply)
+        if reply is None:
             forward.to_stage(Stage.INFERENCE, stamped)
         else:
-            forward.reply(replace(outcome.reply, timings=stamped.timings))
+            forward.reply(replace(reply, recorded=recorded))
         completed = envelope.seq
     finally:
         # The state goes back to Redis with the lock's release, in one round trip. On failure the lock is

@@ -170,6 +170,21 @@ def test_record_reply_once_and_store_the_payload(repository: Repository) -> None
     assert [(e.kind, e.text) for e in repository.transcript("s-reply")] == [("message", "hello"), ("reply", "hi")]
 
 
+def test_a_message_and_its_reply_in_one_transaction(repository: Repository) -> None:
+    env = envelope(session_id="s-both", created_at=1_700_000_000.0)
+    reply = Reply.answering(env, "现在是 14:05", skill="time", created_at=1_700_000_000.5)
+    assert repository.record_message(env, '{"history": []}', reply) is True
+    # A redelivery changes nothing, its reply included; a later deliverer's write is refused.
+    assert repository.record_message(env, '{"history": [1]}', Reply.answering(env, "again")) is False
+    assert repository.record_reply(Reply.answering(env, "again")) is False
+
+    session = repository.load_session("s-both")
+    assert session is not None
+    assert (session.state_json, session.updated_at) == ('{"history": []}', pytest.approx(reply.created_at))
+    entries = [(e.kind, e.text, e.skill) for e in repository.transcript("s-both")]
+    assert entries == [("message", "hello", None), ("reply", "现在是 14:05", "time")]
+
+
 def test_transcript_order_kinds_and_timestamps(repository: Repository) -> None:
     base = 1_700_000_000.123456
     first = envelope(session_id="s-tr", text="one", created_at=base)

@@ -67,6 +67,8 @@ def test_reply_round_trip_with_chinese_text_actions_and_error() -> None:
         user_id="用户甲",
         created_at=1_700_000_001.5,
         timings=(("dispatch", 2.0),),
+        seq=7,
+        recorded=True,
     )
     raw = reply.to_json()
     assert "客厅" in raw and "\\u" not in raw

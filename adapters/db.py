@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -284,7 +283,6 @@ def _reply_row(reply: Reply) -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _open_session_statement(dialect: str, with_state: bool) -> sa.Executable:
     """Insert a session row, or move its ``updated_at`` forward (and save the state when given).
 
@@ -317,6 +315,9 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # Built once for this engine's backend, with and without the state snapshot.
+        self._open_session = {with_state: _open_session_statement(engine.dialect.name, with_state)
+                              for with_state in (False, True)}  # fmt: skip
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 5, pre_ping: bool = True) -> Repository:
@@ -371,7 +372,7 @@ class Repository:
             with self._engine.begin() as connection:
                 # The primary key decides duplicates, so two workers racing on one redelivered message can't both win.
                 connection.execute(_INSERT_MESSAGE, message)
-                connection.execute(_open_session_statement(connection.dialect.name, state_json is not None), session)
+                connection.execute(self._open_session[state_json is not None], session)
                 if reply is not None:
                     connection.execute(_INSERT_REPLY, _reply_row(reply))
         except IntegrityError:

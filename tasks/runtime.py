@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 
 from adapters.bootstrap import Adapters, build_adapters
-from pipeline.errors import SkillTimeout
 from pipeline.settings import Settings
 from skills.base import BaseSkill, SkillResult
 from skills.builtin import builtin_skills
 from skills.declarative import DeclarativeSkill
 from skills.discovery import load_entry_point_skills, load_folder_skills
 from skills.registry import SkillRegistry
+from tasks.skillthreads import SkillThreads
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +33,7 @@ class StageRuntime:
     adapters: Adapters
     registry: SkillRegistry
     skills_version: int = -1
+    skill_threads: SkillThreads = field(default_factory=SkillThreads)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current_registry(self, version: int) -> SkillRegistry:
@@ -51,67 +50,7 @@ class StageRuntime:
 
     def run_skill(self, skill: BaseSkill, context: dict[str, Any]) -> str | SkillResult:
         """Run ``skill`` in its own thread so one that hangs costs its thread, not the worker."""
-        return run_with_timeout(lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name)
-
-
-class _SkillThread(threading.Thread):
-    """A reusable thread for skill calls; it goes back to the idle list after each call it finishes."""
-
-    def __init__(self, idle: list[_SkillThread], idle_lock: threading.Lock) -> None:
-        super().__init__(name="skill", daemon=True)
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = idle
-        self._idle_lock = idle_lock
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._jobs.put(job)
-
-    def run(self) -> None:
-        while True:
-            self._jobs.get()()
-            with self._idle_lock:
-                if len(self._idle) >= MAX_IDLE_SKILL_THREADS:
-                    return
-                self._idle.append(self)
-
-
-#: Idle skill threads kept for reuse; starting a thread per call costs more than most skills.
-MAX_IDLE_SKILL_THREADS = 16
-_idle_threads: list[_SkillThread] = []
-_idle_lock = threading.Lock()
-
-
-def run_with_timeout(call: Callable[[], Any], timeout: float, name: str) -> Any:
-    """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds.
-
-    The call runs on a pooled thread, so a skill that hangs costs that thread, not the worker; the thread
-    is out of the pool until the call returns, if ever.
-    """
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-
-    def job() -> None:
-        threading.current_thread().name = f"skill-{name}"
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    with _idle_lock:
-        thread = _idle_threads.pop() if _idle_threads else None
-    if thread is None:
-        thread = _SkillThread(_idle_threads, _idle_lock)
-        thread.submit(job)
-        thread.start()
-    else:
-        thread.submit(job)
-    if not done.wait(timeout):
-        raise SkillTimeout(f"skill {name!r} did not answer within {timeout:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+        return self.skill_threads.run(lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name)
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:

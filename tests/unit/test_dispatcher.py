@@ -17,7 +17,7 @@ from skills.base import BaseSkill, SkillResult
 from skills.builtin import HelpSkill, TimeSkill, WeatherSkill
 from skills.dispatcher import Outcome, dispatch
 from skills.registry import SkillRegistry
-from tasks.runtime import run_with_timeout
+from tasks.skillthreads import SkillThreads
 
 WEDNESDAY = datetime(2026, 11, 25, 14, 5, 33)
 ZH_TIME = "现在是 14:05,2026年11月25日 星期三。"
@@ -283,7 +283,7 @@ def blocked() -> Iterator[BlockedSkill]:
 
 def test_a_hanging_skill_times_out_with_its_own_error_code(registry: SkillRegistry, blocked: BlockedSkill) -> None:
     registry.add(blocked)
-    chat = Conversation(registry, run_skill=lambda skill, context: run_with_timeout(
+    chat = Conversation(registry, run_skill=lambda skill, context: SkillThreads().run(
         lambda: skill.execute(context), 0.05, skill.name))  # fmt: skip
     outcome = chat.say("卡住")
     assert outcome.reply is not None

@@ -7,10 +7,11 @@ import threading
 import pytest
 
 from pipeline.errors import SkillTimeout
-from tasks.runtime import run_with_timeout
+from tasks.skillthreads import SkillThreads
 
 
 def test_the_result_comes_back_and_the_thread_is_reused() -> None:
+    run_with_timeout = SkillThreads().run
     first = run_with_timeout(threading.get_ident, 5, "ident")
     # The thread puts itself back right after setting the result; give it that moment.
     threading.Event().wait(0.05)
@@ -19,6 +20,8 @@ def test_the_result_comes_back_and_the_thread_is_reused() -> None:
 
 
 def test_an_exception_of_the_skill_reaches_the_caller() -> None:
+    run_with_timeout = SkillThreads().run
+
     def fail() -> None:
         raise ValueError("坏了")
 
@@ -27,6 +30,7 @@ def test_an_exception_of_the_skill_reaches_the_caller() -> None:
 
 
 def test_a_hanging_call_times_out_and_its_thread_serves_no_one_else_meanwhile() -> None:
+    run_with_timeout = SkillThreads().run
     release = threading.Event()
     hung: list[int] = []
 

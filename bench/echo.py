@@ -56,7 +56,7 @@ def create_echo_app(broker_url: str, redis_url: str) -> Celery:
 
                     pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=16, timeout=10)
                     client = redis.Redis(connection_pool=pool)
-                    app._bench_redis = client  # type: ignore[attr-defined]
+                    app._bench_redis = client
         return client
 
     @app.task(name=ECHO_TASK)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,12 +25,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
+DIAG_DIR = Path(__file__).resolve().parent / "diag"
 HOST = "127.0.0.1"
 REDIS = f"redis://{HOST}:6379"
 POSTGRES_ADMIN = f"postgresql://postgres@{HOST}:5432/postgres"
@@ -42,11 +44,24 @@ STATE_DB = 6
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
-def base_env() -> dict[str, str]:
+def base_env(root: Path = ROOT, diag: bool = False) -> dict[str, str]:
+    """A clean environment; the servers import the project from ``root`` (a patched copy, for trials)."""
     env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", "/usr/bin:/bin")
     env["PYTHONUNBUFFERED"] = "1"
+    # Ahead of the editable install's finder, so a copy at ``root`` wins; this tree for ``bench`` itself.
+    paths = [str(root), *([str(ROOT)] if root != ROOT else []), *([str(DIAG_DIR)] if diag else [])]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
+
+
+def diag_env(gc_log_ms: float = 5.0, max_blocking_s: float = 0.05) -> dict[str, str]:
+    """Environment that turns on the diagnostics: GC pause log, gevent's hub-blocking monitor."""
+    return {
+        "BENCH_GC_LOG_MS": f"{gc_log_ms:g}",
+        "GEVENT_MONITOR_THREAD_ENABLE": "true",
+        "GEVENT_MAX_BLOCKING_TIME": f"{max_blocking_s:g}",
+    }
 
 
 def free_port() -> int:
@@ -97,6 +112,88 @@ def http_json(
         except ValueError:
             payload = None
         return exc.code, payload
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of ``pid`` in seconds, or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_named(comm: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as handle:
+                    if handle.read().strip() == comm:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU use of named process sets between ``start`` and ``stop``, as percent of one core."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self._groups = groups
+        self._start: tuple[float, dict[str, float]] | None = None
+        self._commands: dict[str, int] = {}
+        self.result: dict[str, float] = {}
+        #: Redis commands run during the window, by name (server-wide).
+        self.redis_calls: dict[str, int] = {}
+
+    def _sample(self) -> dict[str, float]:
+        sample = {name: sum(cpu_seconds(p) or 0.0 for p in pids) for name, pids in self._groups.items()}
+        # Everything the machine ran, ours or not (other tenants, the kernel): busy jiffies from /proc/stat.
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal
+        sample["machine_busy"] = busy / os.sysconf("SC_CLK_TCK")
+        sample["machine_steal"] = fields[7] / os.sysconf("SC_CLK_TCK")
+        return sample
+
+    def start(self) -> None:
+        self._commands = redis_command_calls()
+        self._start = (time.monotonic(), self._sample())
+
+    def stop(self) -> dict[str, float]:
+        assert self._start is not None, "start() first"
+        began, before = self._start
+        wall = time.monotonic() - began
+        after = self._sample()
+        calls = redis_command_calls()
+        self.redis_calls = {k: v - self._commands.get(k, 0) for k, v in calls.items() if v > self._commands.get(k, 0)}
+        # A process that exited in between takes its CPU time with it: never below zero.
+        self.result = {name: round(max(0.0, 100 * (after[name] - before[name]) / wall), 1) for name in after}
+        # What ran beside the benchmark on the same cores (others' tests, unattributed kernel time).
+        ours = sum(v for k, v in self.result.items() if not k.startswith("machine_"))
+        self.result["others"] = round(max(0.0, self.result["machine_busy"] - ours), 1)
+        return self.result
+
+
+def redis_command_calls() -> dict[str, int]:
+    """Calls per command since the Redis server started (server-wide: others' tests count too)."""
+    import redis
+
+    client = redis.Redis.from_url(f"{REDIS}/0")
+    try:
+        stats = client.info("commandstats")
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+def shared_server_pids() -> dict[str, list[int]]:
+    """The local Redis and every PostgreSQL process (shared with others' tests: an upper bound)."""
+    return {"redis-server": _pids_named("redis-server"), "postgres(all)": _pids_named("postgres")}
 
 
 class ServerError(RuntimeError):
@@ -169,14 +266,15 @@ def _group_alive(pgid: int) -> bool:
 class Layout:
     """Owns child processes and a scratch folder; ``close`` kills every child, also on error and at exit."""
 
-    def __init__(self, keep_logs: bool = False) -> None:
+    def __init__(self, keep_logs: bool = False, root: Path = ROOT) -> None:
+        self.root = root
         self.procs: list[Proc] = []
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{type(self).__name__.lower()}-"))
         self.keep_logs = keep_logs
         self._closed = False
         atexit.register(self.close)
 
-    def __enter__(self) -> Layout:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -186,7 +284,7 @@ class Layout:
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         proc = Proc(name, popen, log_path, stop_signal)
@@ -219,6 +317,34 @@ class Layout:
 
     def cleanup(self) -> None:
         """Extra teardown after the processes are gone (databases, keys)."""
+
+    def log_marks(self) -> dict[str, int]:
+        """Current size of each server log, to read only what a scenario appended (``diag_since``)."""
+        return {proc.name: proc.log_path.stat().st_size for proc in self.procs if proc.log_path.exists()}
+
+    def diag_since(self, marks: dict[str, int]) -> dict[str, Any]:
+        """GC pauses and gevent hub-blocked reports logged since ``marks`` (servers started with ``diag``)."""
+        summary: dict[str, Any] = {}
+        for proc in self.procs:
+            with open(proc.log_path, "rb") as log:
+                log.seek(marks.get(proc.name, 0))
+                text = log.read().decode("utf-8", "replace")
+            pauses = [
+                (int(m.group(1)), float(m.group(2)))
+                for m in re.finditer(r"BENCH-GC pid=\d+ gen=(\d) ms=([\d.]+)", text)
+            ]
+            blocked = text.count("appears to be blocked")
+            if not pauses and not blocked:
+                continue
+            entry: dict[str, Any] = {"gevent_hub_blocked_reports": blocked}
+            for gen in (0, 1, 2):
+                ms = [p for g, p in pauses if g == gen]
+                if ms:
+                    entry[f"gc_gen{gen}_pauses"] = len(ms)
+                    entry[f"gc_gen{gen}_max_ms"] = max(ms)
+                    entry[f"gc_gen{gen}_total_ms"] = round(sum(ms), 1)
+            summary[proc.name] = entry
+        return summary
 
     def check_alive(self) -> None:
         for proc in self.procs:
@@ -261,30 +387,37 @@ class DistributedConfig:
     concurrency: int = 4
     log_level: str = "INFO"
     gateway_workers: int = 1
+    #: Log GC pauses (``bench/diag``) and gevent hub blocking in the servers.
+    diag: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class Distributed(Layout):
     """Gateway (gunicorn + gevent), dispatch workers d1, d2, and one worker ``r`` on inference and reply.web."""
 
-    def __init__(self, config: DistributedConfig | None = None, keep_logs: bool = False) -> None:
-        super().__init__(keep_logs)
+    def __init__(self, config: DistributedConfig | None = None, keep_logs: bool = False, root: Path = ROOT) -> None:
+        super().__init__(keep_logs, root)
         self.config = config or DistributedConfig()
         self.database = f"bench_{os.getpid()}"
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.broker_url = f"{REDIS}/{BROKER_DB}"
         self.redis_url = f"{REDIS}/{STATE_DB}"
-        self.env = base_env() | {
-            "BROKER_URL": self.broker_url,
-            "REDIS_URL": self.redis_url,
-            "DATABASE_URL": f"postgresql://postgres@{HOST}:5432/{self.database}",
-            "JWT_SECRET": secrets.token_urlsafe(48),
-            "PORT": str(self.port),
-            "HOST": HOST,
-            "LOG_LEVEL": self.config.log_level,
-            "ASSISTANT_CONFIG_DIR": str(ROOT / "config"),
-        } | self.config.extra_env
+        self.env = (
+            base_env(root, self.config.diag)
+            | {
+                "BROKER_URL": self.broker_url,
+                "REDIS_URL": self.redis_url,
+                "DATABASE_URL": f"postgresql://postgres@{HOST}:5432/{self.database}",
+                "JWT_SECRET": secrets.token_urlsafe(48),
+                "PORT": str(self.port),
+                "HOST": HOST,
+                "LOG_LEVEL": self.config.log_level,
+                "ASSISTANT_CONFIG_DIR": str(root / "config"),
+            }
+            | (diag_env() if self.config.diag else {})
+            | self.config.extra_env
+        )
         self.gateway: Proc | None = None
         self.workers: dict[str, Proc] = {}
         self._db_created = False
@@ -295,7 +428,12 @@ class Distributed(Layout):
         _create_database(self.database)
         self._db_created = True
         migrate = subprocess.run(
-            [str(BIN / "assistant"), "migrate"], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+            [str(BIN / "assistant"), "migrate"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if migrate.returncode != 0:
             raise ServerError(f"assistant migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
@@ -352,7 +490,7 @@ class Distributed(Layout):
     def token(self, subject: str) -> str:
         result = subprocess.run(
             [str(BIN / "assistant"), "token", "--sub", subject, "--role", "user"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60, check=True,
+            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return result.stdout.strip()
 
@@ -375,6 +513,14 @@ class Distributed(Layout):
             figures[f"worker_{name}_rss_mib"] = _mib(sum(rss_kib(p) or 0 for p in pids))
         return figures
 
+    def cpu_meter(self) -> CpuMeter:
+        """A meter over the gateway, each worker, this client, Redis and PostgreSQL."""
+        assert self.gateway is not None
+        groups = {"gateway": [self.gateway.pid, *self.gateway_worker_pids()]}
+        groups |= {f"worker_{name}": [proc.pid, *child_pids(proc.pid)] for name, proc in self.workers.items()}
+        groups["client"] = [os.getpid()]
+        return CpuMeter(groups | shared_server_pids())
+
     def cleanup(self) -> None:
         if self._db_created:
             _drop_database(self.database)
@@ -384,11 +530,12 @@ class Distributed(Layout):
 class Embedded(Layout):
     """``assistant run`` with nothing configured but a scratch data folder."""
 
-    def __init__(self, keep_logs: bool = False) -> None:
-        super().__init__(keep_logs)
+    def __init__(self, keep_logs: bool = False, diag: bool = False, root: Path = ROOT) -> None:
+        super().__init__(keep_logs, root)
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
-        self.env = base_env() | {"ASSISTANT_DATA_DIR": str(self.workdir / "data")}
+        data = {"ASSISTANT_DATA_DIR": str(self.workdir / "data")}
+        self.env = base_env(root, diag) | data | (diag_env() if diag else {})
         self.proc: Proc | None = None
 
     def start(self) -> Embedded:
@@ -401,9 +548,13 @@ class Embedded(Layout):
     def token(self, subject: str) -> str:
         result = subprocess.run(
             [str(BIN / "assistant"), "token", "--sub", subject, "--role", "user"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60, check=True,
+            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return result.stdout.strip()
+
+    def cpu_meter(self) -> CpuMeter:
+        assert self.proc is not None
+        return CpuMeter({"embedded": [self.proc.pid], "client": [os.getpid()]})
 
     def memory(self) -> dict[str, Any]:
         assert self.proc is not None

@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 #: Called by a reply subscription with the reply's cursor and the reply.
 ReplyListener = Callable[[str, Reply], None]
@@ -135,11 +137,49 @@ def valid_cursor(cursor: str) -> bool:
     return ms.isdigit() and (not sep or n.isdigit())
 
 
-class MemoryCoordination:
-    """``Coordination`` for the embedded mode: dictionaries under one lock, in this process."""
+#: How often the in-process stores drop what has expired, at most (seconds).
+SWEEP_SECONDS = 60.0
 
-    def __init__(self) -> None:
+
+class _Deadlines(Generic[K]):
+    """Expiry times of keys, as Redis keeps them with EXPIRE; the owner drops what ``expired`` returns.
+
+    Not thread-safe by itself: the stores call it under their own lock.
+    """
+
+    def __init__(self, sweep_seconds: float) -> None:
+        self._deadlines: dict[K, float] = {}
+        self._sweep_seconds = sweep_seconds
+        self._next_sweep = 0.0
+
+    def touch(self, key: K, ttl: float) -> None:
+        self._deadlines[key] = time.monotonic() + ttl
+
+    def forget(self, key: K) -> None:
+        self._deadlines.pop(key, None)
+
+    def expired(self) -> list[K]:
+        """The keys past their deadline (forgotten here), when a sweep is due; else nothing."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + self._sweep_seconds
+        gone = [key for key, deadline in self._deadlines.items() if deadline <= now]
+        for key in gone:
+            del self._deadlines[key]
+        return gone
+
+
+class MemoryCoordination:
+    """``Coordination`` for the embedded mode: dictionaries under one lock, in this process.
+
+    Sessions, client message ids and delivery counters expire after their TTL like the Redis keys do, so a
+    long-running embedded assistant does not keep every session it ever saw.
+    """
+
+    def __init__(self, sweep_seconds: float = SWEEP_SECONDS) -> None:
         self._lock = threading.Lock()
+        self._expiry: _Deadlines[tuple[str, Any]] = _Deadlines(sweep_seconds)
         self._owners: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
         self._done: dict[str, int] = {}
@@ -154,6 +194,7 @@ class MemoryCoordination:
         self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration:
         with self._lock:
+            self._drop_expired()
             owner = self._owners.get(session_id)
             if owner is not None and owner != user_id:
                 return Registration("forbidden")
@@ -165,8 +206,10 @@ class MemoryCoordination:
             self._owners[session_id] = user_id
             seq = self._seqs.get(session_id, 0) + 1
             self._seqs[session_id] = seq
+            self._expiry.touch(("session", session_id), ttl)
             if client_msg_id is not None:
                 self._client_ids[(user_id, client_msg_id)] = (message_id, session_id)
+                self._expiry.touch(("cmid", (user_id, client_msg_id)), ttl)
             return Registration("ok", message_id, session_id, seq, owner is None)
 
     def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
@@ -177,20 +220,34 @@ class MemoryCoordination:
                 registration.session_id,
             ):
                 del self._client_ids[key]
+                self._expiry.forget(("cmid", key))
             if self._seqs.get(registration.session_id) == registration.seq:
                 self._seqs[registration.session_id] = registration.seq - 1
 
+    def _drop_expired(self) -> None:
+        for kind, key in self._expiry.expired():
+            if kind == "session":
+                for store in (self._owners, self._seqs, self._done, self._turn_locks, self._states):
+                    store.pop(key, None)
+            elif kind == "cmid":
+                self._client_ids.pop(key, None)
+            else:
+                self._counters.pop(key, None)
+
     def session_owner(self, session_id: str) -> str | None:
         with self._lock:
+            self._drop_expired()
             return self._owners.get(session_id)
 
     def load_state(self, session_id: str) -> str | None:
         with self._lock:
+            self._drop_expired()
             return self._states.get(session_id)
 
     def save_state(self, session_id: str, state_json: str, ttl: int) -> None:
         with self._lock:
             self._states[session_id] = state_json
+            self._expiry.touch(("session", session_id), ttl)
 
     def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart:
         with self._lock:
@@ -207,6 +264,7 @@ class MemoryCoordination:
 
     def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None:
         with self._lock:
+            self._expiry.touch(("session", session_id), ttl)
             if state_json is not None:
                 self._states[session_id] = state_json
             if seq > self._done.get(session_id, 0):
@@ -217,6 +275,8 @@ class MemoryCoordination:
 
     def count_delivery(self, key: str, ttl: int) -> int:
         with self._lock:
+            self._drop_expired()
+            self._expiry.touch(("count", key), ttl)
             self._counters[key] = self._counters.get(key, 0) + 1
             return self._counters[key]
 
@@ -251,10 +311,14 @@ class _MemorySubscription:
 
 
 class MemoryReplyStream:
-    """``ReplyStream`` for the embedded mode: lists per session, listeners called in the appending thread."""
+    """``ReplyStream`` for the embedded mode: lists per session, listeners called in the appending thread.
 
-    def __init__(self, max_per_session: int = 1000) -> None:
+    A session's replies expire after the TTL given with its latest one, as the Redis stream does.
+    """
+
+    def __init__(self, max_per_session: int = 1000, sweep_seconds: float = SWEEP_SECONDS) -> None:
         self._lock = threading.Lock()
+        self._expiry: _Deadlines[tuple[str, str]] = _Deadlines(sweep_seconds)
         self._max = max_per_session
         self._sessions: dict[str, list[tuple[str, Reply]]] = {}
         self._by_message: dict[str, tuple[str, Reply]] = {}
@@ -264,6 +328,7 @@ class MemoryReplyStream:
 
     def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
         with self._lock:
+            self._drop_expired()
             if reply.message_id in self._by_message:
                 return None
             delivered = self._delivered.get(reply.session_id, 0)
@@ -278,6 +343,8 @@ class MemoryReplyStream:
             entries.append((cursor, reply))
             del entries[: -self._max]
             self._by_message[reply.message_id] = (cursor, reply)
+            self._expiry.touch(("session", reply.session_id), ttl)
+            self._expiry.touch(("reply", reply.message_id), ttl)
             listeners = list(self._listeners)
         for listener in listeners:
             try:
@@ -287,14 +354,24 @@ class MemoryReplyStream:
                 logger.exception("reply listener failed")
         return cursor
 
+    def _drop_expired(self) -> None:
+        for kind, key in self._expiry.expired():
+            if kind == "session":
+                self._sessions.pop(key, None)
+                self._delivered.pop(key, None)
+            else:
+                self._by_message.pop(key, None)
+
     def read_after(self, session_id: str, cursor: str | None, limit: int) -> list[tuple[str, Reply]]:
         after = cursor_key(cursor)
         with self._lock:
+            self._drop_expired()
             entries = list(self._sessions.get(session_id, ()))
         return [(c, r) for c, r in entries if cursor_key(c) > after][:limit]
 
     def reply_for(self, message_id: str) -> tuple[str, Reply] | None:
         with self._lock:
+            self._drop_expired()
             return self._by_message.get(message_id)
 
     def subscribe(self, listener: ReplyListener) -> Subscription:

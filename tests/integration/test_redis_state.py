@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
@@ -60,7 +61,8 @@ def _redis_stores() -> Iterator[Stores]:
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.servers)])
 def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
     if request.param == "memory":
-        yield Stores("memory", MemoryCoordination(), MemoryReplyStream())
+        # Sweeping on every call, so expiry shows at once as it does on Redis.
+        yield Stores("memory", MemoryCoordination(sweep_seconds=0), MemoryReplyStream(sweep_seconds=0))
     else:
         yield from _redis_stores()
 
@@ -337,6 +339,23 @@ def test_a_session_whose_counter_expired_starts_its_order_again(redis_stores: St
     assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "t", TTL)
     assert r.append(reply(s, message_id="m3", seq=1), TTL, force=False)
+
+
+def test_everything_of_an_idle_session_expires_with_its_ttl(stores: Stores) -> None:
+    c, r, s = stores.coordination, stores.replies, session()
+    first = c.register_message("alice", s, "m-exp", "cm-exp", ttl=1)
+    c.finish_turn(s, 1, "t", 1, "{}")
+    c.count_delivery("k-exp", ttl=1)
+    answer = reply(s, message_id="m-exp", seq=1)
+    r.append(answer, 1)
+    assert (c.session_owner(s), c.load_state(s), r.reply_for("m-exp")) == ("alice", "{}", (ANY, answer))
+    time.sleep(1.3)
+    assert (c.session_owner(s), c.load_state(s), r.reply_for("m-exp"), r.read_after(s, None, 10)) == (
+        None, None, None, [])  # fmt: skip
+    # The client_msg_id and the counter are forgotten too; the session starts again from its first message.
+    again = c.register_message("alice", s, "m-new", "cm-exp", TTL)
+    assert (first.status, again.status, again.seq) == ("ok", "ok", 1)
+    assert c.count_delivery("k-exp", TTL) == 1
 
 
 def test_reply_for_an_unanswered_message_is_none(stores: Stores) -> None:

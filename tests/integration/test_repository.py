@@ -379,10 +379,9 @@ def _drop_server_connections(url: str) -> int:
         admin.dispose()
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 @pytest.mark.parametrize("pre_ping", [True, False], ids=["pre-ping", "no-pre-ping"])
 def test_connections_lost_in_a_server_restart_are_replaced(database: str, pre_ping: bool) -> None:
-    if database.startswith("sqlite"):
-        pytest.skip("SQLite has no server connections")
     repo = Repository.from_url(database, pool_size=2, pre_ping=pre_ping)
     repo.migrate()
     try:

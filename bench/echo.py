@@ -21,6 +21,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from tasks.celery_app import VISIBILITY_TIMEOUT
+
 ECHO_QUEUE = "bench.echo"
 ECHO_TASK = "bench.echo"
 
@@ -30,7 +32,7 @@ def create_echo_app(broker_url: str, redis_url: str) -> Celery:
     app = Celery("bench-echo", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
         task_serializer="json",

@@ -13,6 +13,8 @@ from typing import Any
 from pipeline.errors import ConfigurationError
 
 MIN_SECRET_LENGTH = 32
+#: The longest skill time limit; a session turn lasts at most about three times it (see ``tasks.celery_app``).
+MAX_SKILL_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,8 @@ class Settings:
     weather_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     #: Seconds a weather or webhook call may take before the polite failure reply.
     http_timeout_seconds: float = 5.0
-    #: Seconds a skill may run before the user gets an apology and the worker moves on.
+    #: Seconds a skill may run before the user gets an apology and the worker moves on (at most
+    #: ``MAX_SKILL_TIMEOUT_SECONDS``, so a message's whole turn fits in the broker's visibility timeout).
     skill_timeout_seconds: float = 10.0
     #: Reply when no skill matched and no inference backend is configured (Chinese).
     fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"
@@ -117,6 +120,8 @@ class Settings:
             channels=_read_channels(config_dir / "channels.json"),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
         )
+        if not 0 < settings.skill_timeout_seconds <= MAX_SKILL_TIMEOUT_SECONDS:
+            raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
         return settings.with_secret()
 
     def with_secret(self) -> Settings:

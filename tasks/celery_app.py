@@ -18,7 +18,11 @@ TASK_MODULES = ["tasks.dispatch", "tasks.inference", "tasks.deliver"]
 #: Seconds a task may run; kept well below the broker's visibility timeout so a slow task is
 #: never redelivered to a second worker while the first still works on it.
 TASK_TIME_LIMIT = 120
-VISIBILITY_TIMEOUT = 3600
+#: Seconds before the Redis broker hands a message whose worker died (killed, out of memory) to another.
+#: Above a dispatch that waits behind one slow message of its session (two turn locks, then its own skill)
+#: and above the longest retry countdown (30 s). A message that waits longer, behind several slow ones, may
+#: be handed to a second worker too: whichever copy gets the turn handles it, the other finds it done.
+VISIBILITY_TIMEOUT = 300
 
 
 def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:

@@ -58,8 +58,7 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, forward: Forwarder
     adapters = runtime.adapters
     settings = runtime.settings
     token = uuid.uuid4().hex
-    # The lock outlives the longest skill, so a second worker never runs the same session at once.
-    lock_ms = int((settings.skill_timeout_seconds + 10) * 1000)
+    lock_ms = turn_lock_ms(settings.skill_timeout_seconds)
     start = wait_for_turn(runtime, envelope, token, lock_ms)
     if start.turn is Turn.STALE:
         logger.info("message %s was handled already; skipping the redelivery", envelope.message_id)
@@ -91,6 +90,11 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, forward: Forwarder
         adapters.coordination.finish_turn(
             envelope.session_id, completed, token, settings.session_ttl_seconds, new_state if completed else None
         )
+
+
+def turn_lock_ms(skill_timeout_seconds: float) -> int:
+    """Lifetime of a session's turn lock: it outlives the longest skill, so two workers never run one session."""
+    return int((skill_timeout_seconds + 10) * 1000)
 
 
 def wait_for_turn(runtime: StageRuntime, envelope: Envelope, token: str, lock_ms: int) -> TurnStart:

@@ -10,7 +10,9 @@ import pytest
 
 from adapters.tokens import issue_token, verify_token
 from pipeline.errors import ConfigurationError
-from pipeline.settings import MIN_SECRET_LENGTH, Settings
+from pipeline.settings import MAX_SKILL_TIMEOUT_SECONDS, MIN_SECRET_LENGTH, Settings
+from tasks.celery_app import TASK_TIME_LIMIT, VISIBILITY_TIMEOUT
+from tasks.dispatch import turn_lock_ms
 
 SECRET = "x" * MIN_SECRET_LENGTH
 
@@ -180,3 +182,17 @@ def test_bad_channels_json_is_a_configuration_error(
 def test_bad_numbers_are_configuration_errors(env: dict[str, str], name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({**env, name: value})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "61"])
+def test_skill_timeout_must_fit_the_brokers_visibility_timeout(env: dict[str, str], value: str) -> None:
+    with pytest.raises(ConfigurationError, match="SKILL_TIMEOUT_SECONDS"):
+        Settings.from_env({**env, "SKILL_TIMEOUT_SECONDS": value})
+
+
+def test_a_slow_dispatch_ends_before_the_broker_hands_its_message_to_another_worker() -> None:
+    lock_seconds = turn_lock_ms(MAX_SKILL_TIMEOUT_SECONDS) / 1000
+    # Behind one slow message: wait_for_turn's deadline, then a held lock expiring; then its own skill.
+    longest_dispatch = 2 * lock_seconds + MAX_SKILL_TIMEOUT_SECONDS
+    longest_retry_countdown = 30
+    assert max(longest_dispatch, longest_retry_countdown, TASK_TIME_LIMIT) < VISIBILITY_TIMEOUT

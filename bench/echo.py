@@ -21,7 +21,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from tasks.celery_app import VISIBILITY_TIMEOUT
+from tasks.celery_app import RELIABILITY, VISIBILITY_TIMEOUT
 
 ECHO_QUEUE = "bench.echo"
 ECHO_TASK = "bench.echo"
@@ -33,13 +33,7 @@ def create_echo_app(broker_url: str, redis_url: str) -> Celery:
     app.conf.update(
         broker_url=broker_url,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-        broker_connection_retry_on_startup=True,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        **RELIABILITY,
         task_queues=[Queue(ECHO_QUEUE)],
         task_default_queue=ECHO_QUEUE,
         worker_hijack_root_logger=False,

@@ -266,6 +266,9 @@ def _group_alive(pgid: int) -> bool:
 class Layout:
     """Owns child processes and a scratch folder; ``close`` kills every child, also on error and at exit."""
 
+    #: The servers' environment, set by each layout.
+    env: dict[str, str]
+
     def __init__(self, keep_logs: bool = False, root: Path = ROOT) -> None:
         self.root = root
         self.procs: list[Proc] = []
@@ -276,6 +279,14 @@ class Layout:
 
     def __enter__(self) -> Self:
         return self
+
+    def token(self, subject: str) -> str:
+        """A user token for these servers' settings, from ``assistant token``."""
+        result = subprocess.run(
+            [str(BIN / "assistant"), "token", "--sub", subject, "--role", "user"],
+            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return result.stdout.strip()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -487,13 +498,6 @@ class Distributed(Layout):
         finally:
             app.close()
 
-    def token(self, subject: str) -> str:
-        result = subprocess.run(
-            [str(BIN / "assistant"), "token", "--sub", subject, "--role", "user"],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        return result.stdout.strip()
-
     def gateway_worker_pids(self) -> list[int]:
         assert self.gateway is not None
         return child_pids(self.gateway.pid)
@@ -544,13 +548,6 @@ class Embedded(Layout):
         self.wait_ready(self.base_url)
         self.probe(self.base_url, self.token("bench-probe"))
         return self
-
-    def token(self, subject: str) -> str:
-        result = subprocess.run(
-            [str(BIN / "assistant"), "token", "--sub", subject, "--role", "user"],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        return result.stdout.strip()
 
     def cpu_meter(self) -> CpuMeter:
         assert self.proc is not None

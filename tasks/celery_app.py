@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from celery import Celery
@@ -25,6 +27,21 @@ TASK_TIME_LIMIT = 120
 VISIBILITY_TIMEOUT = 300
 
 
+#: Delivery settings every stage shares (and the benchmark's bare echo task, to compare like with like).
+RELIABILITY: Mapping[str, Any] = MappingProxyType(
+    {
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # At-least-once: ack after the task ran; a worker that dies leaves its message to another.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+    }
+)
+
+
 def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
     """The Celery app for ``settings``; ``adapters`` are shared in-process (embedded mode) when given."""
     app = Celery("assistant", set_as_current=True)
@@ -40,14 +57,7 @@ def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
         broker_url=broker_url,
         broker_transport=transport_for(broker_url),
         broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        # At-least-once: ack after the task ran; a worker that dies leaves its message to another.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        **RELIABILITY,
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 10,
         task_queues=[Queue(name) for name in queues],

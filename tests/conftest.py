@@ -6,12 +6,12 @@ import json
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+from support import server_database
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -127,16 +127,5 @@ def open_meteo() -> Iterator[FakeOpenMeteo]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A uniquely named, empty PostgreSQL database for this test session, dropped at its end."""
-    from adapters.db import create_engine_for
-
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine_for(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            # FORCE: worker threads' pools may still hold connections.
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    # FORCE: worker threads' pools may still hold connections.
+    yield from server_database(POSTGRES_ADMIN_URL, "DROP DATABASE IF EXISTS {name} WITH (FORCE)")

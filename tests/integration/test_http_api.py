@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from support import eventually
 from werkzeug.wrappers import Request, Response
 
 from adapters.bootstrap import build_adapters
@@ -95,18 +96,6 @@ class GateSkill(BaseSkill):
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
-
-
-def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """``check()``'s first truthy result, polled until a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def new_session() -> str:
@@ -300,6 +289,7 @@ def api(
             # Workers publish their skill catalog when they start, before they handle any message.
             eventually(
                 lambda: "time" in {s["name"] for s in api.request("GET", "/api/skills").json()["skills"]},
+                DEADLINE,
                 what="the workers' skill catalog",
             )
             # The first answer proves the workers consume.
@@ -425,7 +415,7 @@ class TestHttpApi:
             # The reply reaches the client before the transcript write: wait for the last one.
             return body if len(body["entries"]) == 4 else None
 
-        body = eventually(transcript, what="the transcript to hold both replies")
+        body = eventually(transcript, DEADLINE, what="the transcript to hold both replies")
         assert (body["session_id"], body["user_id"]) == (session, "alice")
         entries = body["entries"]
         assert [(e["kind"], e["message_id"], e["text"]) for e in entries] == [

@@ -11,13 +11,13 @@ import os
 import queue
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from unittest.mock import ANY
 
 import pytest
 import redis
+from support import eventually
 
 from adapters.redis_state import RedisCoordination, RedisReplyStream, connect
 from adapters.state import (
@@ -70,18 +70,6 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
 @pytest.fixture
 def redis_stores() -> Iterator[Stores]:
     yield from _redis_stores()
-
-
-def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """``check()``'s first truthy result, polled until a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def reply(session_id: str, text: str = "好的", message_id: str | None = None, seq: int = 0) -> Reply:
@@ -220,7 +208,9 @@ def test_a_lost_workers_lock_expires(stores: Stores) -> None:
     c, s = stores.coordination, session()
     assert c.acquire_turn(s, 1, "lost", 50, False).turn is Turn.GO
     # Nobody finishes it; the lock runs out and the redelivery gets the turn.
-    eventually(lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False).turn is Turn.GO, what="the lock to expire")
+    eventually(
+        lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False).turn is Turn.GO, DEADLINE, what="the lock to expire"
+    )
 
 
 def test_turns_of_different_sessions_are_independent(stores: Stores) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -15,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from support import server_database
 
 from adapters.db import Repository, create_engine_for, database_url, metadata
 from pipeline.envelope import Envelope, Reply, new_id
@@ -29,20 +29,6 @@ CHINESE = "现在几点 ☀️"
 MILLISECOND = 0.001
 
 
-def _server_database(admin_url: str, drop_sql: str) -> Iterator[str]:
-    """Create a uniquely named database on a server, yield its URL, drop it afterwards."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine_for(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(drop_sql.format(name=name))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database on one backend."""
@@ -50,10 +36,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db' / 'assistant.db'}"
     elif request.param == "postgresql":
         # FORCE: a test that failed mid-way may leave pooled connections behind.
-        yield from _server_database(POSTGRES_URL, "DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield from server_database(POSTGRES_URL, "DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     else:
         # No charset on the database on purpose: the tables must declare utf8mb4 themselves.
-        yield from _server_database(MARIADB_URL, "DROP DATABASE IF EXISTS {name}")
+        yield from server_database(MARIADB_URL, "DROP DATABASE IF EXISTS {name}")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
-from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream
+from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         replies = RedisReplyStream(client, subscriber)
         closers += [client.close, subscriber.close]
     else:
-        coordination = MemoryCoordination()
-        replies = MemoryReplyStream()
+        skipped = SkippedNumbers()
+        coordination = MemoryCoordination(skipped)
+        replies = MemoryReplyStream(skipped)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,

@@ -31,26 +31,40 @@ if owner then redis.call('EXPIRE', KEYS[1], ARGV[4]) else redis.call('SET', KEYS
 local seq = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 -- A counter that starts again (it expired with an idle session) must not meet the old watermarks.
-if seq == 1 then redis.call('DEL', KEYS[4], KEYS[5]) end
+if seq == 1 then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4]) end
 return {'ok', tostring(seq), owner and '0' or '1'}
 """
 
 _WITHDRAW = """
 if KEYS[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DECR', KEYS[2]) end
-return 1
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DECR', KEYS[2]) return 1 end
+-- A later message took a number already: mark this one skipped, so no turn or reply waits for it.
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 0
 """
 
-_ACQUIRE = """
+# Numbers of withdrawn messages are passed over as if done (turns) or delivered (replies).
+_PASS_SKIPPED = """
+local function past_skipped(mark, key)
+  while redis.call('SISMEMBER', key, mark + 1) == 1 do mark = mark + 1 end
+  return mark
+end
+"""
+
+_ACQUIRE = (
+    _PASS_SKIPPED
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'wait'} end
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[3])
 if seq > 0 and seq <= done then return {'stale'} end
-if seq > done + 1 and ARGV[4] ~= '1' then return {'wait'} end
+if seq > done + 1 and ARGV[4] ~= '1' and seq > past_skipped(done, KEYS[5]) + 1 then return {'wait'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {'go', redis.call('GET', KEYS[4]) or '0', redis.call('GET', KEYS[3])}
 """
+)
 
 _FINISH = """
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
@@ -61,11 +75,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-_APPEND = """
+_APPEND = (
+    _PASS_SKIPPED
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local seq = tonumber(ARGV[5])
 local delivered = tonumber(redis.call('GET', KEYS[3]) or '0')
-if seq > delivered + 1 and ARGV[6] ~= '1' then return {'earlier'} end
+if seq > delivered + 1 and ARGV[6] ~= '1' and seq > past_skipped(delivered, KEYS[4]) + 1 then
+  return {'earlier'}
+end
 if seq > delivered then redis.call('SET', KEYS[3], seq, 'EX', ARGV[2]) else redis.call('EXPIRE', KEYS[3], ARGV[2]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -73,6 +91,7 @@ redis.call('SET', KEYS[1], id .. '|' .. ARGV[1], 'EX', ARGV[2])
 redis.call('PUBLISH', ARGV[4], id .. '|' .. ARGV[1])
 return id
 """
+)
 
 
 def _text(value: Any) -> str | None:
@@ -108,6 +127,7 @@ class RedisCoordination:
             f"sess:{session_id}:seq",
             f"sess:{session_id}:done",
             f"sess:{session_id}:delivered",
+            f"sess:{session_id}:skipped",
         ]
         args: list[str | int] = [user_id, message_id, session_id, ttl, "1" if claim else "0"]
         result: list[str] = self._register(keys=keys, args=args)
@@ -118,10 +138,11 @@ class RedisCoordination:
             return Registration("duplicate", first_message, first_session)
         return Registration("ok", message_id, session_id, int(result[1]), result[2] == "1")
 
-    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
-        keys = [client_key, f"sess:{registration.session_id}:seq"]
-        self._withdraw(keys=keys, args=[f"{registration.message_id}|{registration.session_id}", registration.seq])
+        session = registration.session_id
+        keys = [client_key, f"sess:{session}:seq", f"sess:{session}:skipped"]
+        self._withdraw(keys=keys, args=[f"{registration.message_id}|{session}", registration.seq, ttl])
 
     def session_owner(self, session_id: str) -> str | None:
         return _text(self._redis.get(f"sess:{session_id}:owner"))
@@ -133,7 +154,8 @@ class RedisCoordination:
         self._redis.set(f"sess:{session_id}:state", state_json, ex=ttl)
 
     def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart:
-        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done", f"sess:{session_id}:state", "skills:version"]
+        keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done", f"sess:{session_id}:state", "skills:version",
+                f"sess:{session_id}:skipped"]  # fmt: skip
         result: list[str] = self._acquire(keys=keys, args=[token, lock_ms, seq, "1" if force else "0"])
         if result[0] != "go":
             return TurnStart(Turn(result[0]))
@@ -223,7 +245,13 @@ class RedisReplyStream:
         self._append = client.register_script(_APPEND)
 
     def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
-        keys = [f"reply:{reply.message_id}", f"replies:{reply.session_id}", f"sess:{reply.session_id}:delivered"]
+        session = reply.session_id
+        keys = [
+            f"reply:{reply.message_id}",
+            f"replies:{session}",
+            f"sess:{session}:delivered",
+            f"sess:{session}:skipped",
+        ]
         args: list[str | int] = [reply.to_json(), ttl, STREAM_MAXLEN, REPLIES_CHANNEL, reply.seq, "1" if force else "0"]
         result: Any = self._append(keys=keys, args=args)
         if isinstance(result, list):

@@ -64,11 +64,11 @@ class Coordination(Protocol):
         self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration: ...
 
-    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         """Undo a registration whose message never reached the queue, so the client can send it again.
 
-        The ``client_msg_id`` is forgotten, and the sequence number is given back when no later message took
-        one; otherwise the gap is crossed when the turn deadline passes.
+        The ``client_msg_id`` is forgotten. The sequence number is given back when no later message took one;
+        otherwise it is marked skipped, and neither turns nor replies of the session wait for it.
         """
         ...
 
@@ -170,6 +170,30 @@ class _Deadlines(Generic[K]):
         return gone
 
 
+class SkippedNumbers:
+    """Sequence numbers of withdrawn messages, per session: shared by the in-process turn and reply stores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._skipped: dict[str, set[int]] = {}
+
+    def add(self, session_id: str, seq: int) -> None:
+        with self._lock:
+            self._skipped.setdefault(session_id, set()).add(seq)
+
+    def past(self, session_id: str, mark: int) -> int:
+        """``mark`` moved past the skipped numbers that follow it."""
+        with self._lock:
+            skipped = self._skipped.get(session_id, ())
+            while mark + 1 in skipped:
+                mark += 1
+            return mark
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._skipped.pop(session_id, None)
+
+
 class MemoryCoordination:
     """``Coordination`` for the embedded mode: dictionaries under one lock, in this process.
 
@@ -177,8 +201,9 @@ class MemoryCoordination:
     long-running embedded assistant does not keep every session it ever saw.
     """
 
-    def __init__(self, sweep_seconds: float = SWEEP_SECONDS) -> None:
+    def __init__(self, skipped: SkippedNumbers | None = None, sweep_seconds: float = SWEEP_SECONDS) -> None:
         self._lock = threading.Lock()
+        self._skipped = skipped or SkippedNumbers()
         self._expiry: _Deadlines[tuple[str, Any]] = _Deadlines(sweep_seconds)
         self._owners: dict[str, str] = {}
         self._seqs: dict[str, int] = {}
@@ -212,7 +237,7 @@ class MemoryCoordination:
                 self._expiry.touch(("cmid", (user_id, client_msg_id)), ttl)
             return Registration("ok", message_id, session_id, seq, owner is None)
 
-    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+    def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         with self._lock:
             key = (user_id, client_msg_id or "")
             if client_msg_id is not None and self._client_ids.get(key) == (
@@ -223,12 +248,15 @@ class MemoryCoordination:
                 self._expiry.forget(("cmid", key))
             if self._seqs.get(registration.session_id) == registration.seq:
                 self._seqs[registration.session_id] = registration.seq - 1
+            else:
+                self._skipped.add(registration.session_id, registration.seq)
 
     def _drop_expired(self) -> None:
         for kind, key in self._expiry.expired():
             if kind == "session":
                 for store in (self._owners, self._seqs, self._done, self._turn_locks, self._states):
                     store.pop(key, None)
+                self._skipped.forget(key)
             elif kind == "cmid":
                 self._client_ids.pop(key, None)
             else:
@@ -257,7 +285,7 @@ class MemoryCoordination:
             done = self._done.get(session_id, 0)
             if seq and seq <= done:
                 return TurnStart(Turn.STALE)
-            if seq and seq > done + 1 and not force:
+            if seq and seq > done + 1 and not force and seq > self._skipped.past(session_id, done) + 1:
                 return TurnStart(Turn.WAIT)
             self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
             return TurnStart(Turn.GO, self._states.get(session_id), self._skills_version)
@@ -316,8 +344,11 @@ class MemoryReplyStream:
     A session's replies expire after the TTL given with its latest one, as the Redis stream does.
     """
 
-    def __init__(self, max_per_session: int = 1000, sweep_seconds: float = SWEEP_SECONDS) -> None:
+    def __init__(
+        self, skipped: SkippedNumbers | None = None, max_per_session: int = 1000, sweep_seconds: float = SWEEP_SECONDS
+    ) -> None:
         self._lock = threading.Lock()
+        self._skipped = skipped or SkippedNumbers()
         self._expiry: _Deadlines[tuple[str, str]] = _Deadlines(sweep_seconds)
         self._max = max_per_session
         self._sessions: dict[str, list[tuple[str, Reply]]] = {}
@@ -332,7 +363,8 @@ class MemoryReplyStream:
             if reply.message_id in self._by_message:
                 return None
             delivered = self._delivered.get(reply.session_id, 0)
-            if reply.seq > delivered + 1 and not force:
+            waits = reply.seq > delivered + 1 and reply.seq > self._skipped.past(reply.session_id, delivered) + 1
+            if waits and not force:
                 raise EarlierReplyPending(reply.session_id)
             self._delivered[reply.session_id] = max(delivered, reply.seq)
             ms = int(time.time() * 1000)

@@ -92,7 +92,9 @@ def post_message() -> tuple[dict[str, Any], int]:
                 forwarder.to_stage(first_stage(envelope), envelope)
             except KombuOperationalError as exc:
                 # Not accepted: the same client_msg_id must work when the client tries again.
-                adapters.coordination.withdraw_message(identity.subject, registration, client_msg_id)
+                adapters.coordination.withdraw_message(
+                    identity.subject, registration, client_msg_id, settings.session_ttl_seconds
+                )
                 raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
         else:
             ids["duplicate"] = True

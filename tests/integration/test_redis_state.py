@@ -27,6 +27,7 @@ from adapters.state import (
     MemoryReplyStream,
     Registration,
     ReplyStream,
+    SkippedNumbers,
     Turn,
     cursor_key,
 )
@@ -62,7 +63,10 @@ def _redis_stores() -> Iterator[Stores]:
 def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
     if request.param == "memory":
         # Sweeping on every call, so expiry shows at once as it does on Redis.
-        yield Stores("memory", MemoryCoordination(sweep_seconds=0), MemoryReplyStream(sweep_seconds=0))
+        skipped = SkippedNumbers()
+        yield Stores(
+            "memory", MemoryCoordination(skipped, sweep_seconds=0), MemoryReplyStream(skipped, sweep_seconds=0)
+        )
     else:
         yield from _redis_stores()
 
@@ -115,6 +119,29 @@ def test_client_msg_ids_of_different_users_do_not_collide(stores: Stores) -> Non
     assert c.register_message("alice", a, "ma", "same-id", TTL).status == "ok"
     bob = c.register_message("bob", b, "mb", "same-id", TTL)
     assert bob == Registration("ok", "mb", b, 1, True)
+
+
+def test_a_withdrawn_last_message_gives_its_number_and_client_msg_id_back(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.register_message("alice", s, "m1", None, TTL).seq == 1
+    refused = c.register_message("alice", s, "m2", "cm-w", TTL)
+    c.withdraw_message("alice", refused, "cm-w", TTL)
+    again = c.register_message("alice", s, "m3", "cm-w", TTL)
+    assert (again.status, again.message_id, again.seq) == ("ok", "m3", 2)
+
+
+def test_a_withdrawn_number_a_later_message_passed_holds_nothing_up(stores: Stores) -> None:
+    c, r, s = stores.coordination, stores.replies, session()
+    first = c.register_message("alice", s, "m1", None, TTL)
+    refused = c.register_message("alice", s, "m2", None, TTL)
+    later = c.register_message("alice", s, "m3", None, TTL)
+    c.withdraw_message("alice", refused, None, TTL)
+    assert c.acquire_turn(s, first.seq, "t1", LOCK_MS, False).turn is Turn.GO
+    c.finish_turn(s, first.seq, "t1", TTL)
+    r.append(reply(s, message_id="m1", seq=first.seq), TTL, force=False)
+    # Number 2 never reached the queue: 3 goes next, without waiting for a deadline.
+    assert c.acquire_turn(s, later.seq, "t3", LOCK_MS, False).turn is Turn.GO
+    assert r.append(reply(s, message_id="m3", seq=later.seq), TTL, force=False)
 
 
 def test_another_users_session_is_forbidden(stores: Stores) -> None:

@@ -48,7 +48,12 @@ def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
     queues = all_queues(settings.enabled_channels)
     routes: dict[str, dict[str, str]] = {name: {"queue": str(stage)} for stage, name in TASK_NAMES.items()}
     routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in settings.enabled_channels}
-    transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # Look for messages of dead workers every 10 s rather than every 10th time (100 s): a cheap query.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
     if settings.embedded:
         # The in-memory transport polls; its interval is the latency of every in-process hop.
         transport_options["polling_interval"] = settings.embedded_polling_interval

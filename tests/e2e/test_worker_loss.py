@@ -1,7 +1,7 @@
 """A dispatch worker killed in the middle of a message: another worker answers it, once.
 
 The gateway runs as compose runs it. The workers run the same Celery app as ``assistant worker`` does, with
-one change: the broker hands a dead worker's message on after about 13 s instead of 5 to 7 minutes (still
+one change: the broker hands a dead worker's message on after about 13 s instead of 5 minutes (still
 longer than the dead worker's session lock, 11 s here, as 5 minutes is in production).
 """
 
@@ -39,7 +39,6 @@ app.conf.broker_transport_options = {
     **app.conf.broker_transport_options,
     "visibility_timeout": 13,
     "unacked_restore_interval": 1,
-    "unacked_restore_throttle": 1,
 }
 app.worker_main(["worker", "--queues", "dispatch,inference,reply.web", "--pool", "threads", "--concurrency", "2",
                  "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", sys.argv[1]])

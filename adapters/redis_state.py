@@ -6,16 +6,21 @@ import contextlib
 import logging
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from adapters.state import EarlierReplyPending, Registration, ReplyListener, Turn, TurnStart
+from adapters.state import EarlierReplyPending, GapListener, Registration, ReplyListener, Turn, TurnStart
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
 
 #: The one pub/sub channel replies are announced on; each gateway process subscribes once.
 REPLIES_CHANNEL = "assistant:replies"
+#: Seconds any Redis call may take (and a caller may wait for a free connection) before it fails.
+SOCKET_TIMEOUT_SECONDS = 2.0
 #: Replies kept per session stream (approximate trimming keeps XADD cheap).
 STREAM_MAXLEN = 1000
 
@@ -33,7 +38,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 -- A counter that starts again (it expired with an idle session) must not meet the old watermarks.
 if seq == 1 then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4]) end
-return {'ok', tostring(seq), owner and '0' or '1'}
+return {'ok', tostring(seq)}
 """
 
 _WITHDRAW = """
@@ -45,7 +50,9 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 0
 """
 
-# Numbers of withdrawn messages are passed over as if done (turns) or delivered (replies).
+# The rules of ``pipeline.turns`` (``past_skipped``, ``decide_turn``, ``may_deliver``), in Lua so each step is one
+# round trip; tests/integration/test_turn_rules.py holds these and the in-process stores to the same cases.
+# Numbers of withdrawn or given-up messages are passed over as if done (turns) or delivered (replies).
 _PASS_SKIPPED = """
 local function past_skipped(mark, key)
   while redis.call('SISMEMBER', key, mark + 1) == 1 do mark = mark + 1 end
@@ -66,13 +73,22 @@ return {'go', redis.call('GET', KEYS[4]) or '0', redis.call('GET', KEYS[3])}
 """
 )
 
+# The state is written only by the lock's holder: a turn that outlived its lock must not overwrite the next one's.
 _FINISH = """
-if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
+local owned = redis.call('GET', KEYS[1]) == ARGV[1]
+if owned then
+  redis.call('DEL', KEYS[1])
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
+end
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[2]) > done then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 else redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
+return owned and 1 or 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 _APPEND = (
@@ -99,10 +115,35 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def client_msg_key(user_id: str, client_msg_id: str | None) -> str:
+    """The idempotency key of a client's message id; '' when there is none.
+
+    Both parts are percent-encoded, so the ``:`` between them is never one of theirs: subject ``a:b`` with id
+    ``c`` and subject ``a`` with id ``b:c`` get different keys (channel subjects such as ``telegram:123``).
+    """
+    if client_msg_id is None:
+        return ""
+    return f"cmid:{quote(user_id, safe='')}:{quote(client_msg_id, safe='')}"
+
+
 def connect(url: str, max_connections: int = 50) -> redis.Redis:
-    """A client whose pool makes callers wait for a free connection instead of failing under load."""
+    """A client whose pool makes callers wait for a free connection instead of failing under load.
+
+    Every call is bounded: a Redis that hangs (paused, overloaded) fails the call after
+    ``SOCKET_TIMEOUT_SECONDS``, and the caller answers 503 or retries later. A connection that broke (Redis
+    restarted) is replaced and its command sent once more; nothing else is retried here, so a script that may
+    have run is never run twice.
+    """
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, decode_responses=True, health_check_interval=30
+        url,
+        max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT_SECONDS,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
     return redis.Redis(connection_pool=pool)
 
@@ -116,11 +157,12 @@ class RedisCoordination:
         self._withdraw = client.register_script(_WITHDRAW)
         self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
+        self._renew = client.register_script(_RENEW)
 
     def register_message(
         self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
     ) -> Registration:
-        client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
+        client_key = client_msg_key(user_id, client_msg_id)
         keys = [
             f"sess:{session_id}:owner",
             client_key,
@@ -136,10 +178,10 @@ class RedisCoordination:
         if result[0] == "duplicate":
             first_message, _, first_session = result[1].partition("|")
             return Registration("duplicate", first_message, first_session)
-        return Registration("ok", message_id, session_id, int(result[1]), result[2] == "1")
+        return Registration("ok", message_id, session_id, int(result[1]))
 
     def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
-        client_key = f"cmid:{user_id}:{client_msg_id}" if client_msg_id is not None else ""
+        client_key = client_msg_key(user_id, client_msg_id)
         session = registration.session_id
         keys = [client_key, f"sess:{session}:seq", f"sess:{session}:skipped"]
         self._withdraw(keys=keys, args=[f"{registration.message_id}|{session}", registration.seq, ttl])
@@ -162,9 +204,20 @@ class RedisCoordination:
         # Lua turns a missing value (nil) into the end of the list: no third item means no state.
         return TurnStart(Turn.GO, result[2] if len(result) > 2 else None, int(result[1]))
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None:
+    def renew_turn(self, session_id: str, token: str, lock_ms: int) -> bool:
+        return bool(self._renew(keys=[f"sess:{session_id}:lock"], args=[token, lock_ms]))
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> bool:
         keys = [f"sess:{session_id}:lock", f"sess:{session_id}:done", f"sess:{session_id}:state"]
-        self._finish(keys=keys, args=[token, seq, ttl, state_json or ""])
+        return bool(self._finish(keys=keys, args=[token, seq, ttl, state_json or ""]))
+
+    def pass_over(self, session_id: str, seq: int, ttl: int) -> None:
+        if not seq:
+            return
+        pipe = self._redis.pipeline()
+        pipe.sadd(f"sess:{session_id}:skipped", seq)
+        pipe.expire(f"sess:{session_id}:skipped", ttl)
+        pipe.execute()
 
     def count_delivery(self, key: str, ttl: int) -> int:
         pipe = self._redis.pipeline()
@@ -192,9 +245,10 @@ class RedisCoordination:
 class _RedisSubscription:
     """One pub/sub connection and the thread (a greenlet under gevent) that reads it."""
 
-    def __init__(self, client: redis.Redis, listener: ReplyListener) -> None:
+    def __init__(self, client: redis.Redis, listener: ReplyListener, on_gap: GapListener) -> None:
         self._client = client
         self._listener = listener
+        self._on_gap = on_gap
         self._closed = threading.Event()
         self._pubsub: Any = None
         self._thread = threading.Thread(target=self._run, name="reply-subscriber", daemon=True)
@@ -203,11 +257,17 @@ class _RedisSubscription:
         self._ready.wait(5)
 
     def _run(self) -> None:
+        connected_before = False
         while not self._closed.is_set():
             try:
                 self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(REPLIES_CHANNEL)
                 self._ready.set()
+                if connected_before:
+                    # Replies announced while the subscription was down were missed here, but the streams
+                    # hold them: the listeners read them back.
+                    self._on_gap()
+                connected_before = True
                 while not self._closed.is_set():
                     message = self._pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -215,8 +275,7 @@ class _RedisSubscription:
             except redis.RedisError:
                 if self._closed.is_set():
                     return
-                # Replies published while disconnected are still in the streams; waiters re-read them.
-                logger.exception("reply subscription lost; reconnecting")
+                logger.warning("reply subscription lost; reconnecting")
                 self._closed.wait(0.5)
             finally:
                 if self._pubsub is not None:
@@ -270,8 +329,8 @@ class RedisReplyStream:
         cursor, _, body = raw.partition("|")
         return cursor, Reply.from_json(body)
 
-    def subscribe(self, listener: ReplyListener) -> _RedisSubscription:
-        return _RedisSubscription(self._subscriber_client, listener)
+    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> _RedisSubscription:
+        return _RedisSubscription(self._subscriber_client, listener, on_gap)
 
     def ping(self) -> None:
         self._redis.ping()

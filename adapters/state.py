@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.envelope import Reply
+from pipeline.turns import Turn, decide_turn, may_deliver
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +23,8 @@ K = TypeVar("K")
 
 #: Called by a reply subscription with the reply's cursor and the reply.
 ReplyListener = Callable[[str, Reply], None]
-
-
-class Turn(StrEnum):
-    """Answer of ``Coordination.acquire_turn``."""
-
-    GO = "go"  # the lock is held and it is this message's turn
-    WAIT = "wait"  # an earlier message of the session is still in flight
-    STALE = "stale"  # this message was handled already (a redelivery)
+#: Called by a reply subscription after it missed announcements (it reconnected): re-read the streams.
+GapListener = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +49,6 @@ class Registration:
     session_id: str = ""
     #: Position of the message in its session (1, 2, ...); 0 for duplicates.
     seq: int = 0
-    #: True when this message started the session.
-    new_session: bool = False
 
 
 class Coordination(Protocol):
@@ -80,7 +72,21 @@ class Coordination(Protocol):
 
     def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart: ...
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None: ...
+    def renew_turn(self, session_id: str, token: str, lock_ms: int) -> bool:
+        """Extend the turn's lock while its holder works; False when the lock is no longer this token's."""
+        ...
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> bool:
+        """Mark ``seq`` done and release the lock; the state is saved only while the lock is still ``token``'s.
+
+        Returns False when the turn outlived its lock (another turn may have begun): its state is dropped
+        rather than written over the newer turn's.
+        """
+        ...
+
+    def pass_over(self, session_id: str, seq: int, ttl: int) -> None:
+        """Mark ``seq`` skipped for good (its message was given up on): no later turn or reply waits for it."""
+        ...
 
     def count_delivery(self, key: str, ttl: int) -> int: ...
 
@@ -116,7 +122,7 @@ class ReplyStream(Protocol):
 
     def reply_for(self, message_id: str) -> tuple[str, Reply] | None: ...
 
-    def subscribe(self, listener: ReplyListener) -> Subscription: ...
+    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> Subscription: ...
 
     def ping(self) -> None: ...
 
@@ -181,13 +187,10 @@ class SkippedNumbers:
         with self._lock:
             self._skipped.setdefault(session_id, set()).add(seq)
 
-    def past(self, session_id: str, mark: int) -> int:
-        """``mark`` moved past the skipped numbers that follow it."""
+    def of(self, session_id: str) -> frozenset[int]:
+        """The skipped numbers of ``session_id``, as a snapshot."""
         with self._lock:
-            skipped = self._skipped.get(session_id, ())
-            while mark + 1 in skipped:
-                mark += 1
-            return mark
+            return frozenset(self._skipped.get(session_id, ()))
 
     def forget(self, session_id: str) -> None:
         with self._lock:
@@ -235,7 +238,7 @@ class MemoryCoordination:
             if client_msg_id is not None:
                 self._client_ids[(user_id, client_msg_id)] = (message_id, session_id)
                 self._expiry.touch(("cmid", (user_id, client_msg_id)), ttl)
-            return Registration("ok", message_id, session_id, seq, owner is None)
+            return Registration("ok", message_id, session_id, seq)
 
     def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         with self._lock:
@@ -280,26 +283,40 @@ class MemoryCoordination:
     def acquire_turn(self, session_id: str, seq: int, token: str, lock_ms: int, force: bool) -> TurnStart:
         with self._lock:
             held = self._turn_locks.get(session_id)
-            if held is not None and held[1] > time.monotonic():
-                return TurnStart(Turn.WAIT)
+            locked = held is not None and held[1] > time.monotonic()
             done = self._done.get(session_id, 0)
-            if seq and seq <= done:
-                return TurnStart(Turn.STALE)
-            if seq and seq > done + 1 and not force and seq > self._skipped.past(session_id, done) + 1:
-                return TurnStart(Turn.WAIT)
+            turn = decide_turn(seq, done, self._skipped.of(session_id), locked, force)
+            if turn is not Turn.GO:
+                return TurnStart(turn)
             self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
             return TurnStart(Turn.GO, self._states.get(session_id), self._skills_version)
 
-    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> None:
+    def renew_turn(self, session_id: str, token: str, lock_ms: int) -> bool:
+        with self._lock:
+            held = self._turn_locks.get(session_id)
+            if held is None or held[0] != token:
+                return False
+            self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
+            return True
+
+    def finish_turn(self, session_id: str, seq: int, token: str, ttl: int, state_json: str | None = None) -> bool:
         with self._lock:
             self._expiry.touch(("session", session_id), ttl)
-            if state_json is not None:
-                self._states[session_id] = state_json
+            held = self._turn_locks.get(session_id)
+            owned = held is not None and held[0] == token
+            if owned:
+                del self._turn_locks[session_id]
+                if state_json is not None:
+                    self._states[session_id] = state_json
             if seq > self._done.get(session_id, 0):
                 self._done[session_id] = seq
-            held = self._turn_locks.get(session_id)
-            if held is not None and held[0] == token:
-                del self._turn_locks[session_id]
+            return owned
+
+    def pass_over(self, session_id: str, seq: int, ttl: int) -> None:
+        if seq:
+            self._skipped.add(session_id, seq)
+        with self._lock:
+            self._expiry.touch(("session", session_id), ttl)
 
     def count_delivery(self, key: str, ttl: int) -> int:
         with self._lock:
@@ -363,8 +380,7 @@ class MemoryReplyStream:
             if reply.message_id in self._by_message:
                 return None
             delivered = self._delivered.get(reply.session_id, 0)
-            waits = reply.seq > delivered + 1 and reply.seq > self._skipped.past(reply.session_id, delivered) + 1
-            if waits and not force:
+            if not may_deliver(reply.seq, delivered, self._skipped.of(reply.session_id), force):
                 raise EarlierReplyPending(reply.session_id)
             self._delivered[reply.session_id] = max(delivered, reply.seq)
             ms = int(time.time() * 1000)
@@ -406,7 +422,8 @@ class MemoryReplyStream:
             self._drop_expired()
             return self._by_message.get(message_id)
 
-    def subscribe(self, listener: ReplyListener) -> Subscription:
+    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> Subscription:
+        # In-process listeners are called for every append: they never miss one, so ``on_gap`` is never due.
         with self._lock:
             self._listeners.append(listener)
         return _MemorySubscription(self, listener)

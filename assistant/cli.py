@@ -102,10 +102,10 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from tasks.celery_app import create_celery_app
+    from assistant.bootstrap import build_worker_app
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or all_queues(settings.enabled_channels)
-    app = create_celery_app(settings)
+    app = build_worker_app(settings)
     argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", args.pool]
     argv += ["--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
     if settings.log_level != "DEBUG":

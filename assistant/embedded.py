@@ -8,14 +8,11 @@ import sys
 import threading
 from typing import Any
 
-from celery import Celery
-
-from adapters.bootstrap import Adapters, build_adapters
-from ingress.app import create_app
+from adapters.bundle import Adapters
+from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
-from tasks.celery_app import create_celery_app
-from tasks.runtime import runtime_for
+from tasks.celery_app import StageCelery
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +20,7 @@ logger = logging.getLogger(__name__)
 class EmbeddedWorkers:
     """Celery worker(s) consuming every queue of the in-memory broker, in threads of this process."""
 
-    def __init__(self, app: Celery, queues: list[str], concurrency: int = 8) -> None:
+    def __init__(self, app: StageCelery, queues: list[str], concurrency: int = 8) -> None:
         self._app = app
         self._controller: Any = app.WorkController(
             pool_cls="threads",
@@ -40,7 +37,7 @@ class EmbeddedWorkers:
     def start(self) -> None:
         # Load the skills and publish their catalog now, as `celery worker` does on worker_ready:
         # the first message should not pay for it, and the gateway can list skills at once.
-        runtime_for(self._app)
+        _ = self._app.runtime
         self._thread.start()
 
     def stop(self) -> None:
@@ -48,10 +45,10 @@ class EmbeddedWorkers:
         self._thread.join(5)
 
 
-def build_embedded(settings: Settings) -> tuple[Adapters, Celery, EmbeddedWorkers]:
+def build_embedded(settings: Settings) -> tuple[Adapters, StageCelery, EmbeddedWorkers]:
     """The adapters (migrated SQLite, in-memory stores), the Celery app sharing them, and its workers."""
     adapters = build_adapters(settings, migrate=True)
-    app = create_celery_app(settings, adapters)
+    app = build_worker_app(settings, adapters)
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers
 
@@ -62,7 +59,7 @@ def run_embedded(settings: Settings) -> int:
     from cheroot.wsgi import Server
 
     adapters, celery_app, workers = build_embedded(settings)
-    flask_app = create_app(adapters, celery_app)
+    flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     server = Server((settings.host, settings.port), flask_app, numthreads=16, max=-1)
     server.prepare()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
+from assistant.bootstrap import build_worker_app
 from pipeline.settings import Settings
-from tasks.celery_app import create_celery_app
 
-app = create_celery_app(Settings.from_env())
+app = build_worker_app(Settings.from_env())

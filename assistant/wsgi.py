@@ -7,10 +7,8 @@ import logging
 
 from flask import Flask
 
-from adapters.bootstrap import build_adapters
-from ingress.app import create_app
+from assistant.bootstrap import build_adapters, build_gateway
 from pipeline.settings import Settings
-from tasks.celery_app import create_celery_app
 
 
 def create_wsgi_app() -> Flask:
@@ -20,5 +18,4 @@ def create_wsgi_app() -> Flask:
     # With thousands of open streams alive, the default first-generation threshold makes the
     # cyclic collector pause the process for hundreds of milliseconds; collect far less often.
     gc.set_threshold(50_000, 50, 100)
-    adapters = build_adapters(settings, pool_size=10)
-    return create_app(adapters, create_celery_app(settings))
+    return build_gateway(settings, build_adapters(settings, pool_size=10))

@@ -21,7 +21,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from tasks.celery_app import RELIABILITY, VISIBILITY_TIMEOUT
+from tasks.broker import transport_for, transport_options
+from tasks.celery_app import RELIABILITY
 
 ECHO_QUEUE = "bench.echo"
 ECHO_TASK = "bench.echo"
@@ -32,7 +33,8 @@ def create_echo_app(broker_url: str, redis_url: str) -> Celery:
     app = Celery("bench-echo", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport=transport_for(broker_url),
+        broker_transport_options=transport_options(None),
         **RELIABILITY,
         task_queues=[Queue(ECHO_QUEUE)],
         task_default_queue=ECHO_QUEUE,

@@ -44,26 +44,24 @@ def main(argv: list[str] | None = None) -> int:
 def measure(database: str, n: int) -> list[tuple[str, float, float]]:
     import sqlalchemy as sa
 
-    from adapters.bootstrap import build_adapters
     from adapters.db import create_engine_for
+    from assistant.bootstrap import build_adapters, build_worker_app
     from pipeline.dialogue import DialogueState
     from pipeline.envelope import Envelope, Reply
     from pipeline.settings import Settings
     from pipeline.stages import Stage
     from skills.dispatcher import dispatch
-    from tasks.celery_app import create_celery_app
     from tasks.dispatch import handle_message
-    from tasks.forward import Forwarder
-    from tasks.runtime import runtime_for
+    from tasks.stage import Waiting
 
     url = f"postgresql://postgres@{HOST}:5432/{database}"
     settings = Settings(
         broker_url=f"{REDIS}/{COST_DB}", redis_url=f"{REDIS}/{COST_DB}", database_url=url, jwt_secret="x" * 40
     )
     adapters = build_adapters(settings, migrate=True)
-    app = create_celery_app(settings, adapters)
-    runtime = runtime_for(app)
-    forward = Forwarder(app)
+    app = build_worker_app(settings, adapters)
+    runtime = app.runtime
+    forward = runtime.forward
     coordination, repository, replies = adapters.coordination, adapters.repository, adapters.replies
     rows: list[tuple[str, float, float]] = []
     sessions = [f"cost-{i}" for i in range(50)]
@@ -99,7 +97,7 @@ def measure(database: str, n: int) -> list[tuple[str, float, float]]:
 
         # -- dispatch, step by step as handle_message runs them --
         step("dispatch: acquire_turn (Lua: lock, state, skills version)", envelope,
-             lambda env: coordination.acquire_turn(env.session_id + "-t", 0, "tok", 20000, True))  # fmt: skip
+             lambda env: coordination.acquire_turn(env.session_id + "-t", 0, "tok", 10000, True))  # fmt: skip
         registry = runtime.current_registry(coordination.skills_version())
         step("dispatch: skill match+run, own thread", envelope,
              lambda env: dispatch(env, DialogueState(), registry, runtime.run_skill))  # fmt: skip
@@ -112,7 +110,7 @@ def measure(database: str, n: int) -> list[tuple[str, float, float]]:
              lambda env: coordination.finish_turn(env.session_id + "-t", 0, "tok", 3600, "{}"))  # fmt: skip
         # The real handle_message on 50 sessions taking turns (seq 1, 2, ...): mostly existing sessions, as under load.
         step("dispatch: handle_message, whole", lambda i: replace(envelope(i), session_id=f"whole-{i % 50}"),
-             lambda env: handle_message(env, runtime, forward))  # fmt: skip
+             lambda env: handle_message(env, runtime, Waiting()))  # fmt: skip
 
         # -- the web deliverer --
         step("deliver: Reply.from_json", lambda i: Reply.answering(envelope(i), "ok").to_json(), Reply.from_json)

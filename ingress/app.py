@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from adapters.bootstrap import Adapters
+from adapters.bundle import Adapters
+from adapters.errors import UNAVAILABLE
 from ingress import health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
 
+#: Seconds a client is told to wait before trying again when a server behind the edge is unreachable.
+RETRY_AFTER_SECONDS = 2
 
-def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
-    """The HTTP edge for ``adapters``; messages are submitted by task name through ``celery_app``."""
+
+def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[[], None]) -> Flask:
+    """The HTTP edge for ``adapters``; messages are submitted by task name through ``forwarder``."""
     settings = adapters.settings
     app = Flask(__name__)
     app.config.update(JWT_SECRET=settings.jwt_secret, MAX_CONTENT_LENGTH=settings.max_body_bytes)
@@ -24,8 +28,8 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
     app.extensions["assistant"] = {
         "adapters": adapters,
         "hub": ReplyHub(adapters.replies),
-        "forwarder": Forwarder(celery_app),
-        "celery": celery_app,
+        "forwarder": forwarder,
+        "check_broker": check_broker,
         "metrics": GatewayMetrics(),
     }
     app.register_blueprint(messages.bp)
@@ -33,10 +37,23 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
     app.register_blueprint(health.bp)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:
         code = exc.code or 500
         name = (exc.name or "error").lower().replace(" ", "_")
-        return {"error": name, "message": exc.description or exc.name}, code
+        headers = dict(exc.get_headers())
+        headers.pop("Content-Type", None)
+        if code == 503:
+            headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+        return {"error": name, "message": exc.description or exc.name}, code, headers
+
+    def unavailable(exc: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
+        # Redis, the database or the broker did not answer in time: say so, and when to try again.
+        app.logger.warning("%s unavailable: %s", request.path, type(exc).__name__)
+        body = {"error": "service_unavailable", "message": "a server the assistant needs is unreachable; try again"}
+        return body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+    for error in UNAVAILABLE:
+        app.register_error_handler(error, unavailable)
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> tuple[dict[str, Any], int]:

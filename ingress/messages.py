@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import time
@@ -12,19 +13,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
-from adapters.bootstrap import Adapters
-from adapters.state import Registration, cursor_key, valid_cursor
+from adapters.bundle import Adapters
+from adapters.errors import UNAVAILABLE
+from adapters.state import Registration, valid_cursor
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from pipeline.envelope import Envelope, Reply, new_id
-from pipeline.stages import Channel, first_stage
+from pipeline.stages import Channel, Stage
 from tasks.forward import Forwarder
 
 bp = Blueprint("messages", __name__)
+logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_TEXT = 4000
@@ -89,12 +91,10 @@ def post_message() -> tuple[dict[str, Any], int]:
                 seq=registration.seq,
             )
             try:
-                forwarder.to_stage(first_stage(envelope), envelope)
-            except KombuOperationalError as exc:
+                forwarder.to_stage(Stage.DISPATCH, envelope)
+            except UNAVAILABLE as exc:
                 # Not accepted: the same client_msg_id must work when the client tries again.
-                adapters.coordination.withdraw_message(
-                    identity.subject, registration, client_msg_id, settings.session_ttl_seconds
-                )
+                _withdraw(adapters, identity.subject, registration, client_msg_id)
                 raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
         else:
             ids["duplicate"] = True
@@ -102,15 +102,26 @@ def post_message() -> tuple[dict[str, Any], int]:
             return ids, 202
         started = time.perf_counter()
         if registration.status == "ok":
-            answered = waiter.wait(wait)
+            answered = hub.wait_for_reply(waiter, wait)
         else:
-            answered = hub.wait_for_reply(registration.message_id, wait)
+            # A resend: the first message's reply, stored or still to come.
+            with hub.expect(registration.message_id) as first:
+                answered = hub.reply_for(registration.message_id) or hub.wait_for_reply(first, wait)
     if answered is None:
         metrics.reply_timeouts.inc()
         return {**ids, "status": "pending"}, 202
     metrics.reply_wait.observe(time.perf_counter() - started)
     cursor, reply = answered
     return {**ids, "reply": reply_json(cursor, reply)}, 200
+
+
+def _withdraw(adapters: Adapters, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
+    try:
+        ttl = adapters.settings.session_ttl_seconds
+        adapters.coordination.withdraw_message(user_id, registration, client_msg_id, ttl)
+    except UNAVAILABLE as exc:
+        # Redis is away too: the sequence number stays taken and the session's next turn waits out its limit.
+        logger.warning("could not withdraw message %s: %s", registration.message_id, type(exc).__name__)
 
 
 def _register(
@@ -168,14 +179,9 @@ def get_replies(session_id: str) -> dict[str, Any]:
     wait = _wait_param(adapters.settings.default_wait_seconds, adapters.settings.max_wait_seconds)
     found = hub.read_after(session_id, after)
     if not found and wait > 0:
-        with hub.listen(session_id) as stream:
+        with hub.listen(session_id, after) as listener:
             # Listening first, then reading: a reply landing in between is in one or the other.
-            found = hub.read_after(session_id, after)
-            if not found:
-                try:
-                    found = [stream.get(timeout=wait)]
-                except Exception:  # queue.Empty: nothing within the wait
-                    found = []
+            found = listener.catch_up() or listener.next(wait)
     cursor = found[-1][0] if found else after
     return {"session_id": session_id, "replies": [reply_json(c, r) for c, r in found], "cursor": cursor}
 
@@ -191,21 +197,15 @@ def stream_events(session_id: str) -> Response:
     def events() -> Iterator[str]:
         # Jittered retry so a gateway restart does not bring every client back in the same instant.
         yield f"retry: {random.randint(1000, 4000)}\n\n"
-        last = after
-        with hub.listen(session_id) as stream:
-            for cursor, reply in hub.read_after(session_id, last, limit=1000):
-                last = cursor
+        with hub.listen(session_id, after) as listener:
+            for cursor, reply in listener.catch_up():
                 yield _sse(cursor, reply)
             while True:
-                try:
-                    cursor, reply = stream.get(timeout=KEEPALIVE_SECONDS)
-                except Exception:  # queue.Empty
+                entries = listener.next(KEEPALIVE_SECONDS)
+                if not entries:
                     yield ": keep-alive\n\n"
-                    continue
-                if last is not None and _older_or_same(cursor, last):
-                    continue
-                last = cursor
-                yield _sse(cursor, reply)
+                for cursor, reply in entries:
+                    yield _sse(cursor, reply)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
@@ -228,10 +228,6 @@ def reply_json(cursor: str, reply: Reply) -> dict[str, Any]:
 def _sse(cursor: str, reply: Reply) -> str:
     data = json.dumps(reply_json(cursor, reply), ensure_ascii=False)
     return f"id: {cursor}\nevent: reply\ndata: {data}\n\n"
-
-
-def _older_or_same(cursor: str, last: str) -> bool:
-    return cursor_key(cursor) <= cursor_key(last)
 
 
 def _authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:

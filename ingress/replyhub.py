@@ -1,4 +1,8 @@
-"""One reply subscription per gateway process, fanned out to the requests and streams waiting in it."""
+"""One reply subscription per gateway process, fanned out to the requests and streams waiting in it.
+
+Announcements are only a wake-up: the reply streams hold every reply. When a listener may have missed one
+(its buffer overflowed, or the subscription reconnected), it reads the stream again from its last cursor.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,89 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from adapters.state import ReplyStream, Subscription
+from adapters.state import ReplyStream, Subscription, cursor_key
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
 
-#: Replies held for one slow stream before the oldest is dropped (the client re-reads from its cursor).
+#: Replies buffered for one slow stream; past it, the stream re-reads from its cursor instead.
 STREAM_BUFFER = 256
+#: Most replies a stream reads back in one go after a gap.
+CATCH_UP_LIMIT = 1000
+
+Entry = tuple[str, Reply]
 
 
 class _Waiter:
     """One request waiting for one reply."""
 
-    __slots__ = ("event", "result")
+    __slots__ = ("event", "message_id", "result")
 
-    def __init__(self) -> None:
+    def __init__(self, message_id: str) -> None:
         # threading primitives and queue.Queue are cooperative under gevent's monkey patching.
+        self.message_id = message_id
         self.event = threading.Event()
-        self.result: tuple[str, Reply] | None = None
+        self.result: Entry | None = None
 
-    def wait(self, timeout: float) -> tuple[str, Reply] | None:
+    def wait(self, timeout: float) -> Entry | None:
         return self.result if self.event.wait(timeout) else None
+
+
+class SessionListener:
+    """The replies of one session as they arrive, for one stream or long-poll; never misses one.
+
+    ``next`` yields the replies after the cursor given at the start, in order and each once: what the
+    announcements bring, and what the stream holds whenever the announcements may have skipped some.
+    """
+
+    def __init__(self, hub: ReplyHub, session_id: str, after: str | None) -> None:
+        self._hub = hub
+        self.session_id = session_id
+        self.last = after
+        self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=STREAM_BUFFER)
+        self._gap = threading.Event()
+
+    def offer(self, entry: Entry) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.mark_gap()
+
+    def mark_gap(self) -> None:
+        """Announcements may have been missed: re-read the stream on the next call."""
+        self._gap.set()
+        # Wake a reader blocked on the queue; if the queue is full it is awake anyway.
+        with suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def catch_up(self) -> list[Entry]:
+        """What the stream holds after the last cursor (first call, and after every gap)."""
+        self._gap.clear()
+        found = self._hub.read_after(self.session_id, self.last, limit=CATCH_UP_LIMIT)
+        return self._accept(found)
+
+    def next(self, timeout: float) -> list[Entry]:
+        """The replies that arrive within ``timeout`` seconds (usually one; several after a gap); [] if none."""
+        if self._gap.is_set():
+            return self.catch_up()
+        try:
+            entry = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        if entry is None or self._gap.is_set():
+            return self.catch_up()
+        return self._accept([entry])
+
+    def _accept(self, entries: list[Entry]) -> list[Entry]:
+        fresh = []
+        for cursor, reply in entries:
+            if self.last is not None and cursor_key(cursor) <= cursor_key(self.last):
+                continue
+            self.last = cursor
+            fresh.append((cursor, reply))
+        return fresh
 
 
 class ReplyHub:
@@ -38,7 +102,7 @@ class ReplyHub:
         self._replies = replies
         self._lock = threading.Lock()
         self._waiters: dict[str, list[_Waiter]] = {}
-        self._streams: dict[str, set[queue.Queue[tuple[str, Reply]]]] = {}
+        self._listeners: dict[str, set[SessionListener]] = {}
         self._subscription: Subscription | None = None
 
     def ensure_started(self) -> None:
@@ -46,7 +110,7 @@ class ReplyHub:
         if self._subscription is None:
             with self._lock:
                 if self._subscription is None:
-                    self._subscription = self._replies.subscribe(self._on_reply)
+                    self._subscription = self._replies.subscribe(self._on_reply, self._on_gap)
 
     def close(self) -> None:
         if self._subscription is not None:
@@ -56,15 +120,29 @@ class ReplyHub:
     def _on_reply(self, cursor: str, reply: Reply) -> None:
         with self._lock:
             waiters = self._waiters.pop(reply.message_id, [])
-            streams = list(self._streams.get(reply.session_id, ()))
+            listeners = list(self._listeners.get(reply.session_id, ()))
         for waiter in waiters:
             waiter.result = (cursor, reply)
             waiter.event.set()
-        for stream in streams:
+        for listener in listeners:
+            listener.offer((cursor, reply))
+
+    def _on_gap(self) -> None:
+        """The subscription missed announcements: every stream re-reads, every waiting request looks its reply up."""
+        with self._lock:
+            listeners = [listener for group in self._listeners.values() for listener in group]
+            waiting = list(self._waiters)
+        logger.info("reply subscription resumed; %d streams and %d requests re-read", len(listeners), len(waiting))
+        for listener in listeners:
+            listener.mark_gap()
+        for message_id in waiting:
             try:
-                stream.put_nowait((cursor, reply))
-            except queue.Full:
-                logger.warning("reply stream of session %s is full; the client will catch up", reply.session_id)
+                stored = self._replies.reply_for(message_id)
+            except Exception as exc:
+                logger.warning("could not look up a reply after the gap: %s", type(exc).__name__)
+                return
+            if stored is not None:
+                self._on_reply(*stored)
 
     @contextmanager
     def expect(self, message_id: str) -> Iterator[_Waiter]:
@@ -73,7 +151,7 @@ class ReplyHub:
         Registering before the message is submitted means its reply cannot slip past unseen.
         """
         self.ensure_started()
-        waiter = _Waiter()
+        waiter = _Waiter(message_id)
         with self._lock:
             self._waiters.setdefault(message_id, []).append(waiter)
         try:
@@ -86,31 +164,35 @@ class ReplyHub:
                     if not pending:
                         del self._waiters[message_id]
 
-    def wait_for_reply(self, message_id: str, timeout: float) -> tuple[str, Reply] | None:
-        """The reply to an already submitted ``message_id``, or None if it did not come within ``timeout``."""
-        with self.expect(message_id) as waiter:
-            # Registered first, then looked up: a reply that arrived in between is not missed.
-            stored = self._replies.reply_for(message_id)
-            if stored is not None:
-                return stored
-            return waiter.wait(timeout)
+    def wait_for_reply(self, waiter: _Waiter, timeout: float) -> Entry | None:
+        """The reply ``waiter`` waits for, within ``timeout``; the stored reply is read once more at the end.
+
+        The last look covers a reply whose announcement was lost in a way the subscription could not see.
+        """
+        found = waiter.wait(timeout)
+        if found is None:
+            found = self._replies.reply_for(waiter.message_id)
+        return found
+
+    def reply_for(self, message_id: str) -> Entry | None:
+        return self._replies.reply_for(message_id)
 
     @contextmanager
-    def listen(self, session_id: str) -> Iterator[queue.Queue[tuple[str, Reply]]]:
-        """A queue receiving the session's replies as they arrive, for as long as the block runs."""
+    def listen(self, session_id: str, after: str | None) -> Iterator[SessionListener]:
+        """A listener on the session's replies after cursor ``after``, for as long as the block runs."""
         self.ensure_started()
-        stream: queue.Queue[tuple[str, Reply]] = queue.Queue(maxsize=STREAM_BUFFER)
+        listener = SessionListener(self, session_id, after)
         with self._lock:
-            self._streams.setdefault(session_id, set()).add(stream)
+            self._listeners.setdefault(session_id, set()).add(listener)
         try:
-            yield stream
+            yield listener
         finally:
             with self._lock:
-                streams = self._streams.get(session_id)
-                if streams is not None:
-                    streams.discard(stream)
-                    if not streams:
-                        del self._streams[session_id]
+                listeners = self._listeners.get(session_id)
+                if listeners is not None:
+                    listeners.discard(listener)
+                    if not listeners:
+                        del self._listeners[session_id]
 
-    def read_after(self, session_id: str, cursor: str | None, limit: int = 100) -> list[tuple[str, Reply]]:
+    def read_after(self, session_id: str, cursor: str | None, limit: int = 100) -> list[Entry]:
         return self._replies.read_after(session_id, cursor, limit)

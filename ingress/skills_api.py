@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
-from adapters.bootstrap import Adapters
+from adapters.bundle import Adapters
 from ingress.auth import current_identity, require_token
 from pipeline.skilldefs import SkillDefinition, SkillDefinitionError
 

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import ConfigurationError
 
 MIN_SECRET_LENGTH = 32
-#: The longest skill time limit; a session turn lasts at most about three times it (see ``tasks.celery_app``).
+#: The longest skill time limit: a skill holds its session's turn, and every later message of it, while it runs.
 MAX_SKILL_TIMEOUT_SECONDS = 60.0
 
 
@@ -44,7 +44,7 @@ class Settings:
     #: Seconds a weather or webhook call may take before the polite failure reply.
     http_timeout_seconds: float = 5.0
     #: Seconds a skill may run before the user gets an apology and the worker moves on (at most
-    #: ``MAX_SKILL_TIMEOUT_SECONDS``, so a message's whole turn fits in the broker's visibility timeout).
+    #: ``MAX_SKILL_TIMEOUT_SECONDS``).
     skill_timeout_seconds: float = 10.0
     #: Reply when no skill matched and no inference backend is configured (Chinese).
     fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"

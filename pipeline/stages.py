@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-
-from pipeline.envelope import Envelope
 
 
 class Stage(StrEnum):
-    """A pool of workers consuming one queue."""
+    """A pool of workers consuming one queue. Speech recognition and synthesis join with the voice stages."""
 
-    ASR = "asr"
     DISPATCH = "dispatch"
     INFERENCE = "inference"
-    TTS = "tts"
 
 
 class Channel(StrEnum):
     """Where messages come from and replies go back to; each has its reply queue."""
 
     WEB = "web"
-    TELEGRAM = "telegram"
-    MQTT = "mqtt"
 
+
+#: The stage queues, in pipeline order.
+STAGE_QUEUES: tuple[Stage, ...] = tuple(Stage)
 
 #: Task names, the only coupling between an edge and the stage it submits to.
 TASK_NAMES: dict[Stage, str] = {
-    Stage.ASR: "assistant.asr",
     Stage.DISPATCH: "assistant.dispatch",
     Stage.INFERENCE: "assistant.inference",
-    Stage.TTS: "assistant.tts",
 }
 
 DELIVER_TASK_PREFIX = "assistant.deliver."
@@ -45,18 +41,12 @@ def deliver_task(channel: str) -> str:
     return f"{DELIVER_TASK_PREFIX}{channel}"
 
 
-def all_queues(channels: list[str] | tuple[str, ...] = tuple(Channel)) -> list[str]:
-    """Every queue a worker started with no ``--queues`` consumes."""
-    return [str(stage) for stage in Stage] + [reply_queue(c) for c in channels]
+def delivered_channels(enabled: Iterable[str]) -> list[str]:
+    """The enabled channels that have a deliverer (a task on their reply queue)."""
+    known = {str(channel) for channel in Channel}
+    return [name for name in enabled if name in known]
 
 
-def first_stage(envelope: Envelope) -> Stage:
-    """Where a freshly accepted envelope goes: recognition first when it carries audio."""
-    if envelope.audio_key and not envelope.text:
-        return Stage.ASR
-    return Stage.DISPATCH
-
-
-def wants_speech(envelope: Envelope) -> bool:
-    """True when the reply must pass through speech synthesis before delivery."""
-    return "speech" in envelope.wants
+def all_queues(enabled_channels: Iterable[str] = (Channel.WEB,)) -> list[str]:
+    """Every queue a worker started with no ``--queues`` consumes: the stages and the channels' reply queues."""
+    return [str(stage) for stage in STAGE_QUEUES] + [reply_queue(c) for c in delivered_channels(enabled_channels)]

@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
 from kombu import Queue
 
 from pipeline.settings import Settings
-from pipeline.stages import TASK_NAMES, Stage, all_queues, deliver_task, reply_queue
-from tasks.broker import transport_for
-from tasks.runtime import publish_catalog_on_start
+from pipeline.stages import STAGE_QUEUES, TASK_NAMES, all_queues, deliver_task, delivered_channels, reply_queue
+from tasks.broker import transport_for, transport_options
+from tasks.runtime import StageRuntime
 
 TASK_MODULES = ["tasks.dispatch", "tasks.inference", "tasks.deliver"]
 
-#: Seconds a task may run; kept well below the broker's visibility timeout so a slow task is
-#: never redelivered to a second worker while the first still works on it.
+#: Seconds a task may run under the prefork pool, which enforces it. The threads pool (the default) cannot
+#: stop a thread, so there every stage bounds itself: skills by ``SKILL_TIMEOUT_SECONDS``, HTTP calls by
+#: ``HTTP_TIMEOUT_SECONDS``, Redis calls by socket timeouts, database calls by connect and statement timeouts.
 TASK_TIME_LIMIT = 120
-#: Seconds before the Redis broker hands a message whose worker died (killed, out of memory) to another.
-#: Above a dispatch that waits behind one slow message of its session (two turn locks, then its own skill)
-#: and above the longest retry countdown (30 s). A message that waits longer, behind several slow ones, may
-#: be handed to a second worker too: whichever copy gets the turn handles it, the other finds it done.
-VISIBILITY_TIMEOUT = 300
 
+#: Publishing gives up after about two seconds of a broker that does not answer: the edge answers 503 and a
+#: stage retries later, rather than hanging.
+PUBLISH_RETRY_POLICY: Mapping[str, Any] = MappingProxyType(
+    {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+)
 
 #: Delivery settings every stage shares (and the benchmark's bare echo task, to compare like with like).
 RELIABILITY: Mapping[str, Any] = MappingProxyType(
     {
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -38,45 +40,60 @@ RELIABILITY: Mapping[str, Any] = MappingProxyType(
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
     }
 )
 
 
-def create_celery_app(settings: Settings, adapters: Any = None) -> Celery:
-    """The Celery app for ``settings``; ``adapters`` are shared in-process (embedded mode) when given."""
-    app = Celery("assistant", set_as_current=True)
-    queues = all_queues(settings.enabled_channels)
-    routes: dict[str, dict[str, str]] = {name: {"queue": str(stage)} for stage, name in TASK_NAMES.items()}
-    routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in settings.enabled_channels}
-    transport_options: dict[str, Any] = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
-        # Look for messages of dead workers every 10 s rather than every 10th time (100 s): a cheap query.
-        "unacked_restore_interval": 10,
-        "unacked_restore_throttle": 1,
-    }
-    if settings.embedded:
-        # The in-memory transport polls; its interval is the latency of every in-process hop.
-        transport_options["polling_interval"] = settings.embedded_polling_interval
+class StageCelery(Celery):
+    """The Celery app, carrying what its stage tasks use: the runtime, built on first use in each process.
+
+    Built lazily so a prefork worker builds it after forking, and the gateway, which only submits, never does.
+    """
+
+    def __init__(self, settings: Settings, runtime_factory: Callable[[StageCelery], StageRuntime]) -> None:
+        super().__init__("assistant", set_as_current=True)
+        self.settings = settings
+        self._runtime_factory = runtime_factory
+        self._runtime: StageRuntime | None = None
+        self._runtime_lock = threading.Lock()
+
+    @property
+    def runtime(self) -> StageRuntime:
+        runtime = self._runtime
+        if runtime is None:
+            with self._runtime_lock:
+                if self._runtime is None:
+                    self._runtime = self._runtime_factory(self)
+                runtime = self._runtime
+        return runtime
+
+    @property
+    def runtime_built(self) -> StageRuntime | None:
+        """The runtime if this process built it already (to close it), without building it."""
+        return self._runtime
+
+
+def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery], StageRuntime]) -> StageCelery:
+    """The Celery app for ``settings``; its stages get their runtime from ``runtime_factory``."""
+    app = StageCelery(settings, runtime_factory)
+    routes: dict[str, dict[str, str]] = {TASK_NAMES[stage]: {"queue": str(stage)} for stage in STAGE_QUEUES}
+    routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in delivered_channels(settings.enabled_channels)}
     broker_url = settings.broker_url or "memory://localhost/"
     app.conf.update(
         broker_url=broker_url,
         broker_transport=transport_for(broker_url),
-        broker_transport_options=transport_options,
+        broker_transport_options=transport_options(settings.embedded_polling_interval if settings.embedded else None),
         **RELIABILITY,
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 10,
-        task_queues=[Queue(name) for name in queues],
-        task_default_queue=str(Stage.DISPATCH),
+        task_queues=[Queue(name) for name in all_queues(settings.enabled_channels)],
+        task_default_queue=str(STAGE_QUEUES[0]),
         task_routes=routes,
         include=TASK_MODULES,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        # Settings and, in embedded mode, the shared adapters ride on the app, not in module globals.
-        assistant_settings=settings,
-        assistant_adapters=adapters,
     )
-    # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
-    worker_ready.connect(publish_catalog_on_start, dispatch_uid="assistant.publish_catalog", weak=False)
     # Worker threads have no "current app" of their own; shared tasks resolve to the default one.
     app.set_default()
     return app

@@ -2,60 +2,32 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
-from celery import Task, shared_task
-
-from adapters.state import EarlierReplyPending, ReplyStream
+from adapters.state import EarlierReplyPending
 from pipeline.envelope import Reply
-from pipeline.errors import EnvelopeError
-from tasks.forward import too_many_deliveries
-from tasks.runtime import runtime_for
-
-logger = logging.getLogger(__name__)
-
-MAX_RETRIES = 5
-#: How long a reply waits for the reply to its session's previous message before it goes out anyway.
-#: Several deliverer threads drain the queue at once; the earlier reply is nearly always milliseconds
-#: away, and the bound keeps a lost one from holding the session up.
-ORDER_WAIT_SECONDS = 2.0
-ORDER_POLL_SECONDS = 0.002
+from pipeline.stages import Channel, deliver_task, reply_queue
+from pipeline.turns import REPLY_ORDER_WAIT_SECONDS, retry_delay
+from tasks.runtime import StageRuntime
+from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
 
-@shared_task(name="assistant.deliver.web", bind=True)
-def deliver_web_task(self: Task, reply_json: str) -> None:
-    runtime = runtime_for(self.app)
+def deliver_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
+    """Store the reply and append it to its session's stream, after the reply to the session's previous message.
+
+    Several deliverers drain the queue at once: a reply whose predecessor has not gone out yet is re-queued
+    for a moment, up to ``REPLY_ORDER_WAIT_SECONDS``, after which it goes out anyway.
+    """
+    # The transcript first (unless the dispatch stage stored the reply with its message), so a client that has
+    # its reply finds it there too. Both steps are idempotent by message id: a redelivery completes what a
+    # lost worker left half done, and sends nothing twice.
+    if not reply.recorded:
+        runtime.adapters.repository.record_reply(reply)
+    delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
     try:
-        reply = Reply.from_json(reply_json)
-    except EnvelopeError as exc:
-        logger.error("dropping undecodable reply: %s", exc)
-        runtime.adapters.repository.dead_letter(self.name, "reply.web", None, reply_json, str(exc), 1)
-        return
-    if too_many_deliveries(self, runtime, reply.message_id, reply_json):
-        return
-    try:
-        # The transcript first (unless the dispatch stage stored the reply with its message), so a client that
-        # has its reply finds it there too. Both steps are idempotent by message id: a redelivery completes
-        # what a lost worker left half done, and sends nothing twice.
-        if not reply.recorded:
-            runtime.adapters.repository.record_reply(reply)
-        append_in_order(runtime.adapters.replies, reply, runtime.settings.session_ttl_seconds)
-    except Exception as exc:
-        if self.request.retries < MAX_RETRIES:
-            countdown = min(2**self.request.retries, 30)
-            logger.warning("%s %s failed (%r); retrying in %d s", self.name, reply.message_id, exc, countdown)
-            raise self.retry(exc=exc, countdown=countdown) from exc
-        logger.exception("giving up on reply %s", reply.message_id)
-        runtime.adapters.repository.dead_letter(self.name, "reply.web", reply.message_id, reply_json, repr(exc), 0)
+        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
+    except EarlierReplyPending:
+        raise NotYet(delay or 0.0) from None
 
 
-def append_in_order(replies: ReplyStream, reply: Reply, ttl: int) -> str | None:
-    """Append ``reply`` after the reply to its session's previous message, waiting a bounded time for it."""
-    deadline = time.monotonic() + ORDER_WAIT_SECONDS
-    while True:
-        force = time.monotonic() > deadline
-        try:
-            return replies.append(reply, ttl, force=force)
-        except EarlierReplyPending:
-            time.sleep(ORDER_POLL_SECONDS)
+deliver_web_task = stage_task(
+    StageSpec(deliver_task(Channel.WEB), reply_queue(Channel.WEB), Reply.from_json, deliver_reply, answers_user=False)
+)

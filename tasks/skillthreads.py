@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import SkillTimeout
+from pipeline.turns import LEASE_RENEW_SECONDS
 
 #: Idle threads kept for reuse; starting a thread per call costs more than most skills.
 MAX_IDLE_THREADS = 16
@@ -47,8 +49,13 @@ class SkillThreads:
             self._idle.append(thread)
             return True
 
-    def run(self, call: Callable[[], Any], timeout: float, name: str) -> Any:
-        """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds (the call is left to finish alone)."""
+    def run(
+        self, call: Callable[[], Any], timeout: float, name: str, keep_alive: Callable[[], None] | None = None
+    ) -> Any:
+        """``call()``'s result, or ``SkillTimeout`` after ``timeout`` seconds (the call is left to finish alone).
+
+        ``keep_alive`` is called every ``LEASE_RENEW_SECONDS`` while the call runs.
+        """
         outcome: dict[str, Any] = {}
         done = threading.Event()
 
@@ -69,8 +76,12 @@ class SkillThreads:
             thread.start()
         else:
             thread.submit(job)
-        if not done.wait(timeout):
-            raise SkillTimeout(f"skill {name!r} did not answer within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        while not done.wait(min(LEASE_RENEW_SECONDS, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise SkillTimeout(f"skill {name!r} did not answer within {timeout:g} s")
+            if keep_alive is not None:
+                keep_alive()
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]

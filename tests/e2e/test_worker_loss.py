@@ -32,7 +32,6 @@ REDIS_BROKER_DB, REDIS_STATE_DB = 2, 4
 WORKER = """
 import sys
 from pipeline.settings import Settings
-from tasks.celery_app import create_celery_app
 
 app = create_celery_app(Settings.from_env())
 app.conf.broker_transport_options = {

@@ -14,13 +14,11 @@ import pytest
 import redis
 import requests
 
-from adapters.bootstrap import build_adapters
 from adapters.tokens import issue_token
+from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
 from assistant.embedded import EmbeddedWorkers
-from ingress.app import create_app
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
-from tasks.celery_app import create_celery_app
 
 pytestmark = pytest.mark.servers
 
@@ -54,11 +52,14 @@ def gateways(tmp_path: Path, serve: Any) -> Iterator[tuple[str, str]]:
     up = settings_for(tmp_path, f"{REDIS}/{BROKER_DB}")
     down_adapters = build_adapters(down, migrate=True)
     up_adapters = build_adapters(up)
-    down_app, up_app = create_celery_app(down), create_celery_app(up)
+    down_app, up_app = build_worker_app(down), build_worker_app(up)
     workers = EmbeddedWorkers(up_app, all_queues(up.enabled_channels), concurrency=2)
     workers.start()
     try:
-        with serve(create_app(down_adapters, down_app)) as down_url, serve(create_app(up_adapters, up_app)) as up_url:
+        with (
+            serve(build_gateway(down, down_adapters, down_app)) as down_url,
+            serve(build_gateway(up, up_adapters, up_app)) as up_url,
+        ):
             yield down_url, up_url
     finally:
         workers.stop()

@@ -24,15 +24,12 @@ import requests
 from support import eventually
 from werkzeug.wrappers import Request, Response
 
-from adapters.bootstrap import build_adapters
 from adapters.state import cursor_key
 from adapters.tokens import issue_token
+from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
 from assistant.embedded import EmbeddedWorkers, build_embedded
-from ingress.app import create_app
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
-from tasks.celery_app import create_celery_app
-from tasks.runtime import runtime_for
 
 BROKER_DB = 10
 STATE_DB = 11
@@ -273,9 +270,9 @@ def api(
         settings = Settings.from_env(env)
         # The gateway's adapters; the workers build their own from the settings, as separate processes would.
         adapters = build_adapters(settings, migrate=True)
-        celery_app = create_celery_app(settings)
+        celery_app = build_worker_app(settings)
         workers = EmbeddedWorkers(celery_app, all_queues(settings.enabled_channels))
-    flask_app = create_app(adapters, celery_app)
+    flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     try:
         with serve(flask_app) as base:
@@ -299,7 +296,7 @@ def api(
         (gates / "release-hung").touch()
         flask_app.extensions["assistant"]["hub"].close()
         workers.stop()
-        worker_adapters = runtime_for(celery_app).adapters
+        worker_adapters = celery_app.runtime.adapters
         if worker_adapters is not adapters:
             worker_adapters.close()
         adapters.close()

@@ -91,21 +91,21 @@ def session() -> str:
 def test_register_message_assigns_increasing_sequence_numbers(stores: Stores) -> None:
     c, s = stores.coordination, session()
     first = c.register_message("alice", s, "m1", None, TTL)
-    assert first == Registration("ok", "m1", s, 1, True)
+    assert first == Registration("ok", "m1", s, 1)
     second = c.register_message("alice", s, "m2", "c-2", TTL)
-    assert second == Registration("ok", "m2", s, 2, False)
+    assert second == Registration("ok", "m2", s, 2)
     assert c.register_message("alice", s, "m3", None, TTL).seq == 3
     assert c.session_owner(s) == "alice"
     # Another session counts on its own.
     other = session()
-    assert c.register_message("alice", other, "m4", None, TTL) == Registration("ok", "m4", other, 1, True)
+    assert c.register_message("alice", other, "m4", None, TTL) == Registration("ok", "m4", other, 1)
 
 
 def test_duplicate_client_msg_id_returns_the_first_ids(stores: Stores) -> None:
     c, s = stores.coordination, session()
     assert c.register_message("alice", s, "m1", "client-1", TTL).status == "ok"
     again = c.register_message("alice", s, "m1-resent", "client-1", TTL)
-    assert again == Registration("duplicate", "m1", s, 0, False)
+    assert again == Registration("duplicate", "m1", s, 0)
     # The resend took no sequence number.
     assert c.register_message("alice", s, "m2", "client-2", TTL).seq == 2
     # Keyed per user, not per session: a resend naming another session still finds the first message.
@@ -118,7 +118,22 @@ def test_client_msg_ids_of_different_users_do_not_collide(stores: Stores) -> Non
     a, b = session(), session()
     assert c.register_message("alice", a, "ma", "same-id", TTL).status == "ok"
     bob = c.register_message("bob", b, "mb", "same-id", TTL)
-    assert bob == Registration("ok", "mb", b, 1, True)
+    assert bob == Registration("ok", "mb", b, 1)
+
+
+@pytest.mark.parametrize(("first", "second"), [(("a:b", "c"), ("a", "b:c")), (("telegram:1", "2"), ("telegram", "1:2")),
+                                              (("a%3Ab", "c"), ("a:b", "c"))])  # fmt: skip
+def test_client_msg_ids_of_subjects_with_colons_do_not_collide(
+    stores: Stores, first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    c = stores.coordination
+    a, b = session(), session()
+    assert c.register_message(first[0], a, "m-first", first[1], TTL).status == "ok"
+    other = c.register_message(second[0], b, "m-second", second[1], TTL)
+    assert other == Registration("ok", "m-second", b, 1)
+    # And each still finds its own message on a resend.
+    again = c.register_message(second[0], session(), "m-again", second[1], TTL)
+    assert (again.status, again.message_id) == ("duplicate", "m-second")
 
 
 def test_a_withdrawn_last_message_gives_its_number_and_client_msg_id_back(stores: Stores) -> None:
@@ -229,6 +244,41 @@ def test_only_the_holder_releases_the_lock(stores: Stores) -> None:
     assert c.acquire_turn(s, 1, "other", LOCK_MS, False).turn is Turn.WAIT
     c.finish_turn(s, 0, "holder", TTL)
     assert c.acquire_turn(s, 1, "other", LOCK_MS, False).turn is Turn.GO
+
+
+def test_a_turn_that_outlived_its_lock_does_not_overwrite_the_next_turns_state(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "slow", 50, False).turn is Turn.GO
+    # The slow turn's lock runs out; its redelivery takes the turn and saves its state.
+    eventually(lambda: c.acquire_turn(s, 1, "redelivery", LOCK_MS, False).turn is Turn.GO, DEADLINE, what="the lock")
+    assert c.finish_turn(s, 1, "redelivery", TTL, '{"by": "redelivery"}') is True
+    # The slow turn finishes late: it still marks the message done, but its state is dropped.
+    assert c.finish_turn(s, 1, "slow", TTL, '{"by": "slow"}') is False
+    assert c.load_state(s) == '{"by": "redelivery"}'
+    assert c.acquire_turn(s, 1, "again", LOCK_MS, False).turn is Turn.STALE
+
+
+def test_the_holder_renews_its_lock_and_nobody_else_can(stores: Stores) -> None:
+    c, s = stores.coordination, session()
+    assert c.acquire_turn(s, 1, "holder", 300, False).turn is Turn.GO
+    assert c.renew_turn(s, "someone-else", LOCK_MS) is False
+    assert c.renew_turn(s, "holder", LOCK_MS) is True
+    time.sleep(0.4)  # past the first lifetime: only the renewal keeps it
+    assert c.acquire_turn(s, 1, "other", LOCK_MS, False).turn is Turn.WAIT
+    assert c.finish_turn(s, 1, "holder", TTL) is True
+    assert c.renew_turn(s, "holder", LOCK_MS) is False
+
+
+def test_a_number_passed_over_holds_no_turn_and_no_reply_up(stores: Stores) -> None:
+    c, r, s = stores.coordination, stores.replies, session()
+    assert c.acquire_turn(s, 1, "t1", LOCK_MS, False).turn is Turn.GO
+    c.finish_turn(s, 1, "t1", TTL)
+    # Message 2 was given up on (dead-lettered): message 3 goes at once, and so does its reply.
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False).turn is Turn.WAIT
+    c.pass_over(s, 2, TTL)
+    assert c.acquire_turn(s, 3, "t3", LOCK_MS, False).turn is Turn.GO
+    r.append(reply(s, "一", seq=1), TTL)
+    assert r.append(reply(s, "三", seq=3), TTL, force=False) is not None
 
 
 def test_a_lost_workers_lock_expires(stores: Stores) -> None:
@@ -361,6 +411,7 @@ def test_a_session_whose_counter_expired_starts_its_order_again(redis_stores: St
 def test_everything_of_an_idle_session_expires_with_its_ttl(stores: Stores) -> None:
     c, r, s = stores.coordination, stores.replies, session()
     first = c.register_message("alice", s, "m-exp", "cm-exp", ttl=1)
+    assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
     c.finish_turn(s, 1, "t", 1, "{}")
     c.count_delivery("k-exp", ttl=1)
     answer = reply(s, message_id="m-exp", seq=1)
@@ -417,7 +468,7 @@ def _next_of_session(received: queue.Queue[tuple[str, Reply]], session_id: str) 
 def test_subscribers_receive_appended_replies(stores: Stores) -> None:
     r, s = stores.replies, session()
     received: queue.Queue[tuple[str, Reply]] = queue.Queue()
-    subscription = r.subscribe(lambda cursor, x: received.put((cursor, x)))
+    subscription = r.subscribe(lambda cursor, x: received.put((cursor, x)), lambda: None)
     try:
         _wait_until_subscribed(stores, received)
         first, second = reply(s, "一"), reply(s, "二")
@@ -437,10 +488,10 @@ def test_a_closed_subscription_hears_nothing_more(stores: Stores) -> None:
     r, s = stores.replies, session()
     closed: queue.Queue[tuple[str, Reply]] = queue.Queue()
     live: queue.Queue[tuple[str, Reply]] = queue.Queue()
-    subscription = r.subscribe(lambda cursor, x: closed.put((cursor, x)))
+    subscription = r.subscribe(lambda cursor, x: closed.put((cursor, x)), lambda: None)
     _wait_until_subscribed(stores, closed)
     subscription.close()
-    other = r.subscribe(lambda cursor, x: live.put((cursor, x)))
+    other = r.subscribe(lambda cursor, x: live.put((cursor, x)), lambda: None)
     try:
         _wait_until_subscribed(stores, live)
         late = reply(s, "迟到")

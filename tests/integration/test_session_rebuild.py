@@ -12,15 +12,12 @@ import redis
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from adapters.bootstrap import build_adapters
 from adapters.db import Repository, sessions
 from adapters.tokens import issue_token
+from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
 from assistant.embedded import EmbeddedWorkers
-from ingress.app import create_app
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
-from tasks.celery_app import create_celery_app
-from tasks.runtime import runtime_for
 
 pytestmark = pytest.mark.servers
 
@@ -50,9 +47,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, open_m
         }
     )
     adapters = build_adapters(settings, migrate=True)
-    celery_app = create_celery_app(settings)
+    celery_app = build_worker_app(settings)
     workers = EmbeddedWorkers(celery_app, all_queues(settings.enabled_channels))
-    flask_app = create_app(adapters, celery_app)
+    flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     try:
         tokens = {user: issue_token(settings.jwt_secret, user, ("user",), 3600) for user in ("alice", "bob")}
@@ -60,7 +57,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, open_m
     finally:
         flask_app.extensions["assistant"]["hub"].close()
         workers.stop()
-        runtime_for(celery_app).adapters.close()
+        celery_app.runtime.adapters.close()
         adapters.close()
         keys.flushdb()
         keys.close()

@@ -34,7 +34,9 @@ def test_valid_cursor(cursor: str, valid: bool) -> None:
 def test_listeners_run_in_the_appending_thread_before_append_returns() -> None:
     stream = MemoryReplyStream()
     heard: list[tuple[str, str, threading.Thread]] = []
-    subscription = stream.subscribe(lambda cursor, r: heard.append((cursor, r.text, threading.current_thread())))
+    subscription = stream.subscribe(
+        lambda cursor, r: heard.append((cursor, r.text, threading.current_thread())), lambda: None
+    )
     cursor = stream.append(reply("s", "你好"), ttl=60)
     assert heard == [(cursor, "你好", threading.current_thread())]
     subscription.close()

@@ -1,0 +1,133 @@
+"""The composition root: builds the adapters, the Celery app, the forwarder and the HTTP edge from settings.
+
+Entry points (``assistant run``, the gateway, the workers, the ``celery`` command) call these functions;
+nothing else constructs a client. Heavy parts are built once per process, and a worker's runtime only on first
+use, after a prefork worker forked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from celery.signals import worker_ready
+from flask import Flask
+
+from adapters.bundle import Adapters
+from adapters.db import Repository
+from adapters.http import post_json
+from adapters.open_meteo import OpenMeteo
+from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
+from ingress.app import create_app
+from pipeline.settings import Settings
+from skills.builtin import builtin_skills
+from skills.declarative import DeclarativeSkill
+from skills.discovery import load_entry_point_skills, load_folder_skills
+from skills.registry import SkillRegistry
+from tasks.celery_app import StageCelery, create_celery_app
+from tasks.forward import Forwarder
+from tasks.runtime import StageRuntime
+
+logger = logging.getLogger(__name__)
+
+
+def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5, pre_ping: bool = True) -> Adapters:
+    """Everything the process needs; embedded settings give in-process stores and SQLite.
+
+    ``pre_ping=False`` for processes whose every database call is retried on failure (see ``create_engine_for``).
+    """
+    repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
+    if migrate:
+        repository.migrate()
+    closers: list[Callable[[], None]] = [repository.close]
+    coordination: Coordination
+    replies: ReplyStream
+    if settings.redis_url:
+        from adapters.redis_state import RedisCoordination, RedisReplyStream, connect
+
+        client = connect(settings.redis_url, max_connections=max(50, pool_size * 4))
+        subscriber = connect(settings.redis_url, max_connections=2)
+        coordination = RedisCoordination(client)
+        replies = RedisReplyStream(client, subscriber)
+        closers += [client.close, subscriber.close]
+    else:
+        skipped = SkippedNumbers()
+        coordination = MemoryCoordination(skipped)
+        replies = MemoryReplyStream(skipped)
+    timeout = settings.http_timeout_seconds
+    return Adapters(
+        settings=settings,
+        coordination=coordination,
+        replies=replies,
+        repository=repository,
+        weather=OpenMeteo(settings.weather_geocoding_url, settings.weather_forecast_url, timeout),
+        post_json=partial(post_json, timeout=timeout),
+        _closers=closers,
+    )
+
+
+def build_registry(adapters: Adapters) -> SkillRegistry:
+    """Built-ins first, then the skills folder, then installed packages' entry points."""
+    registry = SkillRegistry()
+    for skill in builtin_skills(adapters.weather, registry.describe):
+        registry.add(skill)
+    folder = adapters.settings.skills_dir
+    if folder is not None and folder.is_dir():
+        for skill in load_folder_skills(folder):
+            registry.add(skill)
+    for skill in load_entry_point_skills():
+        registry.add(skill)
+    return registry
+
+
+def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
+    """A worker process's stage runtime; publishes its skill catalog, which the gateway lists."""
+    registry = build_registry(adapters)
+    adapters.coordination.set_catalog(json.dumps(registry.describe(), ensure_ascii=False))
+
+    def declarative_skills() -> list[DeclarativeSkill]:
+        return [DeclarativeSkill(d, adapters.post_json) for d in adapters.repository.list_skills()]
+
+    return StageRuntime(adapters.settings, adapters, registry, Forwarder(app), declarative_skills)
+
+
+def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:
+    """The Celery app of a stage worker. Its adapters are built on first use in the worker process, unless
+    ``adapters`` are given to share (embedded mode, tests)."""
+
+    def runtime_factory(app: StageCelery) -> StageRuntime:
+        # Every stage task retries on a database error, so the per-message round trip of a pre-ping buys
+        # nothing here: after a database restart one attempt fails and its retry runs on new connections.
+        return build_runtime(adapters or build_adapters(settings, pre_ping=False), app)
+
+    app = create_celery_app(settings, runtime_factory)
+    # Build the runtime when a worker starts, so the gateway lists its skills before any message.
+    # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
+    return app
+
+
+def _build_runtime_on_start(sender: Any, **_: Any) -> None:
+    app = sender.app
+    if isinstance(app, StageCelery):
+        app.runtime.registry.describe()
+
+
+def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> Flask:
+    """The HTTP edge: submits to ``app`` (built here, as a client only, when not given)."""
+    app = app or create_celery_app(settings, _gateway_has_no_runtime)
+    return create_app(adapters, Forwarder(app), partial(check_broker, app))
+
+
+def _gateway_has_no_runtime(app: StageCelery) -> StageRuntime:
+    raise RuntimeError("the gateway submits tasks and runs none")
+
+
+def check_broker(app: StageCelery) -> None:
+    """Raises when the broker is unreachable. A connection of its own, closed at once: readiness probes must not
+    leak broker clients."""
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)

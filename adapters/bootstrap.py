@@ -11,6 +11,7 @@ from typing import Any
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
+from adapters.revocation import Revocations, open_revocations
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from pipeline.settings import Settings
 
@@ -28,6 +29,8 @@ class Adapters:
     weather: OpenMeteo
     #: POSTs JSON to a URL with the configured timeout; used by webhook skills.
     post_json: Callable[[str, dict[str, Any]], Any]
+    #: Revoked tokens (Redis, or a SQLite file in the data folder when embedded).
+    revocations: Revocations
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -56,11 +59,14 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         subscriber = connect(settings.redis_url, max_connections=2)
         coordination = RedisCoordination(client)
         replies = RedisReplyStream(client, subscriber)
+        revocations = open_revocations(settings, client)
         closers += [client.close, subscriber.close]
     else:
         skipped = SkippedNumbers()
         coordination = MemoryCoordination(skipped)
         replies = MemoryReplyStream(skipped)
+        revocations = open_revocations(settings)
+        closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,
@@ -69,5 +75,6 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         repository=repository,
         weather=OpenMeteo(settings.weather_geocoding_url, settings.weather_forecast_url, timeout),
         post_json=partial(post_json, timeout=timeout),
+        revocations=revocations,
         _closers=closers,
     )

@@ -9,7 +9,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bootstrap import Adapters
-from ingress import health, messages, skills_api
+from ingress import auth, health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
@@ -19,7 +19,8 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
     """The HTTP edge for ``adapters``; messages are submitted by task name through ``celery_app``."""
     settings = adapters.settings
     app = Flask(__name__)
-    app.config.update(JWT_SECRET=settings.jwt_secret, MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    auth.init_app(app, settings, adapters.revocations)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["assistant"] = {
         "adapters": adapters,

@@ -9,7 +9,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bootstrap import Adapters
-from ingress import auth, health, messages, skills_api
+from ingress import auth, auth_api, health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
@@ -29,6 +29,7 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
         "celery": celery_app,
         "metrics": GatewayMetrics(),
     }
+    app.register_blueprint(auth_api.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)

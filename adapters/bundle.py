@@ -9,6 +9,7 @@ from typing import Any
 
 from adapters.db import Repository
 from adapters.open_meteo import OpenMeteo
+from adapters.revocation import Revocations
 from adapters.state import Coordination, ReplyStream
 from pipeline.settings import Settings
 
@@ -26,6 +27,8 @@ class Adapters:
     weather: OpenMeteo
     #: POSTs JSON to a URL with the configured timeout; used by webhook skills.
     post_json: Callable[[str, dict[str, Any]], Any]
+    #: Revoked tokens (Redis, or a SQLite file in the data folder when embedded).
+    revocations: Revocations
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from adapters.bundle import Adapters
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
+from adapters.revocation import open_revocations
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from ingress.app import create_app
 from pipeline.settings import Settings
@@ -52,11 +53,14 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         subscriber = connect(settings.redis_url, max_connections=2)
         coordination = RedisCoordination(client)
         replies = RedisReplyStream(client, subscriber)
+        revocations = open_revocations(settings, client)
         closers += [client.close, subscriber.close]
     else:
         skipped = SkippedNumbers()
         coordination = MemoryCoordination(skipped)
         replies = MemoryReplyStream(skipped)
+        revocations = open_revocations(settings)
+        closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,
@@ -65,6 +69,7 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         repository=repository,
         weather=OpenMeteo(settings.weather_geocoding_url, settings.weather_forecast_url, timeout),
         post_json=partial(post_json, timeout=timeout),
+        revocations=revocations,
         _closers=closers,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -32,10 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="everything in one process on embedded defaults")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default 8080, or PORT)")
     run.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or HOST)")
-    token = sub.add_parser("token", help="print a signed access token")
-    token.add_argument("--sub", required=True, help="the user the token is for")
-    token.add_argument("--role", action="append", choices=["user", "admin"], help="role (repeatable)")
-    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default JWT_TTL_SECONDS)")
+    token = sub.add_parser("token", help="print a signed access token, or revoke tokens")
+    token.add_argument("--sub", help="the user the token is for")
+    token.add_argument("--role", action="append", help="user, admin or visitor (repeatable; default user)")
+    token.add_argument("--ttl", type=int, default=None, help="access token lifetime in seconds "
+                                                             "(default JWT_ACCESS_TTL_SECONDS)")  # fmt: skip
+    token.add_argument("--refresh", action="store_true", help="print JSON with an access and a refresh token")
+    token_commands = token.add_subparsers(dest="token_command", metavar="{revoke}")
+    revoke = token_commands.add_parser("revoke", help="revoke one token, or every token of a subject issued until now")
+    revoke.add_argument("token", nargs="?", help="the token to revoke")
+    revoke.add_argument("--sub", dest="revoke_subject", metavar="NAME", help="revoke every token of NAME issued so far")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     gateway = sub.add_parser("gateway", help="the HTTP edge under gunicorn with gevent")
     gateway.add_argument("--port", type=int, default=None)
@@ -61,10 +68,65 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.tokens import issue_token
+    from adapters.tokens import issue_pair, issue_token
 
-    roles = tuple(args.role or ["user"])
-    print(issue_token(settings.jwt_secret, args.sub, roles, args.ttl or settings.jwt_ttl_seconds))
+    if args.token_command == "revoke":
+        return _revoke(settings, args)
+    if not args.sub:
+        print("assistant token: --sub NAME is required", file=sys.stderr)
+        return 2
+    if args.ttl is not None and args.ttl <= 0:
+        print("assistant token: --ttl must be a positive number of seconds", file=sys.stderr)
+        return 2
+    roles = args.role or ["user"]
+    try:
+        if args.refresh:
+            print(json.dumps(issue_pair(settings, args.sub, roles, args.ttl).to_json()))
+        else:
+            print(issue_token(settings, args.sub, roles, args.ttl))
+    except ValueError as exc:
+        print(f"assistant token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _revoke(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    import jwt
+
+    from adapters.revocation import RevocationUnavailable, open_revocations
+    from adapters.tokens import read_token, revoke
+
+    if bool(args.token) == bool(args.revoke_subject):
+        print("assistant token revoke: give either a token or --sub NAME", file=sys.stderr)
+        return 2
+    claims = None
+    if args.token:
+        try:
+            claims = read_token(settings, args.token.strip(), allow_expired=True)
+        except jwt.InvalidTokenError as exc:
+            print(f"assistant token revoke: not a token of this server: {exc}", file=sys.stderr)
+            return 2
+    try:
+        revocations = open_revocations(settings)
+        try:
+            if claims is not None:
+                revoke(revocations, claims)
+            else:
+                now = time.time()
+                revocations.revoke_subject(args.revoke_subject, now)
+        finally:
+            revocations.close()
+    except RevocationUnavailable as exc:
+        print(f"assistant token revoke: cannot reach the revocation store: {exc}", file=sys.stderr)
+        return 1
+    if claims is not None:
+        print(f"revoked {claims['type']} token {claims['jti']} of {claims['sub']}")
+    else:
+        when = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        print(f"revoked every token of {args.revoke_subject} issued until {when}")
     return 0
 
 

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from ingress import health, messages, skills_api
+from ingress import auth, auth_api, health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
@@ -23,7 +23,8 @@ def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[
     """The HTTP edge for ``adapters``; messages are submitted by task name through ``forwarder``."""
     settings = adapters.settings
     app = Flask(__name__)
-    app.config.update(JWT_SECRET=settings.jwt_secret, MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    auth.init_app(app, settings, adapters.revocations)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["assistant"] = {
         "adapters": adapters,
@@ -32,6 +33,7 @@ def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[
         "check_broker": check_broker,
         "metrics": GatewayMetrics(),
     }
+    app.register_blueprint(auth_api.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)

@@ -1,17 +1,74 @@
-"""Bearer-token authentication for the HTTP API."""
+"""Bearer-token authentication for the HTTP API: flask-jwt-extended checks the token, then revocations and roles."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
-from werkzeug.exceptions import Forbidden, Unauthorized
+import jwt
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
+from flask_jwt_extended.exceptions import (
+    InvalidHeaderError,
+    JWTExtendedException,
+    NoAuthorizationError,
+    RevokedTokenError,
+    UserClaimsVerificationError,
+)
+from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
-from adapters.tokens import Identity, TokenError, verify_token
+from adapters.revocation import Revocations, RevocationUnavailable
+from adapters.tokens import ACCESS, ALGORITHM, REFRESH, Identity, claims_problem, identity_of, jwt_config
+from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Everything a ``visitor`` token opens: sending a message and reading its own sessions. Any other endpoint
+#: behind ``require_token`` answers 403 to a visitor, so a new endpoint is closed to visitors until listed here.
+VISITOR_ENDPOINTS = frozenset(
+    {"messages.post_message", "messages.get_session", "messages.get_replies", "messages.stream_events"}
+)
+
+
+class TokenRefused(Unauthorized):
+    """401 with a machine-readable reason, ``error``, next to the message."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def init_app(app: Flask, settings: Settings, revocations: Revocations) -> JWTManager:
+    """Configure flask-jwt-extended on ``app``: our claims, the revocation look-up, refusals as JSON."""
+    app.config.update(jwt_config(settings))
+    manager = JWTManager(app)
+
+    @manager.token_in_blocklist_loader
+    def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+        if claims_problem(claims):
+            return False  # refused right after, with the reason
+        try:
+            return revocations.is_revoked(claims["jti"], claims["sub"], float(claims["iat"]))
+        except RevocationUnavailable as exc:
+            logger.warning("cannot check token revocations: %s", exc)
+            raise ServiceUnavailable("token revocations cannot be checked right now; try again shortly") from exc
+
+    @manager.token_verification_loader
+    def has_our_claims(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+        return claims_problem(claims) is None
+
+    @app.errorhandler(TokenRefused)
+    def refused(exc: TokenRefused) -> tuple[dict[str, str], int, dict[str, str]]:
+        # RFC 6750: a request without a token gets the bare challenge, a bad token the error code.
+        challenge = 'Bearer realm="assistant"' if exc.error == "missing_token" else 'Bearer error="invalid_token"'
+        return {"error": exc.error, "message": exc.description or ""}, 401, {"WWW-Authenticate": challenge}
+
+    return manager
 
 
 def current_identity() -> Identity:
@@ -19,20 +76,23 @@ def current_identity() -> Identity:
     return identity
 
 
-def require_token(role: str | None = None) -> Callable[[F], F]:
-    """Reject the request with 401 without a valid token, 403 without ``role``."""
+def current_claims() -> dict[str, Any]:
+    """The verified claims of the request's token (inside a view behind ``require_token``)."""
+    claims: dict[str, Any] = get_jwt()
+    return claims
+
+
+def require_token(role: str | None = None, token_type: str = ACCESS) -> Callable[[F], F]:
+    """401 without a valid, unrevoked token of ``token_type``; 403 without ``role`` or for a visitor out of bounds."""
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-            try:
-                identity = verify_token(current_app.config["JWT_SECRET"], token.strip())
-            except TokenError as exc:
-                raise Unauthorized(str(exc)) from exc
+            identity = authenticate()
+            # Before the token type: a visitor is told it may not, rather than to bring another kind of token.
+            if identity.is_visitor and request.endpoint not in VISITOR_ENDPOINTS:
+                raise Forbidden("a visitor token may only send messages and read its own sessions")
+            _check_type(current_claims(), token_type)
             if role is not None and role not in identity.roles:
                 raise Forbidden(f"this needs the '{role}' role")
             g.identity = identity
@@ -41,3 +101,84 @@ def require_token(role: str | None = None) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def authenticate() -> Identity:
+    """The identity of the request's bearer token (access or refresh); ``TokenRefused`` saying why not."""
+    try:
+        # The type is checked by require_token, after the visitor's bounds.
+        verify_jwt_in_request(verify_type=False)
+    except (JWTExtendedException, jwt.InvalidTokenError) as exc:
+        raise refusal(exc) from exc
+    return identity_of(current_claims())
+
+
+def refusal(exc: Exception) -> TokenRefused:
+    """The 401 for a token flask-jwt-extended or PyJWT refused, saying why."""
+    if isinstance(exc, NoAuthorizationError):
+        return TokenRefused("missing_token", "missing bearer token: send 'Authorization: Bearer <token>'")
+    if isinstance(exc, InvalidHeaderError):
+        return TokenRefused("invalid_token", "malformed Authorization header: send 'Authorization: Bearer <token>'")
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        claims = getattr(exc, "jwt_data", None)  # flask-jwt-extended attaches the expired token's claims
+        return TokenRefused("token_expired", f"token expired{_expiry(claims)}; {_renew_hint(claims)}")
+    if isinstance(exc, RevokedTokenError):
+        return TokenRefused("token_revoked", f"token has been revoked; {_renew_hint(exc.jwt_data, revoked=True)}")
+    if isinstance(exc, UserClaimsVerificationError):
+        return TokenRefused("invalid_token", f"token claims are not valid: {claims_problem(exc.jwt_data)}")
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        message = f"token algorithm {_algorithm()} is not accepted: tokens must be signed with {ALGORITHM}"
+        return TokenRefused("invalid_token", message)
+    if isinstance(exc, jwt.InvalidSignatureError):
+        message = "token signature does not verify: it was signed with another key or changed since"
+        return TokenRefused("invalid_token", message)
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return TokenRefused("invalid_token", f"token is for another audience: expected '{_config('AUDIENCE')}'")
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return TokenRefused("invalid_token", f"token is from another issuer: expected '{_config('ISSUER')}'")
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return TokenRefused("invalid_token", f"token has no '{exc.claim}' claim")
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return TokenRefused("invalid_token", "token is not valid yet: it was issued in the future")
+    if isinstance(exc, jwt.DecodeError):
+        return TokenRefused("invalid_token", f"token is not a well-formed JWT ({exc})")
+    return TokenRefused("invalid_token", f"invalid token: {exc}")
+
+
+def _check_type(claims: Mapping[str, Any], expected: str) -> None:
+    if claims["type"] == expected:
+        return
+    if expected == ACCESS:
+        message = "a refresh token cannot be used as an access token: exchange it at POST /api/auth/refresh"
+    else:
+        message = "an access token cannot be used to refresh: send the refresh token"
+    raise TokenRefused("wrong_token_type", message)
+
+
+def _renew_hint(claims: Mapping[str, Any] | None, revoked: bool = False) -> str:
+    claims = claims or {}
+    if claims.get("type") == REFRESH:
+        return "get a new refresh token"
+    if revoked or "visitor" in (claims.get("roles") or ()):
+        return "get a new token"
+    return "refresh it at POST /api/auth/refresh or get a new one"
+
+
+def _expiry(claims: Mapping[str, Any] | None) -> str:
+    exp = (claims or {}).get("exp")
+    if not isinstance(exp, int | float):
+        return ""
+    return f" at {datetime.fromtimestamp(exp, UTC).isoformat(timespec='seconds')}"
+
+
+def _algorithm() -> str:
+    """The ``alg`` the refused token's header names, for the message."""
+    token = request.headers.get("Authorization", "").rpartition(" ")[2]
+    try:
+        return repr(jwt.get_unverified_header(token).get("alg"))
+    except jwt.InvalidTokenError:
+        return "(unreadable)"
+
+
+def _config(name: str) -> str:
+    return str(current_app.config[f"JWT_DECODE_{name}"])

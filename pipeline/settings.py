@@ -31,10 +31,17 @@ class Settings:
     redis_url: str | None = None
     #: SQLAlchemy URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``); SQLite in the data folder if unset.
     database_url: str = ""
-    #: HMAC secret for access tokens; generated into the data folder in embedded mode.
+    #: HMAC secret for access and refresh tokens; generated into the data folder in embedded mode.
     jwt_secret: str = ""
-    #: Lifetime of tokens made by ``assistant token``, seconds.
-    jwt_ttl_seconds: int = 7 * 24 * 3600
+    #: The ``aud`` claim tokens are issued with and must carry.
+    jwt_audience: str = "assistant"
+    #: The ``iss`` claim tokens are issued with and must carry.
+    jwt_issuer: str = "assistant"
+    #: Lifetime of access tokens, seconds; short, since a refresh token gets a new one.
+    jwt_access_ttl_seconds: int = 15 * 60
+    #: Lifetime of refresh tokens, seconds; also the longest any token may live and how long a
+    #: "revoke every token of this subject" is remembered.
+    jwt_refresh_ttl_seconds: int = 30 * 24 * 3600
     #: Extra folder of user skills (``*.py`` files defining ``BaseSkill`` subclasses).
     skills_dir: Path | None = None
     #: Open-Meteo geocoding API base URL.
@@ -89,6 +96,12 @@ class Settings:
         config_dir = Path(env.get("ASSISTANT_CONFIG_DIR", "config"))
         broker_url = env.get("BROKER_URL") or None
         redis_url = env.get("REDIS_URL") or None
+        if env.get("JWT_TTL_SECONDS"):
+            # Removed rather than kept as an alias: its old 7-day value would silently make access tokens long-lived.
+            raise ConfigurationError(
+                "JWT_TTL_SECONDS is no longer read: set JWT_ACCESS_TTL_SECONDS (default 900) and "
+                "JWT_REFRESH_TTL_SECONDS (default 2592000) instead"
+            )
         if broker_url and not redis_url:
             raise ConfigurationError("BROKER_URL is set but REDIS_URL is not: the distributed layout needs both")
         if redis_url and not broker_url:
@@ -101,7 +114,10 @@ class Settings:
             redis_url=redis_url,
             database_url=env.get("DATABASE_URL") or f"sqlite:///{(data_dir / 'assistant.db').resolve()}",
             jwt_secret=env.get("JWT_SECRET", ""),
-            jwt_ttl_seconds=_int(env, "JWT_TTL_SECONDS", defaults.jwt_ttl_seconds),
+            jwt_audience=env.get("JWT_AUDIENCE") or defaults.jwt_audience,
+            jwt_issuer=env.get("JWT_ISSUER") or defaults.jwt_issuer,
+            jwt_access_ttl_seconds=_int(env, "JWT_ACCESS_TTL_SECONDS", defaults.jwt_access_ttl_seconds),
+            jwt_refresh_ttl_seconds=_int(env, "JWT_REFRESH_TTL_SECONDS", defaults.jwt_refresh_ttl_seconds),
             skills_dir=Path(env["SKILLS_DIR"]) if env.get("SKILLS_DIR") else None,
             weather_geocoding_url=env.get("WEATHER_GEOCODING_URL", defaults.weather_geocoding_url),
             weather_forecast_url=env.get("WEATHER_FORECAST_URL", defaults.weather_forecast_url),
@@ -122,6 +138,8 @@ class Settings:
         )
         if not 0 < settings.skill_timeout_seconds <= MAX_SKILL_TIMEOUT_SECONDS:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
+        if not 0 < settings.jwt_access_ttl_seconds <= settings.jwt_refresh_ttl_seconds:
+            raise ConfigurationError("JWT_ACCESS_TTL_SECONDS must be above 0 and at most JWT_REFRESH_TTL_SECONDS")
         return settings.with_secret()
 
     def with_secret(self) -> Settings:

@@ -71,7 +71,7 @@ def gateways(tmp_path: Path, serve: Any) -> Iterator[tuple[str, str]]:
 
 def test_a_refused_message_can_be_sent_again_with_the_same_client_msg_id(gateways: tuple[str, str]) -> None:
     down_url, up_url = gateways
-    headers = {"Authorization": f"Bearer {issue_token(SECRET, 'alice', ('user',), 600)}"}
+    headers = {"Authorization": f"Bearer {issue_token(Settings(jwt_secret=SECRET), 'alice', ('user',), 600)}"}
     body = {"text": "现在几点", "session_id": "outage-1", "client_msg_id": "c-1"}
 
     refused = requests.post(f"{down_url}/api/messages?wait=5", json=body, headers=headers, timeout=30)

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,11 +277,10 @@ def api(
     try:
         with serve(flask_app) as base:
             api = Api(base, settings, layout, gates)
-            secret = settings.jwt_secret
             api.tokens = {
-                "alice": issue_token(secret, "alice", ("user",), 3600),
-                "bob": issue_token(secret, "bob", ("user",), 3600),
-                "admin": issue_token(secret, "root", ("user", "admin"), 3600),
+                "alice": issue_token(settings, "alice", ("user",), 3600),
+                "bob": issue_token(settings, "bob", ("user",), 3600),
+                "admin": issue_token(settings, "root", ("user", "admin"), 3600),
             }
             # Workers publish their skill catalog when they start, before they handle any message.
             eventually(
@@ -555,8 +554,8 @@ class TestHttpApi:
         for header in ("Bearer not-a-token", "Bearer ", "Basic YWxpY2U6c2VjcmV0", "not-a-token"):
             assert_error(api.request("POST", "/api/messages", user=None, json=body,
                                      headers={"Authorization": header}), 401)  # fmt: skip
-        foreign = issue_token("another-secret-" + "y" * 32, "alice", ("admin",), 3600)
-        expired = issue_token(api.settings.jwt_secret, "alice", ("user",), -10)
+        foreign = issue_token(replace(api.settings, jwt_secret="another-secret-" + "y" * 32), "alice", ("admin",), 3600)
+        expired = issue_token(api.settings, "alice", ("user",), -10)
         for token in (foreign, expired):
             response = api.request("POST", "/api/messages", user=None, json=body,
                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip

@@ -52,7 +52,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, open_m
     flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     try:
-        tokens = {user: issue_token(settings.jwt_secret, user, ("user",), 3600) for user in ("alice", "bob")}
+        tokens = {user: issue_token(settings, user, ("user",), 3600) for user in ("alice", "bob")}
         yield flask_app.test_client(), keys, tokens, adapters.repository
     finally:
         flask_app.extensions["assistant"]["hub"].close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.tokens import issue_token, verify_token
+from adapters.tokens import issue_token, read_token
 from pipeline.errors import ConfigurationError
 from pipeline.settings import MIN_SECRET_LENGTH, Settings
 from pipeline.turns import LEASE_RENEW_SECONDS, TURN_LOCK_SECONDS, TURN_WAIT_LIMIT_SECONDS
@@ -107,10 +107,10 @@ def test_embedded_secret_is_generated_once_and_read_back(env: dict[str, str], tm
     # Owner-only: the file is as good as an admin password.
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    token = issue_token(first.jwt_secret, "alice", ("admin",), ttl_seconds=60)
+    token = issue_token(first, "alice", ("admin",), ttl_seconds=60)
     restarted = Settings.from_env(env)
     assert restarted.jwt_secret == first.jwt_secret
-    assert verify_token(restarted.jwt_secret, token).subject == "alice"
+    assert read_token(restarted, token)["sub"] == "alice"
 
 
 def test_embedded_secret_from_the_environment_wins_over_the_file(env: dict[str, str], tmp_path: Path) -> None:
@@ -177,11 +177,39 @@ def test_bad_channels_json_is_a_configuration_error(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("PORT", "eighty"), ("MAX_BODY_BYTES", "1.5"), ("SKILL_TIMEOUT_SECONDS", "soon"), ("JWT_TTL_SECONDS", "1d")],
+    [
+        ("PORT", "eighty"),
+        ("MAX_BODY_BYTES", "1.5"),
+        ("SKILL_TIMEOUT_SECONDS", "soon"),
+        ("JWT_ACCESS_TTL_SECONDS", "1d"),
+        ("JWT_REFRESH_TTL_SECONDS", "30d"),
+    ],
 )
 def test_bad_numbers_are_configuration_errors(env: dict[str, str], name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({**env, name: value})
+
+
+def test_token_settings_default_to_short_access_tokens(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)
+    assert (settings.jwt_audience, settings.jwt_issuer) == ("assistant", "assistant")
+    assert (settings.jwt_access_ttl_seconds, settings.jwt_refresh_ttl_seconds) == (900, 30 * 24 * 3600)
+    custom = Settings.from_env({**env, "JWT_AUDIENCE": "widget", "JWT_ISSUER": "shop", "JWT_ACCESS_TTL_SECONDS": "60",
+                                "JWT_REFRESH_TTL_SECONDS": "3600"})  # fmt: skip
+    assert (custom.jwt_audience, custom.jwt_issuer, custom.jwt_access_ttl_seconds, custom.jwt_refresh_ttl_seconds) == (
+        "widget", "shop", 60, 3600)  # fmt: skip
+
+
+@pytest.mark.parametrize(("access", "refresh"), [("0", "3600"), ("-5", "3600"), ("7200", "3600")])
+def test_access_tokens_live_less_than_refresh_tokens(env: dict[str, str], access: str, refresh: str) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_ACCESS_TTL_SECONDS"):
+        Settings.from_env({**env, "JWT_ACCESS_TTL_SECONDS": access, "JWT_REFRESH_TTL_SECONDS": refresh})
+
+
+def test_the_removed_token_lifetime_setting_is_refused_by_name(env: dict[str, str]) -> None:
+    # Its old 7-day value must not be silently ignored nor silently kept.
+    with pytest.raises(ConfigurationError, match=r"JWT_TTL_SECONDS is no longer read.*JWT_ACCESS_TTL_SECONDS"):
+        Settings.from_env({**env, "JWT_TTL_SECONDS": "604800"})
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "61"])

@@ -149,6 +149,7 @@ def too_many_deliveries(task: Task, message_id: str, body: str) -> bool:
     runtime = runtime_of(task)
     deliveries = 1 + runtime.adapters.coordination.count_delivery(f"{task.name}:{message_id}", DELIVERY_COUNT_TTL)
     if deliveries <= runtime.settings.max_deliveries:
+        logger.info("%s: message %s redelivered (delivery %d)", task.name, message_id, deliveries)
         return False
     logger.error("%s: message %s delivered %d times; giving it up", task.name, message_id, deliveries)
     give_up(task, body, f"delivered {deliveries} times", deliveries)

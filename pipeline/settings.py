@@ -47,7 +47,7 @@ class Settings:
     #: ``MAX_SKILL_TIMEOUT_SECONDS``, so a message's whole turn fits in the broker's visibility timeout).
     skill_timeout_seconds: float = 10.0
     #: Reply when no skill matched and no inference backend is configured (Chinese).
-    fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"
+    fallback_reply_zh: str = "抱歉，我还不明白。输入“帮助”看看我能做什么。"
     #: The same in English.
     fallback_reply_en: str = 'Sorry, I don\'t understand that yet. Say "help" to see what I can do.'
     #: Largest request body the HTTP API accepts, bytes.

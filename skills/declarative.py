@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 #: Sends a JSON body to a URL and returns the parsed JSON answer (or its text); raises on failure.
 PostJson = Callable[[str, dict[str, Any]], Any]
 
-_UNAVAILABLE = ("抱歉,这个功能暂时不可用。", "Sorry, that skill is unavailable right now.")
+_UNAVAILABLE = ("抱歉，这个功能暂时不可用。", "Sorry, that skill is unavailable right now.")
 # The context keys a webhook receives; roles and history stay inside the assistant.
 _WEBHOOK_FIELDS = ("message", "language", "session_id", "user_id", "channel", "slots", "message_id")
 

@@ -23,9 +23,9 @@ CANCEL_WORDS = frozenset({"取消", "算了", "不用了", "cancel", "never mind
 
 MESSAGES = {
     "zh": {
-        "apology": "抱歉,处理您的请求时出了点问题,请稍后再试。",
-        "cancelled": "好的,已取消。",
-        "resume": "我们接着刚才的话题:{question}",
+        "apology": "抱歉，处理您的请求时出了点问题，请稍后再试。",
+        "cancelled": "好的，已取消。",
+        "resume": "我们接着刚才的话题：{question}",
     },
     "en": {
         "apology": "Sorry, something went wrong while handling that. Please try again.",

@@ -187,7 +187,7 @@ def test_any_gateway_replica_serves_any_session(layout: dict[str, Any]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     session = f"replica-{uuid.uuid4().hex[:8]}"
     opened = post(first, token, {"text": "天气", "session_id": session})
-    assert opened.json()["reply"]["text"] == "哪个城市?"
+    assert opened.json()["reply"]["text"] == "哪个城市？"
     events: list[dict[str, Any]] = []
     connected = threading.Event()
 

@@ -167,10 +167,10 @@ def test_connection_refused_is_unavailable() -> None:
 
 def test_weather_skill_end_to_end(server: str) -> None:
     skill = WeatherSkill(provider(server))
-    assert skill.execute({"message": "上海天气怎么样", "language": "zh", "slots": {}}) == "上海市当前气温 12℃,小雨。"
+    assert skill.execute({"message": "上海天气怎么样", "language": "zh", "slots": {}}) == "上海市当前气温 12℃，小雨。"
     assert skill.execute({"message": "weather in London", "language": "en", "slots": {}}) == "London: 8.3°C, overcast."
     down = WeatherSkill(provider(f"http://127.0.0.1:{closed_port()}"))
-    assert down.execute({"message": "上海天气", "language": "zh"}) == "抱歉,天气服务暂时无法访问,请稍后再试。"
+    assert down.execute({"message": "上海天气", "language": "zh"}) == "抱歉，天气服务暂时无法访问，请稍后再试。"
 
 
 # --- webhook skills with the real post_json ----------------------------------------------------
@@ -217,7 +217,7 @@ def test_webhook_answers(server: str, endpoint: str, expected: str) -> None:
 @pytest.mark.parametrize("endpoint", ["500", "empty", "broken-json", "slow"])
 def test_webhook_failures_are_polite(server: str, endpoint: str) -> None:
     skill = hook_skill(f"{server}/hook/{endpoint}")
-    assert skill.execute(ctx("我的订单", "zh")) == "抱歉,这个功能暂时不可用。"
+    assert skill.execute(ctx("我的订单", "zh")) == "抱歉，这个功能暂时不可用。"
     assert skill.execute(ctx("my order", "en")) == "Sorry, that skill is unavailable right now."
 
 

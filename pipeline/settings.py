@@ -43,6 +43,11 @@ class Settings:
     weather_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     #: Seconds a weather or webhook call may take before the polite failure reply.
     http_timeout_seconds: float = 5.0
+    #: Hosts (names or IP addresses, as written in webhook URLs) that webhooks may reach although they are
+    #: loopback, private or link-local; every other internal address is refused.
+    webhook_allow_hosts: tuple[str, ...] = ()
+    #: Largest webhook answer read, bytes; a longer one fails like an unreachable webhook.
+    webhook_max_bytes: int = 64 * 1024
     #: Seconds a skill may run before the user gets an apology and the worker moves on (at most
     #: ``MAX_SKILL_TIMEOUT_SECONDS``, so a message's whole turn fits in the broker's visibility timeout).
     skill_timeout_seconds: float = 10.0
@@ -106,6 +111,8 @@ class Settings:
             weather_geocoding_url=env.get("WEATHER_GEOCODING_URL", defaults.weather_geocoding_url),
             weather_forecast_url=env.get("WEATHER_FORECAST_URL", defaults.weather_forecast_url),
             http_timeout_seconds=_float(env, "HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds),
+            webhook_allow_hosts=_names(env.get("WEBHOOK_ALLOW_HOSTS", "")),
+            webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", defaults.webhook_max_bytes),
             skill_timeout_seconds=_float(env, "SKILL_TIMEOUT_SECONDS", defaults.skill_timeout_seconds),
             fallback_reply_zh=env.get("FALLBACK_REPLY_ZH", defaults.fallback_reply_zh),
             fallback_reply_en=env.get("FALLBACK_REPLY_EN", defaults.fallback_reply_en),
@@ -122,6 +129,8 @@ class Settings:
         )
         if not 0 < settings.skill_timeout_seconds <= MAX_SKILL_TIMEOUT_SECONDS:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
+        if settings.webhook_max_bytes <= 0:
+            raise ConfigurationError("WEBHOOK_MAX_BYTES must be above 0")
         return settings.with_secret()
 
     def with_secret(self) -> Settings:
@@ -168,6 +177,11 @@ def _read_channels(path: Path) -> dict[str, Any]:
     if not isinstance(channels, dict):
         raise ConfigurationError(f'{path} must look like {{"channels": {{"telegram": {{...}}}}}}')
     return channels
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list, trimmed, lower-cased, without blanks or the brackets of IPv6 addresses."""
+    return tuple(name for part in raw.split(",") if (name := part.strip().strip("[]").lower()))
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

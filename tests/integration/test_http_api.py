@@ -253,6 +253,8 @@ def api(
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "MAX_WAIT_SECONDS": "30",
         "HTTP_TIMEOUT_SECONDS": "5",
+        # The test webhook listens on loopback, which webhooks may only reach when it is listed.
+        "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
         "WEATHER_GEOCODING_URL": open_meteo.geocoding_url,
         "WEATHER_FORECAST_URL": open_meteo.forecast_url,
     }

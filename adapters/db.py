@@ -498,7 +498,8 @@ class Repository:
                     created_at=_to_datetime(now()),
                 )
             )
-        logger.warning("dead-lettered %s from %s after %d deliveries: %s", message_id, queue, deliveries, error)
+        # Not the error text: it can quote the message or a database's row; the table keeps it for an operator.
+        logger.warning("dead-lettered %s from %s after %d deliveries", message_id, queue, deliveries)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""

@@ -12,6 +12,7 @@ from adapters.bootstrap import Adapters
 from ingress import health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
+from pipeline.logsafe import trace_without_messages
 from tasks.forward import Forwarder
 
 
@@ -40,7 +41,8 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> tuple[dict[str, Any], int]:
-        app.logger.exception("unhandled error")
+        # Not the message: a database error can quote the row it failed on, the user's text included.
+        app.logger.error("unhandled error: %s", trace_without_messages(exc))
         return {"error": "internal_server_error", "message": InternalServerError.description}, 500
 
     return app

@@ -11,6 +11,7 @@ from pipeline.dialogue import DialogueState, PendingTask, Turn
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import SkillError
 from pipeline.language import detect_language, normalize
+from pipeline.logsafe import trace_without_messages
 from skills.base import BaseSkill, SkillResult
 from skills.registry import SkillRegistry
 
@@ -105,7 +106,8 @@ def _run(
         if not isinstance(result, str | SkillResult):
             raise SkillError(f"skill {skill.name!r} returned {type(result).__name__}, not str or SkillResult")
     except Exception as exc:
-        logger.exception("skill %s failed on message %s", skill.name, envelope.message_id)
+        # Not the exception's message: a skill may put the user's text in it.
+        logger.error("skill %s failed on message %s: %s", skill.name, envelope.message_id, trace_without_messages(exc))
         code = exc.code if isinstance(exc, SkillError) else SkillError.code
         return _answer(envelope, state, MESSAGES[language]["apology"], skill.name, error=code)
 

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pipeline.language import detect_language, is_cjk
+from pipeline.logsafe import trace_without_messages
 from pipeline.weather import CurrentWeather, WeatherUnavailable
 from skills.base import BaseSkill, SkillResult
 
@@ -118,11 +119,12 @@ class WeatherSkill(BaseSkill):
         try:
             weather = self._provider.current(location, "zh" if zh else "en")
         except WeatherUnavailable as exc:
-            logger.warning("weather service unavailable for %r: %s", location, exc)
+            # Not the place: it comes from the user's message.
+            logger.warning("weather service unavailable: %s", exc)
             return _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
-        except Exception:
-            # A provider bug must not cost the user an answer; the log keeps the traceback.
-            logger.exception("weather provider failed for %r", location)
+        except Exception as exc:
+            # A provider bug must not cost the user an answer. No exception message: it may quote the place.
+            logger.error("weather provider failed: %s", trace_without_messages(exc))
             return _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
         if weather is None:
             return f"找不到这个地方：{location}。" if zh else f"I couldn't find a place called {location}."

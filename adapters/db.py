@@ -133,12 +133,15 @@ def create_engine_for(url: str, pool_size: int = 5, pre_ping: bool = True) -> En
     ``pre_ping`` tests each connection before use (a round trip per transaction), so a database restart costs
     no failed call. Without it the first call after a restart fails, and SQLAlchemy then renews the whole pool:
     right for callers that retry anyway (the stage tasks), on their per-message path.
+
+    Every engine hides bound parameters: a failing statement's error (and every log line or dead letter quoting
+    it) then shows no values, which are users' messages, transcripts and session state.
     """
     parsed = make_url(database_url(url))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, pool_size)
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_size": pool_size}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_size": pool_size, "hide_parameters": True}
     if backend in ("mysql", "mariadb"):
         # Without utf8mb4 the connection speaks 3-byte utf8 and emoji fail; an explicit charset in the URL wins.
         if "charset" not in parsed.query:
@@ -156,6 +159,7 @@ def _sqlite_engine(parsed: sa.URL, pool_size: int) -> Engine:
         parsed,
         pool_pre_ping=True,
         pool_size=pool_size,
+        hide_parameters=True,
         # Stage workers in one process share the pool across threads; each connection is used by one thread at a time.
         connect_args={"check_same_thread": False},
     )
@@ -494,7 +498,8 @@ class Repository:
                     created_at=_to_datetime(now()),
                 )
             )
-        logger.warning("dead-lettered %s from %s after %d deliveries: %s", message_id, queue, deliveries, error)
+        # Not the error text: it can quote the message or a database's row; the table keeps it for an operator.
+        logger.warning("dead-lettered %s from %s after %d deliveries", message_id, queue, deliveries)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""

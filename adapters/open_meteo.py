@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import requests
 
@@ -67,10 +68,13 @@ class OpenMeteo:
             response.raise_for_status()
             data = response.json()
         except (requests.RequestException, ValueError) as exc:
-            # requests' JSONDecodeError is both; plain ValueError covers other decoding failures.
-            raise WeatherUnavailable(f"{url}: {exc}") from exc
+            # requests' JSONDecodeError is both; plain ValueError covers other decoding failures. The message names
+            # the host and the failure only: requests' own text quotes the whole URL, the user's place included.
+            answered = exc.response if isinstance(exc, requests.HTTPError) else None
+            failure = answered.status_code if answered is not None else type(exc).__name__
+            raise WeatherUnavailable(f"{_host(url)}: {failure}") from exc
         if not isinstance(data, dict):
-            raise WeatherUnavailable(f"{url}: answer is not a JSON object")
+            raise WeatherUnavailable(f"{_host(url)}: answer is not a JSON object")
         return data
 
     def _http(self) -> requests.Session:
@@ -86,6 +90,10 @@ class OpenMeteo:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "?"
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

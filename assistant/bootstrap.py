@@ -68,7 +68,9 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
         replies=replies,
         repository=repository,
         weather=OpenMeteo(settings.weather_geocoding_url, settings.weather_forecast_url, timeout),
-        post_json=partial(post_json, timeout=timeout),
+        post_json=partial(
+            post_json, timeout=timeout, max_bytes=settings.webhook_max_bytes, allow_hosts=settings.webhook_allow_hosts
+        ),
         revocations=revocations,
         _closers=closers,
     )

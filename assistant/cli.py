@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker}
     return handler[args.command](settings, args)
 

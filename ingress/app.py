@@ -13,6 +13,7 @@ from adapters.errors import UNAVAILABLE
 from ingress import auth, auth_api, health, messages, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
+from pipeline.logsafe import trace_without_messages
 from tasks.forward import Forwarder
 
 #: Seconds a client is told to wait before trying again when a server behind the edge is unreachable.
@@ -59,7 +60,8 @@ def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> tuple[dict[str, Any], int]:
-        app.logger.exception("unhandled error")
+        # Not the message: a database error can quote the row it failed on, the user's text included.
+        app.logger.error("unhandled error: %s", trace_without_messages(exc))
         return {"error": "internal_server_error", "message": InternalServerError.description}, 500
 
     return app

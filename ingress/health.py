@@ -32,7 +32,8 @@ def readyz() -> tuple[dict[str, Any], int]:
             check()
             results[name] = "ok"
         except Exception as exc:
-            logger.warning("readiness check %s failed: %s", name, exc)
+            # The type only: a driver's message can quote the connection URL, password included.
+            logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
             results[name] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in results.values())
     return {"status": "ready" if ready else "not ready", "checks": results}, 200 if ready else 503

@@ -27,6 +27,9 @@ def list_skills() -> dict[str, Any]:
     # Built-in, folder and package skills as the dispatch workers loaded them, then the registered ones.
     loaded = [{**entry, "kind": "loaded"} for entry in json.loads(adapters.coordination.catalog() or "[]")]
     registered = [{**d.to_dict(), "kind": "registered"} for d in adapters.repository.list_skills()]
+    if not current_identity().is_admin:
+        # A webhook URL often carries the service's secret token: only admins, who set it, see it.
+        registered = [{key: value for key, value in entry.items() if key != "webhook"} for entry in registered]
     return {"skills": loaded + registered}
 
 

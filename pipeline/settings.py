@@ -50,11 +50,16 @@ class Settings:
     weather_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     #: Seconds a weather or webhook call may take before the polite failure reply.
     http_timeout_seconds: float = 5.0
+    #: Hosts (names or IP addresses, as written in webhook URLs) that webhooks may reach although they are
+    #: loopback, private or link-local; every other internal address is refused.
+    webhook_allow_hosts: tuple[str, ...] = ()
+    #: Largest webhook answer read, bytes; a longer one fails like an unreachable webhook.
+    webhook_max_bytes: int = 64 * 1024
     #: Seconds a skill may run before the user gets an apology and the worker moves on (at most
     #: ``MAX_SKILL_TIMEOUT_SECONDS``).
     skill_timeout_seconds: float = 10.0
     #: Reply when no skill matched and no inference backend is configured (Chinese).
-    fallback_reply_zh: str = "抱歉,我还不明白。输入“帮助”看看我能做什么。"
+    fallback_reply_zh: str = "抱歉，我还不明白。输入“帮助”看看我能做什么。"
     #: The same in English.
     fallback_reply_en: str = 'Sorry, I don\'t understand that yet. Say "help" to see what I can do.'
     #: Largest request body the HTTP API accepts, bytes.
@@ -122,6 +127,8 @@ class Settings:
             weather_geocoding_url=env.get("WEATHER_GEOCODING_URL", defaults.weather_geocoding_url),
             weather_forecast_url=env.get("WEATHER_FORECAST_URL", defaults.weather_forecast_url),
             http_timeout_seconds=_float(env, "HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds),
+            webhook_allow_hosts=_names(env.get("WEBHOOK_ALLOW_HOSTS", "")),
+            webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", defaults.webhook_max_bytes),
             skill_timeout_seconds=_float(env, "SKILL_TIMEOUT_SECONDS", defaults.skill_timeout_seconds),
             fallback_reply_zh=env.get("FALLBACK_REPLY_ZH", defaults.fallback_reply_zh),
             fallback_reply_en=env.get("FALLBACK_REPLY_EN", defaults.fallback_reply_en),
@@ -140,6 +147,8 @@ class Settings:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
         if not 0 < settings.jwt_access_ttl_seconds <= settings.jwt_refresh_ttl_seconds:
             raise ConfigurationError("JWT_ACCESS_TTL_SECONDS must be above 0 and at most JWT_REFRESH_TTL_SECONDS")
+        if settings.webhook_max_bytes <= 0:
+            raise ConfigurationError("WEBHOOK_MAX_BYTES must be above 0")
         return settings.with_secret()
 
     def with_secret(self) -> Settings:
@@ -186,6 +195,11 @@ def _read_channels(path: Path) -> dict[str, Any]:
     if not isinstance(channels, dict):
         raise ConfigurationError(f'{path} must look like {{"channels": {{"telegram": {{...}}}}}}')
     return channels
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list, trimmed, lower-cased, without blanks or the brackets of IPv6 addresses."""
+    return tuple(name for part in raw.split(",") if (name := part.strip().strip("[]").lower()))
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

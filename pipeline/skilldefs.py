@@ -18,6 +18,18 @@ class SkillDefinitionError(AssistantError):
     code = "invalid_skill"
 
 
+class WebhookError(AssistantError):
+    """A webhook call failed. The message names the host at most, never the URL (it may hold a token) or the body."""
+
+    code = "webhook_failed"
+
+
+class WebhookRefused(WebhookError):
+    """A webhook call was not made: the URL's scheme or address is not allowed (private, loopback, metadata...)."""
+
+    code = "webhook_refused"
+
+
 @dataclass(frozen=True, slots=True)
 class SkillDefinition:
     """A skill stored in the database, picked up by every dispatch worker without a restart."""

@@ -8,7 +8,7 @@
 
         def execute(self, context):
             location = context["slots"].get("location") or "北京"
-            return f"{location}当前气温:25℃"
+            return f"{location}当前气温：25℃"
 
 ``context`` is a dict: ``message`` (the text), ``language`` (``zh`` or ``en``), ``session_id``,
 ``user_id``, ``roles``, ``channel``, ``message_id``, ``slots`` (answers collected by follow-up

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.language import detect_language
-from pipeline.skilldefs import SkillDefinition
+from pipeline.skilldefs import SkillDefinition, WebhookError, WebhookRefused
 from skills.base import BaseSkill
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ logger = logging.getLogger(__name__)
 #: Sends a JSON body to a URL and returns the parsed JSON answer (or its text); raises on failure.
 PostJson = Callable[[str, dict[str, Any]], Any]
 
-_UNAVAILABLE = ("抱歉,这个功能暂时不可用。", "Sorry, that skill is unavailable right now.")
+_UNAVAILABLE = ("抱歉，这个功能暂时不可用。", "Sorry, that skill is unavailable right now.")
 # The context keys a webhook receives; roles and history stay inside the assistant.
 _WEBHOOK_FIELDS = ("message", "language", "session_id", "user_id", "channel", "slots", "message_id")
 
@@ -37,7 +38,7 @@ class DeclarativeSkill(BaseSkill):
         unavailable = _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
         url = self.definition.webhook
         if not url or self._post_json is None:
-            logger.error("declarative skill %r has no webhook or no HTTP client to call it", self.name)
+            logger.error("declarative skill %s has no webhook or no HTTP client to call it", self.name)
             return unavailable
         body = {key: context.get(key) for key in _WEBHOOK_FIELDS}
         body["slots"] = dict(context.get("slots") or {})
@@ -45,13 +46,28 @@ class DeclarativeSkill(BaseSkill):
         try:
             answer = self._post_json(url, body)
         except Exception as exc:
-            logger.warning("webhook of skill %r (%s) failed: %s", self.name, url, exc)
+            # Logs name the host only: the URL may carry a secret token, and the body is the user's message.
+            # A WebhookError's message is built to be safe; any other exception may quote the URL, so only its type.
+            reason = str(exc) if isinstance(exc, WebhookError) else type(exc).__name__
+            verb = "refused" if isinstance(exc, WebhookRefused) else "failed"
+            logger.warning("webhook of skill %s (host %s) %s: %s", self.name, webhook_host(url), verb, reason)
             return unavailable
         text = reply_text(answer)
         if text is None:
-            logger.warning("webhook of skill %r (%s) answered without a usable text: %.200r", self.name, url, answer)
+            logger.warning(
+                "webhook of skill %s (host %s) answered without a usable text (%s)",
+                self.name, webhook_host(url), type(answer).__name__,
+            )  # fmt: skip
             return unavailable
         return text
+
+
+def webhook_host(url: str) -> str:
+    """The host of a webhook URL, the only part of it logs show."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
 
 
 def reply_text(answer: Any) -> str | None:

@@ -11,6 +11,7 @@ from pipeline.dialogue import DialogueState, PendingTask, Turn
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import SkillError
 from pipeline.language import detect_language, normalize
+from pipeline.logsafe import trace_without_messages
 from skills.base import BaseSkill, SkillResult
 from skills.registry import SkillRegistry
 
@@ -23,9 +24,9 @@ CANCEL_WORDS = frozenset({"取消", "算了", "不用了", "cancel", "never mind
 
 MESSAGES = {
     "zh": {
-        "apology": "抱歉,处理您的请求时出了点问题,请稍后再试。",
-        "cancelled": "好的,已取消。",
-        "resume": "我们接着刚才的话题:{question}",
+        "apology": "抱歉，处理您的请求时出了点问题，请稍后再试。",
+        "cancelled": "好的，已取消。",
+        "resume": "我们接着刚才的话题：{question}",
     },
     "en": {
         "apology": "Sorry, something went wrong while handling that. Please try again.",
@@ -105,7 +106,8 @@ def _run(
         if not isinstance(result, str | SkillResult):
             raise SkillError(f"skill {skill.name!r} returned {type(result).__name__}, not str or SkillResult")
     except Exception as exc:
-        logger.exception("skill %s failed on message %s", skill.name, envelope.message_id)
+        # Not the exception's message: a skill may put the user's text in it.
+        logger.error("skill %s failed on message %s: %s", skill.name, envelope.message_id, trace_without_messages(exc))
         code = exc.code if isinstance(exc, SkillError) else SkillError.code
         return _answer(envelope, state, MESSAGES[language]["apology"], skill.name, error=code)
 

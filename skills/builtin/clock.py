@@ -46,7 +46,7 @@ class TimeSkill(BaseSkill):
         moment = self.now()
         if (context.get("language") or detect_language(message)) == "zh":
             return (
-                f"现在是 {moment:%H:%M},{moment.year}年{moment.month}月{moment.day}日 "
+                f"现在是 {moment:%H:%M}，{moment.year}年{moment.month}月{moment.day}日 "
                 f"{_WEEKDAYS_ZH[moment.weekday()]}。"
             )
         return (

@@ -29,14 +29,14 @@ class HelpSkill(BaseSkill):
             description = localized(str(skill.get("description") or ""), zh)
             example = _example(skill.get("triggers") or [], zh)
             if zh:
-                line = f"- {name}:{description}" if description else f"- {name}"
-                lines.append(f"{line}(例如“{example}”)" if example else line)
+                line = f"- {name}：{description}" if description else f"- {name}"
+                lines.append(f"{line}（例如“{example}”）" if example else line)
             else:
                 line = f"- {name}: {description}" if description else f"- {name}"
                 lines.append(f'{line} (try "{example}")' if example else line)
         if not lines:
             return "现在还没有可用的技能。" if zh else "No skills are available right now."
-        header = "我可以帮你做这些事:" if zh else "Here is what I can do:"
+        header = "我可以帮你做这些事：" if zh else "Here is what I can do:"
         return "\n".join([header, *lines])
 
 

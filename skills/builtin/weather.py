@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pipeline.language import detect_language, is_cjk
+from pipeline.logsafe import trace_without_messages
 from pipeline.weather import CurrentWeather, WeatherUnavailable
 from skills.base import BaseSkill, SkillResult
 
@@ -89,7 +90,7 @@ _EN_PREPOSITIONS = ("in", "for", "at")
 _EN_TOKEN = re.compile(r"\w[\w'’.\-]*")
 
 _UNAVAILABLE = (
-    "抱歉,天气服务暂时无法访问,请稍后再试。",
+    "抱歉，天气服务暂时无法访问，请稍后再试。",
     "Sorry, the weather service is unavailable right now. Please try again later.",
 )
 
@@ -114,18 +115,19 @@ class WeatherSkill(BaseSkill):
         zh = (context.get("language") or detect_language(message)) == "zh"
         location = self._location(context, message)
         if not location:
-            return SkillResult.question("哪个城市?" if zh else "Which city?", slot="location")
+            return SkillResult.question("哪个城市？" if zh else "Which city?", slot="location")
         try:
             weather = self._provider.current(location, "zh" if zh else "en")
         except WeatherUnavailable as exc:
-            logger.warning("weather service unavailable for %r: %s", location, exc)
+            # Not the place: it comes from the user's message.
+            logger.warning("weather service unavailable: %s", exc)
             return _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
-        except Exception:
-            # A provider bug must not cost the user an answer; the log keeps the traceback.
-            logger.exception("weather provider failed for %r", location)
+        except Exception as exc:
+            # A provider bug must not cost the user an answer. No exception message: it may quote the place.
+            logger.error("weather provider failed: %s", trace_without_messages(exc))
             return _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
         if weather is None:
-            return f"找不到这个地方:{location}。" if zh else f"I couldn't find a place called {location}."
+            return f"找不到这个地方：{location}。" if zh else f"I couldn't find a place called {location}."
         return format_weather(weather, zh)
 
     def _location(self, context: dict[str, Any], message: str) -> str:
@@ -138,11 +140,11 @@ class WeatherSkill(BaseSkill):
 
 
 def format_weather(weather: CurrentWeather, zh: bool) -> str:
-    """One sentence: "上海当前气温 8.3℃,多云。" or "London: 8.3°C, overcast."."""
+    """One sentence: "上海当前气温 8.3℃，多云。" or "London: 8.3°C, overcast."."""
     temperature = _format_temperature(weather.temperature_c)
     names = WMO_CODES.get(weather.weather_code)
     if zh:
-        condition = f",{names[0]}" if names else ""
+        condition = f"，{names[0]}" if names else ""
         return f"{weather.place}当前气温 {temperature}℃{condition}。"
     condition = f", {names[1]}" if names else ""
     return f"{weather.place}: {temperature}°C{condition}."

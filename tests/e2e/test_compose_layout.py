@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,10 +38,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# What .env would give compose's ${NAME:?...} variables in commands.
+COMPOSE_VARIABLES = {"FLOWER_USER": "ops", "FLOWER_PASSWORD": uuid.uuid4().hex}
+
+
 def compose_command(service: str, port: int | None = None) -> list[str]:
-    """The service's command from compose.yaml, with the installed executables and a free port."""
+    """The service's command from compose.yaml, with the installed executables, its variables and a free port."""
     services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    command = [str(part) for part in services[service]["command"]]
+    variable = re.compile(r"\$\{(\w+)[^}]*\}")  # ${NAME}, ${NAME:?message}, ${NAME:-default}
+    parts = services[service]["command"]
+    command = [variable.sub(lambda m: COMPOSE_VARIABLES[m.group(1)], str(part)) for part in parts]
     command[0] = str(BIN / command[0])
     if port is not None:
         command = [str(port) if part == "8080" else part for part in command]
@@ -187,7 +194,7 @@ def test_any_gateway_replica_serves_any_session(layout: dict[str, Any]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     session = f"replica-{uuid.uuid4().hex[:8]}"
     opened = post(first, token, {"text": "天气", "session_id": session})
-    assert opened.json()["reply"]["text"] == "哪个城市?"
+    assert opened.json()["reply"]["text"] == "哪个城市？"
     events: list[dict[str, Any]] = []
     connected = threading.Event()
 
@@ -229,10 +236,14 @@ def test_resent_client_msg_id_gets_one_reply(layout: dict[str, Any]) -> None:
 
 def test_flower_shows_the_workers(layout: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{layout['flower']}/"
+    login = (COMPOSE_VARIABLES["FLOWER_USER"], COMPOSE_VARIABLES["FLOWER_PASSWORD"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, auth=login, timeout=2).status_code == 200:
+                # Only with the login from .env.
+                assert requests.get(url, timeout=2).status_code == 401
+                assert requests.get(url, auth=(login[0], "wrong"), timeout=2).status_code == 401
                 return
         except requests.RequestException:
             time.sleep(0.5)

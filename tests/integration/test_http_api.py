@@ -40,9 +40,9 @@ DEADLINE = 20.0  # seconds any single expected event may take before the test fa
 HTTP_TIMEOUT = 30.0
 
 TIME_PREFIX = "现在是 "
-SHANGHAI = "上海当前气温 12℃,小雨。"
-WEATHER_UNAVAILABLE = "抱歉,天气服务暂时无法访问,请稍后再试。"
-APOLOGY = "抱歉,处理您的请求时出了点问题,请稍后再试。"
+SHANGHAI = "上海当前气温 12℃，小雨。"
+WEATHER_UNAVAILABLE = "抱歉，天气服务暂时无法访问，请稍后再试。"
+APOLOGY = "抱歉，处理您的请求时出了点问题，请稍后再试。"
 FALLBACK = Settings().fallback_reply_zh
 
 SKILLS_SOURCE = '''
@@ -217,7 +217,7 @@ class Webhook:
     def __call__(self, request: Request) -> Response:
         body = request.get_json()
         self.calls.append(body)
-        return Response(json.dumps({"text": f"网络钩子收到:{body['message']}"}, ensure_ascii=False),
+        return Response(json.dumps({"text": f"网络钩子收到：{body['message']}"}, ensure_ascii=False),
                         content_type="application/json")  # fmt: skip
 
 
@@ -250,6 +250,8 @@ def api(
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "MAX_WAIT_SECONDS": "30",
         "HTTP_TIMEOUT_SECONDS": "5",
+        # The test webhook listens on loopback, which webhooks may only reach when it is listed.
+        "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
         "WEATHER_GEOCODING_URL": open_meteo.geocoding_url,
         "WEATHER_FORECAST_URL": open_meteo.forecast_url,
     }
@@ -390,7 +392,7 @@ class TestHttpApi:
             c3, e3 = resumed.next_event()
             c4, e4 = resumed.next_event()
             assert [e3["message_id"], e4["message_id"]] == [m3, m4]
-            assert e3["text"] == "哪个城市?" and e4["text"] == SHANGHAI
+            assert e3["text"] == "哪个城市？" and e4["text"] == SHANGHAI
             # Nothing repeated: the next event is the next new reply, not an old one again.
             m5 = api.post("现在几点", session, wait=0).json()["message_id"]
             c5, e5 = resumed.next_event()
@@ -416,7 +418,7 @@ class TestHttpApi:
         entries = body["entries"]
         assert [(e["kind"], e["message_id"], e["text"]) for e in entries] == [
             ("message", r1["message_id"], "天气"),
-            ("reply", r1["message_id"], "哪个城市?"),
+            ("reply", r1["message_id"], "哪个城市？"),
             ("message", r2["message_id"], "上海"),
             ("reply", r2["message_id"], SHANGHAI),
         ]
@@ -443,7 +445,7 @@ class TestHttpApi:
     def test_slot_filling_and_interruption_over_http(self, api: Api) -> None:
         session = new_session()
         question = api.say("天气", session)
-        assert (question["skill"], question["text"], question["expects_reply"]) == ("weather", "哪个城市?", True)
+        assert (question["skill"], question["text"], question["expects_reply"]) == ("weather", "哪个城市？", True)
         answer = api.say("上海", session)
         assert (answer["skill"], answer["text"], answer["expects_reply"]) == ("weather", SHANGHAI, False)
 
@@ -451,7 +453,7 @@ class TestHttpApi:
         interrupted = api.say("现在几点", session)
         assert interrupted["skill"] == "time"
         assert interrupted["text"].startswith(TIME_PREFIX)
-        assert interrupted["text"].endswith("\n我们接着刚才的话题:哪个城市?")
+        assert interrupted["text"].endswith("\n我们接着刚才的话题：哪个城市？")
         assert interrupted["expects_reply"] is True
         resumed = api.say("上海", session)
         assert (resumed["skill"], resumed["text"]) == ("weather", SHANGHAI)
@@ -474,7 +476,7 @@ class TestHttpApi:
         # Before: nobody knows the trigger, the fallback answers.
         assert api.say("讲个笑话", session)["text"] == FALLBACK
         definition = {"name": name, "description": "讲笑话 / tells a joke", "triggers": ["讲个笑话", "joke"],
-                      "response": "程序员最讨厌的事:写文档,和别人不写文档。"}  # fmt: skip
+                      "response": "程序员最讨厌的事：写文档，和别人不写文档。"}  # fmt: skip
         created = api.request("POST", "/api/skills", user="admin", json=definition)
         assert created.status_code == 201, created.text
         assert created.json() | {"created_at": 0} == {**definition, "webhook": None, "created_by": "root",
@@ -501,7 +503,7 @@ class TestHttpApi:
         assert api.request("POST", "/api/skills", user="admin", json=definition).status_code == 201
         session = new_session()
         reply = api.say("我的快递到哪了", session, user="bob")
-        assert (reply["skill"], reply["text"]) == (name, "网络钩子收到:我的快递到哪了")
+        assert (reply["skill"], reply["text"]) == (name, "网络钩子收到：我的快递到哪了")
         call = next(c for c in hook.calls if c["session_id"] == session)
         assert call["message"] == "我的快递到哪了"
         assert (call["user_id"], call["language"], call["channel"], call["skill"]) == ("bob", "zh", "web", name)

@@ -22,6 +22,8 @@ from skills.builtin.weather import WeatherSkill
 from skills.declarative import DeclarativeSkill
 
 TIMEOUT = 0.5
+# The test server listens on loopback, which webhooks may only reach when it is listed.
+LOCAL = ("127.0.0.1",)
 SLOW = 1.5  # how long the slow endpoints sleep: well past TIMEOUT
 
 PLACES = {
@@ -167,10 +169,10 @@ def test_connection_refused_is_unavailable() -> None:
 
 def test_weather_skill_end_to_end(server: str) -> None:
     skill = WeatherSkill(provider(server))
-    assert skill.execute({"message": "上海天气怎么样", "language": "zh", "slots": {}}) == "上海市当前气温 12℃,小雨。"
+    assert skill.execute({"message": "上海天气怎么样", "language": "zh", "slots": {}}) == "上海市当前气温 12℃，小雨。"
     assert skill.execute({"message": "weather in London", "language": "en", "slots": {}}) == "London: 8.3°C, overcast."
     down = WeatherSkill(provider(f"http://127.0.0.1:{closed_port()}"))
-    assert down.execute({"message": "上海天气", "language": "zh"}) == "抱歉,天气服务暂时无法访问,请稍后再试。"
+    assert down.execute({"message": "上海天气", "language": "zh"}) == "抱歉，天气服务暂时无法访问，请稍后再试。"
 
 
 # --- webhook skills with the real post_json ----------------------------------------------------
@@ -178,7 +180,7 @@ def test_weather_skill_end_to_end(server: str) -> None:
 
 def hook_skill(url: str) -> DeclarativeSkill:
     definition = SkillDefinition(name="order", description="订单查询", triggers=("订单", "order"), webhook=url)
-    return DeclarativeSkill(definition, partial(post_json, timeout=TIMEOUT))
+    return DeclarativeSkill(definition, partial(post_json, timeout=TIMEOUT, allow_hosts=LOCAL))
 
 
 def ctx(message: str, language: str) -> dict[str, Any]:
@@ -196,10 +198,10 @@ def ctx(message: str, language: str) -> dict[str, Any]:
 
 
 def test_post_json(server: str) -> None:
-    assert post_json(f"{server}/hook/reply", {}, timeout=TIMEOUT) == {"reply": "from reply field"}
-    assert post_json(f"{server}/hook/text", {}, timeout=TIMEOUT) == "plain text answer"
+    assert post_json(f"{server}/hook/reply", {}, timeout=TIMEOUT, allow_hosts=LOCAL) == {"reply": "from reply field"}
+    assert post_json(f"{server}/hook/text", {}, timeout=TIMEOUT, allow_hosts=LOCAL) == "plain text answer"
     with pytest.raises(Exception):  # noqa: B017 - any requests error will do; the skill catches them all
-        post_json(f"{server}/hook/500", {}, timeout=TIMEOUT)
+        post_json(f"{server}/hook/500", {}, timeout=TIMEOUT, allow_hosts=LOCAL)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +219,7 @@ def test_webhook_answers(server: str, endpoint: str, expected: str) -> None:
 @pytest.mark.parametrize("endpoint", ["500", "empty", "broken-json", "slow"])
 def test_webhook_failures_are_polite(server: str, endpoint: str) -> None:
     skill = hook_skill(f"{server}/hook/{endpoint}")
-    assert skill.execute(ctx("我的订单", "zh")) == "抱歉,这个功能暂时不可用。"
+    assert skill.execute(ctx("我的订单", "zh")) == "抱歉，这个功能暂时不可用。"
     assert skill.execute(ctx("my order", "en")) == "Sorry, that skill is unavailable right now."
 
 

@@ -179,8 +179,8 @@ def test_unknown_session_has_no_owner(stores: Stores) -> None:
 def test_state_is_saved_and_loaded(stores: Stores) -> None:
     c, s = stores.coordination, session()
     assert c.load_state(s) is None
-    c.save_state(s, '{"pending": {"skill": "weather", "question": "哪个城市?"}}', TTL)
-    assert c.load_state(s) == '{"pending": {"skill": "weather", "question": "哪个城市?"}}'
+    c.save_state(s, '{"pending": {"skill": "weather", "question": "哪个城市？"}}', TTL)
+    assert c.load_state(s) == '{"pending": {"skill": "weather", "question": "哪个城市？"}}'
     c.save_state(s, "{}", TTL)
     assert c.load_state(s) == "{}"
 

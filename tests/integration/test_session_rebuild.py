@@ -91,14 +91,14 @@ def test_dialogue_state_is_rebuilt_from_the_database(pipeline: Pipeline) -> None
     token = tokens["alice"]
     session = f"s-{uuid.uuid4().hex}"
     question = say(client, token, "天气", session)
-    assert (question["skill"], question["text"], question["expects_reply"]) == ("weather", "哪个城市?", True)
+    assert (question["skill"], question["text"], question["expects_reply"]) == ("weather", "哪个城市？", True)
 
     state_key = f"sess:{session}:state"
     wait_for_key(keys, state_key)
     assert keys.delete(state_key) == 1
 
     answer = say(client, token, "上海", session)
-    assert (answer["skill"], answer["text"]) == ("weather", "上海当前气温 12℃,小雨。")
+    assert (answer["skill"], answer["text"]) == ("weather", "上海当前气温 12℃，小雨。")
     # The state written back after the answer no longer holds the question.
     wait_for_key(keys, state_key)
     assert '"pending": null' in keys.get(state_key)
@@ -138,6 +138,6 @@ def test_a_lost_owner_key_lets_nobody_else_take_the_session(pipeline: Pipeline) 
     assert refused.status_code == 404, refused.get_data(as_text=True)
     assert refused.get_json()["error"] == "not_found"
     answer = say(client, tokens["alice"], "上海", session)
-    assert (answer["skill"], answer["text"]) == ("weather", "上海当前气温 12℃,小雨。")
+    assert (answer["skill"], answer["text"]) == ("weather", "上海当前气温 12℃，小雨。")
     assert keys.get(f"sess:{session}:owner") == "alice"
     assert post(client, tokens["bob"], "现在几点", session).status_code == 404

@@ -44,7 +44,7 @@ def context(message: str, language: str = "zh", **extra: Any) -> dict[str, Any]:
 
 def test_time_in_chinese() -> None:
     skill = TimeSkill(clock=lambda: WEDNESDAY)
-    assert skill.execute(context("现在几点?")) == "现在是 14:05,2026年11月25日 星期三。"
+    assert skill.execute(context("现在几点?")) == "现在是 14:05，2026年11月25日 星期三。"
 
 
 def test_time_in_english() -> None:
@@ -101,7 +101,7 @@ LONDON = CurrentWeather(place="London", temperature_c=8.3, weather_code=3)
 
 def test_weather_reply_in_chinese() -> None:
     provider = FakeWeather({"上海": SHANGHAI})
-    assert WeatherSkill(provider).execute(context("上海天气怎么样")) == "上海当前气温 8.3℃,阴。"
+    assert WeatherSkill(provider).execute(context("上海天气怎么样")) == "上海当前气温 8.3℃，阴。"
     assert provider.asked == [("上海", "zh")]
 
 
@@ -113,14 +113,14 @@ def test_weather_reply_in_english() -> None:
 
 def test_weather_formatting() -> None:
     assert format_weather(CurrentWeather("Oslo", -0.04, 71), zh=False) == "Oslo: 0°C, light snow."
-    assert format_weather(CurrentWeather("Oslo", -3.0, 2), zh=True) == "Oslo当前气温 -3℃,多云。"
+    assert format_weather(CurrentWeather("Oslo", -3.0, 2), zh=True) == "Oslo当前气温 -3℃，多云。"
     assert format_weather(CurrentWeather("Oslo", 12.34, 1234), zh=False) == "Oslo: 12.3°C."
 
 
 def test_weather_asks_for_the_city() -> None:
     provider = FakeWeather()
     zh = WeatherSkill(provider).execute(context("今天天气怎么样?"))
-    assert zh == SkillResult.question("哪个城市?", slot="location")
+    assert zh == SkillResult.question("哪个城市？", slot="location")
     en = WeatherSkill(provider).execute(context("what's the weather like?", "en"))
     assert isinstance(en, SkillResult) and en.ask == "Which city?" and en.slot == "location"
     assert provider.asked == []
@@ -130,7 +130,7 @@ def test_weather_uses_the_slot_answer() -> None:
     provider = FakeWeather({"上海": SHANGHAI, "London": LONDON})
     skill = WeatherSkill(provider)
     answer = context("上海吧", answering="location", slots={"location": "上海吧"})
-    assert skill.execute(answer) == "上海当前气温 8.3℃,阴。"
+    assert skill.execute(answer) == "上海当前气温 8.3℃，阴。"
     answer = context("in London, please", "en", answering="location", slots={"location": "in London, please"})
     assert skill.execute(answer) == "London: 8.3°C, overcast."
     # A bare answer that looks like a filler word is still tried as a place.
@@ -140,14 +140,14 @@ def test_weather_uses_the_slot_answer() -> None:
 
 def test_weather_place_not_found() -> None:
     skill = WeatherSkill(FakeWeather())
-    assert skill.execute(context("火星天气")) == "找不到这个地方:火星。"
+    assert skill.execute(context("火星天气")) == "找不到这个地方：火星。"
     assert skill.execute(context("weather in Atlantis", "en")) == "I couldn't find a place called Atlantis."
 
 
 @pytest.mark.parametrize("error", [WeatherUnavailable("timeout"), RuntimeError("provider bug")])
 def test_weather_service_failure_is_polite(error: Exception) -> None:
     skill = WeatherSkill(FakeWeather(error=error))
-    assert skill.execute(context("上海天气")) == "抱歉,天气服务暂时无法访问,请稍后再试。"
+    assert skill.execute(context("上海天气")) == "抱歉，天气服务暂时无法访问，请稍后再试。"
     assert skill.execute(context("London weather", "en")) == (
         "Sorry, the weather service is unavailable right now. Please try again later."
     )
@@ -172,8 +172,8 @@ def test_help_lists_every_skill_including_later_ones() -> None:
     assert isinstance(help_skill, HelpSkill)
 
     zh = str(help_skill.execute(context("你能做什么")))
-    assert zh.splitlines()[0] == "我可以帮你做这些事:"
-    assert "- weather:获取实时天气信息(例如“天气”)" in zh
+    assert zh.splitlines()[0] == "我可以帮你做这些事："
+    assert "- weather：获取实时天气信息（例如“天气”）" in zh
     assert "current weather" not in zh
 
     registry.replace_declarative(

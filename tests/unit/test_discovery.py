@@ -22,7 +22,7 @@ class WeatherSkill(BaseSkill):
 
     def execute(self, context):
         location = context["slots"].get("location") or "北京"
-        return f"{location}当前气温:25℃"
+        return f"{location}当前气温：25℃"
 """
 
 TWO_SKILLS = '''
@@ -105,8 +105,8 @@ def test_folder_skills_load_and_broken_files_are_skipped(tmp_path: Path, caplog:
     assert all(isinstance(s, BaseSkill) for s in skills)
     weather = skills[-1]
     assert weather.match("上海天气怎么样") == 2
-    assert weather.execute({"slots": {"location": "上海"}}) == "上海当前气温:25℃"
-    assert weather.execute({"slots": {}}) == "北京当前气温:25℃"
+    assert weather.execute({"slots": {"location": "上海"}}) == "上海当前气温：25℃"
+    assert weather.execute({"slots": {}}) == "北京当前气温：25℃"
     assert weather.describe()["description"] == "获取实时天气信息"
 
     logged = caplog.text

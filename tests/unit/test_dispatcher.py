@@ -20,7 +20,7 @@ from skills.registry import SkillRegistry
 from tasks.skillthreads import SkillThreads
 
 WEDNESDAY = datetime(2026, 11, 25, 14, 5, 33)
-ZH_TIME = "现在是 14:05,2026年11月25日 星期三。"
+ZH_TIME = "现在是 14:05，2026年11月25日 星期三。"
 EN_TIME = "It is 14:05 on Wednesday, 25 November 2026."
 
 
@@ -133,14 +133,14 @@ def test_time_is_answered_directly(chat: Conversation) -> None:
 def test_weather_slot_filling_in_chinese(chat: Conversation, weather: FakeWeather) -> None:
     question = chat.say("天气")
     assert question.reply is not None
-    assert (question.reply.text, question.reply.skill, question.reply.expects_reply) == ("哪个城市?", "weather", True)
-    assert chat.state.pending == PendingTask(skill="weather", question="哪个城市?", slot="location", slots={})
+    assert (question.reply.text, question.reply.skill, question.reply.expects_reply) == ("哪个城市？", "weather", True)
+    assert chat.state.pending == PendingTask(skill="weather", question="哪个城市？", slot="location", slots={})
     assert weather.asked == []
 
     answer = chat.say("上海")
     assert answer.reply is not None
     assert answer.reply.skill == "weather"
-    assert answer.reply.text == "上海当前气温 12℃,小雨。"
+    assert answer.reply.text == "上海当前气温 12℃，小雨。"
     assert answer.reply.expects_reply is False
     assert weather.asked == [("上海", "zh")]
     assert chat.state.pending is None
@@ -162,7 +162,7 @@ def test_weather_slot_filling_in_english(chat: Conversation, weather: FakeWeathe
 def test_a_place_named_in_the_question_needs_no_follow_up(chat: Conversation) -> None:
     outcome = chat.say("北京天气怎么样")
     assert outcome.reply is not None
-    assert outcome.reply.text == "北京当前气温 -3.5℃,晴。"
+    assert outcome.reply.text == "北京当前气温 -3.5℃，晴。"
     assert chat.state.pending is None
 
 
@@ -170,7 +170,7 @@ def test_the_pending_skill_triggered_again_gets_the_new_message(chat: Conversati
     chat.say("天气")
     outcome = chat.say("北京天气")
     assert outcome.reply is not None
-    assert outcome.reply.text == "北京当前气温 -3.5℃,晴。"
+    assert outcome.reply.text == "北京当前气温 -3.5℃，晴。"
     assert weather.asked == [("北京", "zh")]
     assert chat.state.pending is None and chat.state.interrupted == ()
 
@@ -182,7 +182,7 @@ def test_interruption_answers_the_new_request_and_offers_the_question_again(
     interrupted = chat.say("现在几点")
     assert interrupted.reply is not None
     assert interrupted.reply.skill == "time"
-    assert interrupted.reply.text == f"{ZH_TIME}\n我们接着刚才的话题:哪个城市?"
+    assert interrupted.reply.text == f"{ZH_TIME}\n我们接着刚才的话题：哪个城市？"
     assert interrupted.reply.expects_reply is True
     assert chat.state.pending is not None and chat.state.pending.skill == "weather"
     assert chat.state.interrupted == ()
@@ -190,7 +190,7 @@ def test_interruption_answers_the_new_request_and_offers_the_question_again(
 
     resumed = chat.say("上海")
     assert resumed.reply is not None
-    assert (resumed.reply.skill, resumed.reply.text) == ("weather", "上海当前气温 12℃,小雨。")
+    assert (resumed.reply.skill, resumed.reply.text) == ("weather", "上海当前气温 12℃，小雨。")
     assert chat.state.pending is None and chat.state.interrupted == ()
 
 
@@ -206,8 +206,8 @@ def test_interruption_in_english(chat: Conversation) -> None:
 @pytest.mark.parametrize(
     ("opening", "word", "answer"),
     [
-        ("天气", "取消", "好的,已取消。"),
-        ("天气", "算了", "好的,已取消。"),
+        ("天气", "取消", "好的，已取消。"),
+        ("天气", "算了", "好的，已取消。"),
         ("weather", "Cancel", "OK, cancelled."),
         ("weather", "never mind", "OK, cancelled."),
     ],
@@ -241,7 +241,7 @@ def test_a_failing_skill_gets_an_apology_with_an_error_code(registry: SkillRegis
     chat.say("现在几点")
     outcome = chat.say("爆炸")
     assert outcome.reply is not None
-    assert outcome.reply.text == "抱歉,处理您的请求时出了点问题,请稍后再试。"
+    assert outcome.reply.text == "抱歉，处理您的请求时出了点问题，请稍后再试。"
     assert (outcome.reply.skill, outcome.reply.error, outcome.reply.expects_reply) == ("boom", "skill_error", False)
     # The state is intact: history kept and extended, and the session goes on working.
     assert [t.skill for t in chat.state.history] == ["time", "boom"]
@@ -263,8 +263,8 @@ def test_a_failing_skill_keeps_the_interrupted_question(registry: SkillRegistry)
     # The weather question is put aside, not lost: the next answered request offers it again.
     assert [t.skill for t in chat.state.interrupted] == ["weather"]
     again = chat.say("现在几点")
-    assert again.reply is not None and again.reply.text.endswith("哪个城市?")
-    assert chat.say("上海").reply.text == "上海当前气温 12℃,小雨。"  # type: ignore[union-attr]
+    assert again.reply is not None and again.reply.text.endswith("哪个城市？")
+    assert chat.say("上海").reply.text == "上海当前气温 12℃，小雨。"  # type: ignore[union-attr]
 
 
 def test_a_skill_returning_nonsense_is_a_skill_error(registry: SkillRegistry) -> None:
@@ -293,14 +293,14 @@ def test_a_hanging_skill_times_out_with_its_own_error_code(registry: SkillRegist
 
 def test_a_deleted_pending_skill_makes_the_message_a_new_one(chat: Conversation, registry: SkillRegistry) -> None:
     chat.state = replace(
-        chat.state, pending=PendingTask(skill="quiz", question="答案是什么?", slot="answer", slots={"round": "1"})
+        chat.state, pending=PendingTask(skill="quiz", question="答案是什么？", slot="answer", slots={"round": "1"})
     )
     # "quiz" is not registered (an admin deleted it): the answer is just an unmatched message.
     unmatched = chat.say("四十二")
     assert unmatched.reply is None
     assert chat.state.pending is None and chat.state.interrupted == ()
 
-    chat.state = replace(chat.state, pending=PendingTask(skill="quiz", question="答案是什么?", slot="answer"))
+    chat.state = replace(chat.state, pending=PendingTask(skill="quiz", question="答案是什么？", slot="answer"))
     matched = chat.say("现在几点")
     assert matched.reply is not None
     # Answered by the skill it names, and the dead question is not offered again.
@@ -313,7 +313,7 @@ def test_a_question_put_aside_by_a_skill_since_deleted_is_not_offered_again(
 ) -> None:
     registry.add(BoomSkill())
     chat.say("爆炸")
-    registry.add(type("QuizSkill", (BaseSkill,), {"execute": lambda self, c: SkillResult.question("答案?", "a")})(
+    registry.add(type("QuizSkill", (BaseSkill,), {"execute": lambda self, c: SkillResult.question("答案？", "a")})(
         name="quiz", triggers=["测验"]))  # fmt: skip
     assert chat.say("测验").reply.expects_reply  # type: ignore[union-attr]
     chat.say("爆炸")  # fails: the quiz question is put aside
@@ -331,8 +331,8 @@ def test_help_lists_every_skill(chat: Conversation, registry: SkillRegistry) -> 
     assert outcome.reply is not None
     assert outcome.reply.skill == "help"
     lines = outcome.reply.text.splitlines()
-    assert lines[0] == "我可以帮你做这些事:"
-    assert [line.split(":")[0] for line in lines[1:]] == ["- time", "- weather", "- help", "- boom"]
+    assert lines[0] == "我可以帮你做这些事："
+    assert [line.split("：")[0] for line in lines[1:]] == ["- time", "- weather", "- help", "- boom"]
 
 
 def test_history_is_bounded(chat: Conversation) -> None:

@@ -58,7 +58,7 @@ def test_reply_round_trip_with_chinese_text_actions_and_error() -> None:
         message_id="m1",
         session_id="s1",
         channel="mqtt",
-        text="抱歉,天气服务暂时无法访问。",
+        text="抱歉，天气服务暂时无法访问。",
         skill="weather",
         expects_reply=True,
         actions=({"type": "light", "room": "客厅", "on": True},),

@@ -99,8 +99,8 @@ def test_describe_and_missing_execute() -> None:
 
 
 def test_skill_result_question() -> None:
-    result = SkillResult.question("哪个城市?", slot="location", slots={"a": "b"})
-    assert result.ask == result.text == "哪个城市?"
+    result = SkillResult.question("哪个城市？", slot="location", slots={"a": "b"})
+    assert result.ask == result.text == "哪个城市？"
     assert result.slot == "location"
     assert result.slots == {"a": "b"}
 
@@ -267,7 +267,7 @@ def test_declarative_webhook_failures_are_polite() -> None:
         return {"status": "ok"}
 
     hook = definition("order", ("order",), webhook="http://hook.example/o")
-    assert DeclarativeSkill(hook, failing).execute(context("订单")) == "抱歉,这个功能暂时不可用。"
+    assert DeclarativeSkill(hook, failing).execute(context("订单")) == "抱歉，这个功能暂时不可用。"
     assert (
         DeclarativeSkill(hook, useless).execute(context("order", "en")) == "Sorry, that skill is unavailable right now."
     )

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 VISIBILITY_TIMEOUT = 15
 #: Seconds between each worker's sweeps for messages of dead workers: one cheap sorted-set query.
 RESTORE_INTERVAL = 2
+#: Seconds the restore sweep's lock may be held. The sweep takes milliseconds; kombu's default of 5 minutes would
+#: stop every restore for that long if a worker died holding the lock.
+RESTORE_LOCK_SECONDS = 5
 #: Seconds a broker call may hang (a paused Redis) before it fails.
 SOCKET_TIMEOUT = 5
 
@@ -100,6 +103,7 @@ def transport_options(embedded_polling_interval: float | None) -> dict[str, Any]
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "unacked_restore_interval": RESTORE_INTERVAL,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": RESTORE_LOCK_SECONDS,
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": SOCKET_TIMEOUT,
     }

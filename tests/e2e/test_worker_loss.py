@@ -54,6 +54,17 @@ class GateSkill(BaseSkill):
         while not (GATES / key).exists():
             time.sleep(0.005)
         return f"闸门 {{key}} 开了"
+
+
+class NapSkill(BaseSkill):
+    """Takes a moment, as a skill calling a slow service does: a busy worker always has messages in hand."""
+
+    def __init__(self):
+        super().__init__(name="nap", description="小睡一会 / naps", triggers=["小睡"])
+
+    def execute(self, context):
+        time.sleep(0.05)
+        return "睡醒了"
 '''
 
 
@@ -189,7 +200,9 @@ def test_a_burst_survives_a_dispatch_worker_killed_in_the_middle(layout: dict[st
     doomed = start_worker(run, "dispatch-doomed", "dispatch")
     start_worker(run, "dispatch-steady", "dispatch")
     start_worker(run, "deliver", "inference,reply.web")
-    clients, per_client = 12, 40
+    for name in ("dispatch-doomed", "dispatch-steady", "deliver"):
+        eventually(lambda name=name: " ready." in run.log(name), 60, what=f"worker {name} to start")
+    clients, per_client = 12, 25
     answers: dict[str, list[tuple[str, float]]] = {}
     pending: list[tuple[str, str]] = []
     killed_at: list[float] = []
@@ -198,7 +211,7 @@ def test_a_burst_survives_a_dispatch_worker_killed_in_the_middle(layout: dict[st
     def client(i: int) -> None:
         session = f"burst-{i}-{uuid.uuid4().hex[:6]}"
         for n in range(per_client):
-            body = {"text": "现在几点", "session_id": session, "client_msg_id": f"{session}-{n}"}
+            body = {"text": "小睡", "session_id": session, "client_msg_id": f"{session}-{n}"}
             response = requests.post(f"{url}/api/messages?wait=30", json=body, headers=headers, timeout=60)
             assert response.status_code in (200, 202), response.text
             data = response.json()

@@ -9,7 +9,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bootstrap import Adapters
-from ingress import health, messages, skills_api
+from ingress import health, messages, openapi, skills_api
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
@@ -31,6 +31,7 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
     app.register_blueprint(messages.bp)
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:

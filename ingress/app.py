@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from adapters.bootstrap import Adapters
 from ingress import health, messages, openapi, skills_api
 from ingress.metrics import GatewayMetrics
+from ingress.ratelimit import install_rate_limits
 from ingress.replyhub import ReplyHub
 from tasks.forward import Forwarder
 
@@ -32,6 +33,7 @@ def create_app(adapters: Adapters, celery_app: Celery) -> Flask:
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    install_rate_limits(app, settings)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:

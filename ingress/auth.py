@@ -13,6 +13,9 @@ from adapters.tokens import Identity, TokenError, verify_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``app.extensions`` key of callables run with each verified identity before the view (the per-user rate limit).
+AUTHENTICATED_HOOKS = "assistant.authenticated"
+
 
 def current_identity() -> Identity:
     identity: Identity = g.identity
@@ -36,6 +39,8 @@ def require_token(role: str | None = None) -> Callable[[F], F]:
             if role is not None and role not in identity.roles:
                 raise Forbidden(f"this needs the '{role}' role")
             g.identity = identity
+            for hook in current_app.extensions.get(AUTHENTICATED_HOOKS, ()):
+                hook(identity)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -88,6 +88,9 @@ def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
         # The dead worker's session lock outlives it by this plus 10 s; keep the wait short.
         "SKILL_TIMEOUT_SECONDS": "1",
         "HOST": "127.0.0.1",
+        # Many messages from one user and one address.
+        "RATE_LIMIT_PER_USER": "off",
+        "RATE_LIMIT_PER_IP": "off",
     }
     run = Layout(env, tmp_path)
     try:

@@ -43,7 +43,7 @@ STATE_DB, BROKER_DB = 13, 14
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 #: Generated requests per operation (positive and negative ones together).
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 50
 HTTP_TIMEOUT = 10.0
 #: The settings the document depends on; the app below is built with the same.
 MAX_WAIT_SECONDS = 1.0
@@ -147,6 +147,12 @@ def target(
         adapters.close()
         if layout == "distributed":
             _flush_redis()
+
+
+def test_the_document_is_valid_openapi() -> None:
+    schema.validate()  # against the OpenAPI 3.1 schema; raises on the first violation
+    labels = {operation.ok().label for operation in schema.get_all_operations()}
+    assert {"POST /api/messages", "GET /api/sessions/{session_id}/events", "DELETE /api/skills/{name}"} <= labels
 
 
 def test_the_app_serves_the_fuzzed_document(target: Target) -> None:

@@ -40,6 +40,9 @@ POSTGRES_ADMIN = f"postgresql://postgres@{HOST}:5432/postgres"
 BROKER_DB = 5
 STATE_DB = 6
 
+#: The load comes from one address and a few users, far past the gateway's default rate limits.
+NO_RATE_LIMITS = {"RATE_LIMIT_PER_USER": "off", "RATE_LIMIT_PER_IP": "off"}
+
 #: Environment variables passed through to the servers; everything else is left out on purpose.
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
@@ -426,6 +429,7 @@ class Distributed(Layout):
                 "LOG_LEVEL": self.config.log_level,
                 "ASSISTANT_CONFIG_DIR": str(root / "config"),
             }
+            | NO_RATE_LIMITS
             | (diag_env() if self.config.diag else {})
             | self.config.extra_env
         )
@@ -539,7 +543,7 @@ class Embedded(Layout):
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         data = {"ASSISTANT_DATA_DIR": str(self.workdir / "data")}
-        self.env = base_env(root, diag) | data | (diag_env() if diag else {})
+        self.env = base_env(root, diag) | data | NO_RATE_LIMITS | (diag_env() if diag else {})
         self.proc: Proc | None = None
 
     def start(self) -> Embedded:

@@ -10,8 +10,9 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from ingress import auth, auth_api, health, messages, skills_api
+from ingress import auth, auth_api, health, messages, openapi, skills_api
 from ingress.metrics import GatewayMetrics
+from ingress.ratelimit import install_rate_limits
 from ingress.replyhub import ReplyHub
 from pipeline.logsafe import trace_without_messages
 from tasks.forward import Forwarder
@@ -38,6 +39,8 @@ def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[
     app.register_blueprint(messages.bp)
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    install_rate_limits(app, settings)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:

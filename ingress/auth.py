@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``app.extensions`` key of callables run with each verified identity before the view (the per-user rate limit).
+AUTHENTICATED_HOOKS = "assistant.authenticated"
+
+
 #: Everything a ``visitor`` token opens: sending a message and reading its own sessions. Any other endpoint
 #: behind ``require_token`` answers 403 to a visitor, so a new endpoint is closed to visitors until listed here.
 VISITOR_ENDPOINTS = frozenset(
@@ -96,6 +100,8 @@ def require_token(role: str | None = None, token_type: str = ACCESS) -> Callable
             if role is not None and role not in identity.roles:
                 raise Forbidden(f"this needs the '{role}' role")
             g.identity = identity
+            for hook in current_app.extensions.get(AUTHENTICATED_HOOKS, ()):
+                hook(identity)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

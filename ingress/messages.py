@@ -17,11 +17,11 @@ from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from adapters.state import Registration, valid_cursor
+from adapters.state import Registration
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
-from pipeline.envelope import Envelope, Reply, new_id
+from pipeline.envelope import Envelope, Reply, new_id, storable_text
 from pipeline.stages import Channel, Stage
 from tasks.forward import Forwarder
 
@@ -29,6 +29,10 @@ bp = Blueprint("messages", __name__)
 logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: A reply cursor is a Redis stream id: two unsigned 64-bit numbers in ASCII digits. Redis refuses any
+#: other (``²``, ``٣`` or 2**64 pass ``str.isdigit``/``int``), and an exclusive start after the last id.
+CURSOR = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+LAST_STREAM_ID = (2**64 - 1, 2**64 - 1)
 MAX_TEXT = 4000
 MAX_CLIENT_MSG_ID = 128
 #: Seconds between SSE keep-alive comments, so proxies and clients don't close an idle stream.
@@ -59,12 +63,17 @@ def post_message() -> tuple[dict[str, Any], int]:
         raise BadRequest("'text' is required and must be a non-empty string")
     if len(text) > MAX_TEXT:
         raise BadRequest(f"'text' is longer than {MAX_TEXT} characters")
+    if not storable_text(text):  # the transcript write or the broker would fail on it later
+        raise BadRequest("'text' must not contain NUL characters or unpaired surrogates")
     session_id = body.get("session_id")
-    if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.match(session_id)):
+    if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id)):
         raise BadRequest("'session_id' must be 1-64 letters, digits or _ . : -")
     client_msg_id = body.get("client_msg_id")
     if client_msg_id is not None and (
-        not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_CLIENT_MSG_ID
+        not isinstance(client_msg_id, str)
+        or not client_msg_id
+        or len(client_msg_id) > MAX_CLIENT_MSG_ID
+        or not storable_text(client_msg_id)
     ):
         raise BadRequest(f"'client_msg_id' must be a non-empty string of at most {MAX_CLIENT_MSG_ID} characters")
     wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
@@ -233,7 +242,7 @@ def _sse(cursor: str, reply: Reply) -> str:
 def _authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
     """The session's owner and times; 404 when it does not exist or belongs to someone else."""
     identity = current_identity()
-    if not SESSION_ID.match(session_id):
+    if not SESSION_ID.fullmatch(session_id):
         raise NotFound(f"unknown session '{session_id}'")
     record = adapters.repository.load_session(session_id)
     if record is not None:
@@ -263,7 +272,9 @@ def _wait_param(default: float, ceiling: float) -> float:
 def _cursor_param(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
-    if not valid_cursor(raw):
+    match = CURSOR.fullmatch(raw)
+    position = (int(match[1]), int(match[2] or 0)) if match else LAST_STREAM_ID
+    if max(position) > LAST_STREAM_ID[0] or position >= LAST_STREAM_ID:
         raise BadRequest("'after' (or Last-Event-ID) must be a cursor such as '1732540000000-0'")
     return raw
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,18 @@ ENVELOPE_VERSION = 1
 def new_id() -> str:
     """A fresh random id for messages and sessions."""
     return uuid.uuid4().hex
+
+
+def storable_text(text: str) -> bool:
+    """True when every store and queue keeps ``text`` as it is: no NUL (PostgreSQL text refuses it) and
+    no lone surrogate (a JSON ``"\\ud800"`` decodes to one; it has no UTF-8 form)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def now() -> float:
@@ -85,27 +98,24 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
+        """Decode ``to_json``'s form; raises ``EnvelopeError`` for anything else, whatever the input."""
         data = _load_versioned(raw, "envelope")
-        _check_types(data, {"roles": list, "wants": list, "text": str, "timings": list})
-        try:
-            return cls(
-                message_id=str(data["message_id"]),
-                session_id=str(data["session_id"]),
-                channel=str(data["channel"]),
-                user_id=str(data["user_id"]),
-                roles=tuple(data.get("roles", ())),
-                text=str(data.get("text", "")),
-                audio_key=data.get("audio_key"),
-                client_msg_id=data.get("client_msg_id"),
-                reply_to=data.get("reply_to"),
-                wants=tuple(data.get("wants", ("text",))),
-                language=data.get("language"),
-                seq=int(data.get("seq", 0)),
-                created_at=float(data.get("created_at", 0.0)),
-                timings=tuple((str(s), float(ms)) for s, ms in data.get("timings", ())),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EnvelopeError(f"malformed envelope: {exc!r}") from exc
+        return cls(
+            message_id=_text(data, "message_id"),
+            session_id=_text(data, "session_id"),
+            channel=_text(data, "channel"),
+            user_id=_text(data, "user_id"),
+            roles=_texts(data, "roles", ()),
+            text=_text(data, "text", ""),
+            audio_key=_optional_text(data, "audio_key"),
+            client_msg_id=_optional_text(data, "client_msg_id"),
+            reply_to=_optional_text(data, "reply_to"),
+            wants=_texts(data, "wants", ("text",)),
+            language=_optional_text(data, "language"),
+            seq=_integer(data, "seq"),
+            created_at=_number(data, "created_at"),
+            timings=_timings(data),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,26 +175,26 @@ class Reply:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
-        _check_types(data, {"text": str, "actions": list, "timings": list})
-        try:
-            return cls(
-                message_id=str(data["message_id"]),
-                session_id=str(data["session_id"]),
-                channel=str(data["channel"]),
-                text=str(data["text"]),
-                skill=data.get("skill"),
-                expects_reply=bool(data.get("expects_reply", False)),
-                actions=tuple(data.get("actions", ())),
-                error=data.get("error"),
-                reply_to=data.get("reply_to"),
-                user_id=str(data.get("user_id", "")),
-                created_at=float(data.get("created_at", 0.0)),
-                timings=tuple((str(s), float(ms)) for s, ms in data.get("timings", ())),
-                seq=int(data.get("seq", 0)),
-                recorded=bool(data.get("recorded", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EnvelopeError(f"malformed reply: {exc!r}") from exc
+        """Decode ``to_dict``'s form; raises ``EnvelopeError`` for anything else."""
+        actions = data.get("actions")
+        if actions is not None and not (isinstance(actions, list) and all(isinstance(a, dict) for a in actions)):
+            raise EnvelopeError("field 'actions' must be a list of JSON objects")
+        return cls(
+            message_id=_text(data, "message_id"),
+            session_id=_text(data, "session_id"),
+            channel=_text(data, "channel"),
+            text=_text(data, "text"),
+            skill=_optional_text(data, "skill"),
+            expects_reply=_flag(data, "expects_reply"),
+            actions=tuple(actions or ()),
+            error=_optional_text(data, "error"),
+            reply_to=_optional_text(data, "reply_to"),
+            user_id=_text(data, "user_id", ""),
+            created_at=_number(data, "created_at"),
+            timings=_timings(data),
+            seq=_integer(data, "seq"),
+            recorded=_flag(data, "recorded"),
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Reply:
@@ -206,17 +216,90 @@ class Reply:
         )
 
 
-def _check_types(data: dict[str, Any], expected: dict[str, type]) -> None:
-    """Reject fields of the wrong JSON type, which would otherwise be coerced into nonsense."""
-    for name, kind in expected.items():
-        if name in data and data[name] is not None and not isinstance(data[name], kind):
-            raise EnvelopeError(f"field {name!r} must be a JSON {kind.__name__}, got {type(data[name]).__name__}")
+# Field readers: an absent or null field takes the default; a field of another JSON type is refused,
+# rather than coerced into nonsense (``str(None)``, ``int(1.9)``) or failing with another exception.
+
+
+def _text(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name)
+    if value is None:
+        if default is None:
+            raise EnvelopeError(f"field {name!r} is required")
+        return default
+    if not isinstance(value, str):
+        raise EnvelopeError(f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise EnvelopeError(f"field {name!r} must be a string or null, got {type(value).__name__}")
+    return value
+
+
+def _texts(data: dict[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise EnvelopeError(f"field {name!r} must be a list of strings")
+    return tuple(value)
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise EnvelopeError(f"field {name!r} must be true or false, got {type(value).__name__}")
+    return value
+
+
+def _integer(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EnvelopeError(f"field {name!r} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EnvelopeError(f"field {name!r} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer beyond any float
+        raise EnvelopeError(f"field {name!r} is out of range") from exc
+    if not math.isfinite(number):
+        raise EnvelopeError(f"field {name!r} must be a finite number")
+    return number
+
+
+def _number(data: dict[str, Any], name: str) -> float:
+    value = data.get(name)
+    return 0.0 if value is None else _finite(value, name)
+
+
+def _timings(data: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    value = data.get("timings")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise EnvelopeError("field 'timings' must be a list of [stage, milliseconds]")
+    timings = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise EnvelopeError("field 'timings' must be a list of [stage, milliseconds]")
+        timings.append((item[0], _finite(item[1], "timings")))
+    return tuple(timings)
 
 
 def _load_versioned(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise EnvelopeError(f"{what} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EnvelopeError(f"{what} must be a JSON object")

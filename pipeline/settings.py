@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from pipeline.errors import ConfigurationError
 MIN_SECRET_LENGTH = 32
 #: The longest skill time limit: a skill holds its session's turn, and every later message of it, while it runs.
 MAX_SKILL_TIMEOUT_SECONDS = 60.0
+#: A rate limit as Flask-Limiter writes it: ``120/minute``, ``10 per second``, several joined by ``;``.
+_ONE_LIMIT = r"\s*\d+\s*(?:/|\s+per\s+)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
+RATE_LIMIT = re.compile(rf"^{_ONE_LIMIT}(?:[,;|]{_ONE_LIMIT})*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,10 @@ class Settings:
     max_deliveries: int = 5
     #: Embedded broker's polling interval, seconds; it is the latency of each in-process hop.
     embedded_polling_interval: float = 0.002
+    #: Requests one user (token subject) may make to ``/api`` per window, such as ``120/minute``; None: no limit.
+    rate_limit_per_user: str | None = "120/minute"
+    #: Requests one client address may make to ``/api`` per window; None: no limit.
+    rate_limit_per_ip: str | None = "600/minute"
     #: Host and port the HTTP API binds.
     host: str = "127.0.0.1"
     port: int = 8080
@@ -138,6 +146,8 @@ class Settings:
             session_ttl_seconds=_int(env, "SESSION_TTL_SECONDS", defaults.session_ttl_seconds),
             max_deliveries=_int(env, "MAX_DELIVERIES", defaults.max_deliveries),
             embedded_polling_interval=_float(env, "EMBEDDED_POLLING_INTERVAL", defaults.embedded_polling_interval),
+            rate_limit_per_user=_rate_limit(env, "RATE_LIMIT_PER_USER", defaults.rate_limit_per_user),
+            rate_limit_per_ip=_rate_limit(env, "RATE_LIMIT_PER_IP", defaults.rate_limit_per_ip),
             host=env.get("HOST", "127.0.0.1" if not broker_url else "0.0.0.0"),
             port=_int(env, "PORT", defaults.port),
             channels=_read_channels(config_dir / "channels.json"),
@@ -220,3 +230,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """A rate limit string; ``off`` turns the limit off (None)."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if raw.lower() == "off":
+        return None
+    if not RATE_LIMIT.match(raw):
+        raise ConfigurationError(f"{name} must look like '120/minute' (or '10 per second'), or be 'off'; got {raw!r}")
+    return raw

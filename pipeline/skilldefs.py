@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.envelope import now
+from pipeline.envelope import now, storable_text
 from pipeline.errors import AssistantError
 
 NAME_MAX = 64
+#: The database column's size.
+WEBHOOK_MAX = 2048
 
 
 class SkillDefinitionError(AssistantError):
@@ -86,10 +88,10 @@ class SkillDefinition:
             raise SkillDefinitionError("exactly one of 'response' and 'webhook' must be given")
         if response is not None and (not isinstance(response, str) or not response.strip()):
             raise SkillDefinitionError("'response' must be a non-empty string")
-        if webhook is not None:
-            parsed = urlparse(webhook) if isinstance(webhook, str) else None
-            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise SkillDefinitionError("'webhook' must be an http:// or https:// URL")
+        if webhook is not None and not _http_url(webhook):
+            raise SkillDefinitionError(f"'webhook' must be an http(s):// URL of at most {WEBHOOK_MAX} characters")
+        if not all(storable_text(text) for text in (name, description, response or "", *triggers)):
+            raise SkillDefinitionError("skill fields must not contain NUL characters or unpaired surrogates")
         return cls(
             name=name.strip(),
             description=description.strip(),
@@ -98,3 +100,16 @@ class SkillDefinition:
             webhook=webhook,
             created_by=created_by,
         )
+
+
+def _http_url(value: Any) -> bool:
+    """An http(s) URL with a host, and without spaces or control characters."""
+    if not isinstance(value, str) or len(value) > WEBHOOK_MAX:
+        return False
+    if not value.isprintable() or any(ch.isspace() for ch in value) or not storable_text(value):
+        return False
+    try:
+        parsed = urlparse(value)
+    except ValueError:  # e.g. "http://a]b": an unbalanced IPv6 bracket
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)

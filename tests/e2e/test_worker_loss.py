@@ -87,6 +87,9 @@ def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "SKILLS_DIR": str(skills),
         "SKILL_TIMEOUT_SECONDS": "40",
         "HOST": "127.0.0.1",
+        # Many messages from one user and one address.
+        "RATE_LIMIT_PER_USER": "off",
+        "RATE_LIMIT_PER_IP": "off",
     }
     run = Layout(env, tmp_path)
     try:

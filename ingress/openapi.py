@@ -1,0 +1,462 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``GET /api/openapi.json``.
+
+To describe a new endpoint, add its path item to ``_paths`` (built with ``_operation``, which adds the
+error responses named by status code) and any new body shapes to ``_schemas``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from adapters.tokens import ROLES
+from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
+from pipeline.settings import Settings
+from pipeline.skilldefs import NAME_MAX
+
+bp = Blueprint("openapi", __name__)
+
+PATH = "/api/openapi.json"
+JSON = "application/json"
+ERROR_REF = "#/components/schemas/Error"
+#: What each error status means, for every operation that can answer it.
+ERRORS = {
+    400: "Malformed JSON, a missing or invalid field, or a bad `wait`, `after` or `Last-Event-ID`.",
+    401: "Missing, malformed, expired or foreign bearer token.",
+    403: "The token lacks the role this call needs.",
+    404: "No such session or skill (a session of another user is not found either).",
+    409: "The name belongs to a built-in or installed skill.",
+    413: "The body is larger than `MAX_BODY_BYTES`.",
+    429: "Too many requests from this user or address; `Retry-After` says when to try again.",
+    503: "The message queue is unreachable; the message was not accepted and may be sent again.",
+}
+#: The errors every authenticated call can answer.
+AUTH_ERRORS = (401, 429)
+
+
+@bp.get(PATH)
+def openapi_json() -> dict[str, Any]:
+    """The document, built once per app from its settings (the ``wait`` bounds come from them)."""
+    ext = current_app.extensions["assistant"]
+    if "openapi" not in ext:
+        ext["openapi"] = openapi_document(ext["adapters"].settings)
+    document: dict[str, Any] = ext["openapi"]
+    return document
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Assistant HTTP API",
+            "version": "1",
+            "description": "Send messages to the assistant and receive its replies; manage declarative skills.",
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(settings),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": f"A token from `assistant token --sub NAME --role {'|'.join(ROLES)}`.",
+                }
+            },
+            "schemas": _schemas(),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until the rate limit window ends.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            },
+        },
+    }
+
+
+def _paths(settings: Settings) -> dict[str, Any]:
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": f"Seconds to wait for a reply (default {settings.default_wait_seconds:g}).",
+        "schema": {"type": "number", "minimum": 0, "maximum": settings.max_wait_seconds},
+    }
+    after = {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "Only replies after this cursor (a reply's `id`).",
+        "schema": _ref("Cursor"),
+    }
+    session_id = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": SESSION_ID.pattern},
+    }
+    public: list[dict[str, Any]] = []
+    return {
+        "/api/auth/refresh": {
+            "post": _operation(
+                "A new access token for the refresh token sent as the bearer token.",
+                responses={200: _json("A new access token.", "AccessToken")},
+                errors=(403, 503),
+            )
+        },
+        "/api/auth/logout": {
+            "post": _operation(
+                "Revoke the access token it is sent with, and the refresh token in the body (the same user's).",
+                body="LogoutRequest",
+                body_required=False,
+                responses={204: {"description": "Revoked."}},
+                errors=(400, 403, 503),
+            )
+        },
+        "/api/messages": {
+            "post": _operation(
+                "Send a message; wait up to `wait` seconds for its reply.",
+                parameters=[wait],
+                body="MessageRequest",
+                responses={
+                    200: _json("The reply came within the wait.", "MessageAnswered"),
+                    202: _json(
+                        "Accepted; the reply comes later (`wait=0`, or `status: pending` when the wait ran out).",
+                        "MessageAccepted",
+                    ),
+                },
+                errors=(400, 404, 413, 503),
+            )
+        },
+        "/api/sessions/{session_id}": {
+            "parameters": [session_id],
+            "get": _operation(
+                "The session's transcript: messages and replies in order.",
+                responses={200: _json("The transcript.", "Transcript")},
+                errors=(404,),
+            ),
+        },
+        "/api/sessions/{session_id}/replies": {
+            "parameters": [session_id],
+            "get": _operation(
+                "Long-poll: the replies after `after`, waiting up to `wait` seconds for the first.",
+                parameters=[after, wait],
+                responses={200: _json("Replies after the cursor (maybe none) and the cursor to pass next.", "Replies")},
+                errors=(400, 404),
+            ),
+        },
+        "/api/sessions/{session_id}/events": {
+            "parameters": [session_id],
+            "get": _operation(
+                "Server-Sent Events: one `event: reply` per reply, its `id:` the reply's cursor.",
+                parameters=[
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "Resume after this cursor (browsers send it on reconnect).",
+                        "schema": _ref("Cursor"),
+                    },
+                    {**after, "description": "Resume after this cursor when `Last-Event-ID` is not sent."},
+                ],
+                responses={
+                    200: {
+                        "description": "An endless stream of `reply` events and keep-alive comments.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                errors=(400, 404),
+            ),
+        },
+        "/api/skills": {
+            "get": _operation(
+                "Every skill: loaded ones (built-in, folder, packages) and registered ones.",
+                responses={200: _json("The skills.", "SkillList")},
+            ),
+            "post": _operation(
+                "Register or replace a declarative skill (admins).",
+                body="SkillDefinition",
+                responses={
+                    200: _json("An existing registered skill was replaced.", "RegisteredSkill"),
+                    201: _json("The skill was registered.", "RegisteredSkill"),
+                },
+                errors=(400, 403, 409, 413),
+            ),
+        },
+        "/api/skills/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": _operation(
+                "Remove a registered skill (admins).",
+                responses={204: {"description": "Removed."}},
+                errors=(403, 404),
+            ),
+        },
+        PATH: {
+            "get": _operation(
+                "This document.",
+                responses={200: _json("The OpenAPI document.", None)},
+                security=public,
+                auth_errors=(),
+            )
+        },
+        "/healthz": {
+            "get": _operation(
+                "The process answers.",
+                responses={200: _json("Alive.", "Health")},
+                security=public,
+                auth_errors=(),
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "The broker, Redis and the database are reachable.",
+                responses={
+                    200: _json("Ready.", "Readiness"),
+                    503: _json("Not ready; `checks` names what is unreachable.", "Readiness"),
+                },
+                security=public,
+                auth_errors=(),
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics.",
+                responses={
+                    200: {
+                        "description": "Metrics in the Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                security=public,
+                auth_errors=(),
+            )
+        },
+    }
+
+
+def _operation(
+    summary: str,
+    responses: dict[int, dict[str, Any]],
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    body_required: bool = True,
+    errors: tuple[int, ...] = (),
+    security: list[dict[str, Any]] | None = None,
+    auth_errors: tuple[int, ...] = AUTH_ERRORS,
+) -> dict[str, Any]:
+    """One operation; ``errors`` (plus ``auth_errors``) become responses with the JSON error body."""
+    operation: dict[str, Any] = {"summary": summary}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": body_required, "content": {JSON: {"schema": _ref(body)}}}
+    if security is not None:
+        operation["security"] = security
+    all_responses = {str(code): response for code, response in responses.items()}
+    for code in sorted({*errors, *auth_errors}):
+        all_responses.setdefault(str(code), _error(code))
+    operation["responses"] = all_responses
+    return operation
+
+
+def _error(code: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": ERRORS[code], "content": {JSON: {"schema": {"$ref": ERROR_REF}}}}
+    if code in (429, 503):
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+    return response
+
+
+def _json(description: str, schema: str | None) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema) if schema else {"type": "object"}}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+def _schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "description": "Machine-readable code, e.g. `bad_request`."},
+                "message": {"type": "string", "description": "What is wrong, for people."},
+            },
+        },
+        "AccessToken": {
+            "type": "object",
+            "required": ["access_token", "expires_in"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "expires_in": {"type": "integer", "description": "Seconds until it expires."},
+            },
+        },
+        "LogoutRequest": {
+            "type": "object",
+            "properties": {"refresh_token": {"type": "string", "description": "Revoked too, when given."}},
+        },
+        "Cursor": {
+            "type": "string",
+            "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$",
+            "description": "A position in a session's replies, such as `1732540000000-0`.",
+        },
+        "MessageRequest": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"},
+                "session_id": {
+                    **_nullable("string"),
+                    "pattern": SESSION_ID.pattern,
+                    "description": "Continue this session; a new one is opened when absent.",
+                },
+                "client_msg_id": {
+                    **_nullable("string"),
+                    "minLength": 1,
+                    "maxLength": MAX_CLIENT_MSG_ID,
+                    "description": "The client's id for the message: a resend with it is answered once.",
+                },
+            },
+        },
+        "MessageAccepted": {
+            "type": "object",
+            "required": ["message_id", "session_id"],
+            "properties": {
+                "message_id": {"type": "string"},
+                "session_id": {"type": "string"},
+                "status": {"const": "pending", "description": "The wait ran out before the reply came."},
+                "duplicate": {"const": True, "description": "The `client_msg_id` was sent before."},
+            },
+        },
+        "MessageAnswered": {
+            "type": "object",
+            "required": ["message_id", "session_id", "reply"],
+            "properties": {
+                "message_id": {"type": "string"},
+                "session_id": {"type": "string"},
+                "reply": _ref("Reply"),
+                "duplicate": {"const": True, "description": "The `client_msg_id` was sent before."},
+            },
+        },
+        "Reply": {
+            "type": "object",
+            "required": ["id", "message_id", "text", "skill", "expects_reply", "actions", "error", "at", "timings"],
+            "properties": {
+                "id": {"type": "string", "description": "The reply's cursor."},
+                "message_id": {"type": "string", "description": "The message it answers."},
+                "text": {"type": "string"},
+                "skill": {**_nullable("string"), "description": "The skill that answered."},
+                "expects_reply": {"type": "boolean", "description": "The reply asks something; answer it next."},
+                "actions": {"type": "array", "items": {"type": "object"}},
+                "error": {**_nullable("string"), "description": "Set when the reply is an apology for a failure."},
+                "at": timestamp,
+                "timings": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number"},
+                    "description": "Milliseconds spent in each stage.",
+                },
+            },
+        },
+        "Replies": {
+            "type": "object",
+            "required": ["session_id", "replies", "cursor"],
+            "properties": {
+                "session_id": {"type": "string"},
+                "replies": {"type": "array", "items": _ref("Reply")},
+                "cursor": {**_nullable("string"), "description": "Pass as `after` next time."},
+            },
+        },
+        "Transcript": {
+            "type": "object",
+            "required": ["session_id", "user_id", "created_at", "updated_at", "entries"],
+            "properties": {
+                "session_id": {"type": "string"},
+                "user_id": {"type": "string"},
+                "created_at": timestamp,
+                "updated_at": timestamp,
+                "entries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "message_id", "text", "skill", "error", "at", "timestamp"],
+                        "properties": {
+                            "kind": {"enum": ["message", "reply"]},
+                            "message_id": {"type": "string"},
+                            "text": {"type": "string"},
+                            "skill": _nullable("string"),
+                            "error": _nullable("string"),
+                            "at": timestamp,
+                            "timestamp": {"type": "number", "description": "Epoch seconds."},
+                        },
+                    },
+                },
+            },
+        },
+        "SkillDefinition": {
+            "type": "object",
+            "required": ["name", "triggers"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": "^[^/]*\\S[^/]*$"},
+                "description": {"type": "string"},
+                "triggers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"\S"}},
+                "response": {"type": "string", "pattern": r"\S", "description": "A fixed answer."},
+                "webhook": {
+                    "type": "string",
+                    "pattern": "^https?://[^/]+",
+                    "description": "The context is POSTed here; the JSON's `text` (or the plain body) answers.",
+                },
+            },
+            "oneOf": [{"required": ["response"]}, {"required": ["webhook"]}],
+        },
+        "RegisteredSkill": {
+            "type": "object",
+            "required": ["name", "description", "triggers", "response", "webhook", "created_by", "created_at", "kind"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "triggers": {"type": "array", "items": {"type": "string"}},
+                "response": _nullable("string"),
+                "webhook": _nullable("string"),
+                "created_by": {"type": "string"},
+                "created_at": {"type": "number", "description": "Epoch seconds."},
+                "kind": {"const": "registered"},
+            },
+        },
+        "LoadedSkill": {
+            "type": "object",
+            "required": ["name", "description", "triggers", "kind"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "triggers": {"type": "array", "items": {"type": "string"}},
+                "kind": {"const": "loaded"},
+            },
+        },
+        "SkillList": {
+            "type": "object",
+            "required": ["skills"],
+            "properties": {
+                "skills": {"type": "array", "items": {"oneOf": [_ref("LoadedSkill"), _ref("RegisteredSkill")]}}
+            },
+        },
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"enum": ["ready", "not ready"]},
+                "checks": {
+                    "type": "object",
+                    "description": "`ok`, or `unreachable: <error>`, for the broker, Redis and the database.",
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+        },
+    }

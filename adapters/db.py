@@ -396,6 +396,14 @@ class Repository:
             return False
         return True
 
+    def stored_reply(self, message_id: str) -> Reply | None:
+        """The reply stored for a message, if any: a rescued message whose reply never went out sends this one."""
+        with self._engine.connect() as connection:
+            payload = connection.execute(
+                sa.select(replies.c.payload).where(replies.c.message_id == message_id)
+            ).scalar_one_or_none()
+        return None if payload is None else Reply.from_json(payload)
+
     def transcript(self, session_id: str, limit: int = 500) -> list[TranscriptEntry]:
         """The newest ``limit`` messages and replies of a session, oldest first."""
         with self._engine.connect() as connection:

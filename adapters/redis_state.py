@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from adapters.state import EarlierReplyPending, GapListener, Registration, ReplyListener, Turn, TurnStart
+from adapters.state import EarlierReplyPending, GapListener, Registration, ReplyListener, Stalled, Turn, TurnStart
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,16 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 -- A counter that starts again (it expired with an idle session) must not meet the old watermarks.
 if seq == 1 then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[7], redis.call('TIME')[1], ARGV[2])
+  redis.call('HSET', KEYS[8], ARGV[2], seq .. '|' .. ARGV[3] .. '|' .. ARGV[6])
+end
 return {'ok', tostring(seq)}
 """
 
 _WITHDRAW = """
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('HDEL', KEYS[5], ARGV[4])
 if KEYS[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DECR', KEYS[2]) return 1 end
 -- A later message took a number already: mark this one skipped, so no turn or reply waits for it.
@@ -94,12 +100,18 @@ return 0
 _APPEND = (
     _PASS_SKIPPED
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local function forget_pending()
+  redis.call('ZREM', KEYS[5], ARGV[7])
+  redis.call('HDEL', KEYS[6], ARGV[7])
+  redis.call('HDEL', KEYS[7], ARGV[7])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then forget_pending() return false end
 local seq = tonumber(ARGV[5])
 local delivered = tonumber(redis.call('GET', KEYS[3]) or '0')
 if seq > delivered + 1 and ARGV[6] ~= '1' and seq > past_skipped(delivered, KEYS[4]) + 1 then
   return {'earlier'}
 end
+forget_pending()
 if seq > delivered then redis.call('SET', KEYS[3], seq, 'EX', ARGV[2]) else redis.call('EXPIRE', KEYS[3], ARGV[2]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -108,6 +120,44 @@ redis.call('PUBLISH', ARGV[4], id .. '|' .. ARGV[1])
 return id
 """
 )
+
+
+# Accepted messages whose reply has not gone out, by acceptance time, with their envelopes ("seq|session|json").
+# The broker can lose a message in transit (popped from its list by a worker that died before recording it as
+# unacknowledged); these keys let a sweep find such a message and send it again. Messages whose session is
+# being worked on (its turn lock is held) are not due: they are waiting, not lost.
+PENDING, PENDING_BODIES, PENDING_RESCUES, RESCUE_LOCK = "pending", "pending:body", "pending:rescues", "pending:sweep"
+
+_RESCUE = """
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return {} end
+local now = tonumber(redis.call('TIME')[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(due) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if not body then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], now, id)
+    local first = string.find(body, '|', 1, true)
+    local second = string.find(body, '|', first + 1, true)
+    local session = string.sub(body, first + 1, second - 1)
+    if redis.call('EXISTS', 'sess:' .. session .. ':lock') == 0 then
+      if redis.call('HINCRBY', KEYS[3], id, 1) > tonumber(ARGV[3]) then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('HDEL', KEYS[2], id)
+        redis.call('HDEL', KEYS[3], id)
+        table.insert(out, id)
+        table.insert(out, '')
+      else
+        table.insert(out, id)
+        table.insert(out, body)
+      end
+    end
+  end
+end
+return out
+"""
 
 
 def _text(value: Any) -> str | None:
@@ -158,9 +208,17 @@ class RedisCoordination:
         self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
+        self._rescue = client.register_script(_RESCUE)
 
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
+        self,
+        user_id: str,
+        session_id: str,
+        message_id: str,
+        client_msg_id: str | None,
+        ttl: int,
+        claim: bool = True,
+        envelope_json: str | None = None,
     ) -> Registration:
         client_key = client_msg_key(user_id, client_msg_id)
         keys = [
@@ -170,8 +228,10 @@ class RedisCoordination:
             f"sess:{session_id}:done",
             f"sess:{session_id}:delivered",
             f"sess:{session_id}:skipped",
+            PENDING,
+            PENDING_BODIES,
         ]
-        args: list[str | int] = [user_id, message_id, session_id, ttl, "1" if claim else "0"]
+        args: list[str | int] = [user_id, message_id, session_id, ttl, "1" if claim else "0", envelope_json or ""]
         result: list[str] = self._register(keys=keys, args=args)
         if result[0] in ("forbidden", "unclaimed"):
             return Registration(result[0])
@@ -183,8 +243,9 @@ class RedisCoordination:
     def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         client_key = client_msg_key(user_id, client_msg_id)
         session = registration.session_id
-        keys = [client_key, f"sess:{session}:seq", f"sess:{session}:skipped"]
-        self._withdraw(keys=keys, args=[f"{registration.message_id}|{session}", registration.seq, ttl])
+        keys = [client_key, f"sess:{session}:seq", f"sess:{session}:skipped", PENDING, PENDING_BODIES]
+        args: list[str | int] = [f"{registration.message_id}|{session}", registration.seq, ttl, registration.message_id]
+        self._withdraw(keys=keys, args=args)
 
     def session_owner(self, session_id: str) -> str | None:
         return _text(self._redis.get(f"sess:{session_id}:owner"))
@@ -203,6 +264,23 @@ class RedisCoordination:
             return TurnStart(Turn(result[0]))
         # Lua turns a missing value (nil) into the end of the list: no third item means no state.
         return TurnStart(Turn.GO, result[2] if len(result) > 2 else None, int(result[1]))
+
+    def rescue_stalled(self, older_than: float, limit: int, max_rescues: int, every: float) -> list[Stalled]:
+        # One sweep per ``every`` seconds across all workers: the first to take the lock sweeps.
+        lock_ms = max(1, int(every * 1000) - 100)
+        flat: list[str] = self._rescue(
+            keys=[PENDING, PENDING_BODIES, PENDING_RESCUES, RESCUE_LOCK], args=[older_than, limit, max_rescues, lock_ms]
+        )
+        stalled = []
+        for message_id, body in zip(flat[::2], flat[1::2], strict=True):
+            if not body:
+                logger.error("message %s was sent again %d times without a reply; giving up on it", message_id,
+                             max_rescues)  # fmt: skip
+                continue
+            seq, _, rest = body.partition("|")
+            _, _, envelope_json = rest.partition("|")
+            stalled.append(Stalled(message_id, envelope_json, int(seq)))
+        return stalled
 
     def renew_turn(self, session_id: str, token: str, lock_ms: int) -> bool:
         return bool(self._renew(keys=[f"sess:{session_id}:lock"], args=[token, lock_ms]))
@@ -310,8 +388,19 @@ class RedisReplyStream:
             f"replies:{session}",
             f"sess:{session}:delivered",
             f"sess:{session}:skipped",
+            PENDING,
+            PENDING_BODIES,
+            PENDING_RESCUES,
         ]
-        args: list[str | int] = [reply.to_json(), ttl, STREAM_MAXLEN, REPLIES_CHANNEL, reply.seq, "1" if force else "0"]
+        args: list[str | int] = [
+            reply.to_json(),
+            ttl,
+            STREAM_MAXLEN,
+            REPLIES_CHANNEL,
+            reply.seq,
+            "1" if force else "0",
+            reply.message_id,
+        ]
         result: Any = self._append(keys=keys, args=args)
         if isinstance(result, list):
             raise EarlierReplyPending(reply.session_id)

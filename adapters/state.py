@@ -51,10 +51,39 @@ class Registration:
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """An accepted message whose reply has not gone out long after it was accepted, to be sent again."""
+
+    message_id: str
+    #: The envelope as the edge accepted it, without its place in the session (``seq``).
+    envelope_json: str
+    seq: int
+
+
 class Coordination(Protocol):
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
-    ) -> Registration: ...
+        self,
+        user_id: str,
+        session_id: str,
+        message_id: str,
+        client_msg_id: str | None,
+        ttl: int,
+        claim: bool = True,
+        envelope_json: str | None = None,
+    ) -> Registration:
+        """Give the message its place in the session, unless the session is another's or the client id was seen.
+
+        ``envelope_json`` (with ``seq`` 0) is kept until the message's reply goes out, so a message the broker
+        lost in transit is found and sent again (``rescue_stalled``).
+        """
+        ...
+
+    def rescue_stalled(self, older_than: float, limit: int, max_rescues: int, every: float) -> list[Stalled]:
+        """Accepted messages still without a reply after ``older_than`` seconds whose session nobody is working
+        on; each is due again ``older_than`` seconds later, at most ``max_rescues`` times. Of the workers that
+        call this every ``every`` seconds, one gets the messages; the others get nothing."""
+        ...
 
     def withdraw_message(self, user_id: str, registration: Registration, client_msg_id: str | None, ttl: int) -> None:
         """Undo a registration whose message never reached the queue, so the client can send it again.
@@ -219,8 +248,16 @@ class MemoryCoordination:
         self._catalog: str | None = None
 
     def register_message(
-        self, user_id: str, session_id: str, message_id: str, client_msg_id: str | None, ttl: int, claim: bool = True
+        self,
+        user_id: str,
+        session_id: str,
+        message_id: str,
+        client_msg_id: str | None,
+        ttl: int,
+        claim: bool = True,
+        envelope_json: str | None = None,
     ) -> Registration:
+        # In one process nothing is lost between the in-memory queue and its worker: nothing to keep for a rescue.
         with self._lock:
             self._drop_expired()
             owner = self._owners.get(session_id)
@@ -290,6 +327,9 @@ class MemoryCoordination:
                 return TurnStart(turn)
             self._turn_locks[session_id] = (token, time.monotonic() + lock_ms / 1000)
             return TurnStart(Turn.GO, self._states.get(session_id), self._skills_version)
+
+    def rescue_stalled(self, older_than: float, limit: int, max_rescues: int, every: float) -> list[Stalled]:
+        return []
 
     def renew_turn(self, session_id: str, token: str, lock_ms: int) -> bool:
         with self._lock:

@@ -24,12 +24,14 @@ from adapters.revocation import open_revocations
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from ingress.app import create_app
 from pipeline.settings import Settings
+from pipeline.stages import Stage
 from skills.builtin import builtin_skills
 from skills.declarative import DeclarativeSkill
 from skills.discovery import load_entry_point_skills, load_folder_skills
 from skills.registry import SkillRegistry
 from tasks.celery_app import StageCelery, create_celery_app
 from tasks.forward import Forwarder
+from tasks.rescue import Rescuer
 from tasks.runtime import StageRuntime
 
 logger = logging.getLogger(__name__)
@@ -119,8 +121,13 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
 
 def _build_runtime_on_start(sender: Any, **_: Any) -> None:
     app = sender.app
-    if isinstance(app, StageCelery):
-        app.runtime.registry.describe()
+    if not isinstance(app, StageCelery):
+        return
+    runtime = app.runtime
+    consumes = set(app.amqp.queues.consume_from or ())
+    if not app.settings.embedded and str(Stage.DISPATCH) in consumes:
+        # Dispatch workers look for accepted messages the broker lost (see tasks.rescue).
+        Rescuer(runtime.adapters.coordination, runtime.forward).start()
 
 
 def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> Flask:

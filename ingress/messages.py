@@ -9,7 +9,9 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -79,26 +81,27 @@ def post_message() -> tuple[dict[str, Any], int]:
     wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
 
     metrics = _metrics()
-    message_id = new_id()
+    # The envelope before it has its place in the session: registering keeps it until the reply goes out.
+    draft = Envelope(
+        message_id=new_id(),
+        session_id=session_id or new_id(),
+        channel=str(Channel.WEB),
+        user_id=identity.subject,
+        roles=identity.roles,
+        text=text.strip(),
+        client_msg_id=client_msg_id,
+    )
+    message_id = draft.message_id
     with ExitStack() as stack:
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
         waiter = stack.enter_context(hub.expect(message_id)) if wait > 0 else None
-        registration = _register(adapters, identity.subject, session_id, message_id, client_msg_id)
+        registration = _register(adapters, draft, claim_new=session_id is None)
         metrics.messages.labels(registration.status).inc()
         if registration.status != "ok" and registration.status != "duplicate":
             raise NotFound(f"unknown session '{session_id}'")
         ids: dict[str, Any] = {"message_id": registration.message_id, "session_id": registration.session_id}
         if registration.status == "ok":
-            envelope = Envelope(
-                message_id=message_id,
-                session_id=registration.session_id,
-                channel=str(Channel.WEB),
-                user_id=identity.subject,
-                roles=identity.roles,
-                text=text.strip(),
-                client_msg_id=client_msg_id,
-                seq=registration.seq,
-            )
+            envelope = replace(draft, seq=registration.seq)
             try:
                 forwarder.to_stage(Stage.DISPATCH, envelope)
             except UNAVAILABLE as exc:
@@ -133,15 +136,16 @@ def _withdraw(adapters: Adapters, user_id: str, registration: Registration, clie
         logger.warning("could not withdraw message %s: %s", registration.message_id, type(exc).__name__)
 
 
-def _register(
-    adapters: Adapters, user_id: str, session_id: str | None, message_id: str, client_msg_id: str | None
-) -> Registration:
-    """Claim a place in the session (a new one when no id is given); ``forbidden`` for another's session."""
+def _register(adapters: Adapters, draft: Envelope, claim_new: bool) -> Registration:
+    """Claim a place in the session (a new one when ``claim_new``); ``forbidden`` for another's session."""
     ttl = adapters.settings.session_ttl_seconds
     coordination = adapters.coordination
-    if session_id is None:
-        return coordination.register_message(user_id, new_id(), message_id, client_msg_id, ttl)
-    registration = coordination.register_message(user_id, session_id, message_id, client_msg_id, ttl, claim=False)
+    user_id, session_id = draft.user_id, draft.session_id
+    register = partial(coordination.register_message, user_id, session_id, draft.message_id, draft.client_msg_id, ttl,
+                       envelope_json=draft.to_json())  # fmt: skip
+    if claim_new:
+        return register()
+    registration = register(claim=False)
     if registration.status != "unclaimed":
         return registration
     # Redis does not know the session (new, or Redis lost its keys): the database says whose it is.
@@ -149,7 +153,7 @@ def _register(
     record = adapters.repository.load_session(session_id)
     if record is not None and record.user_id != user_id:
         return Registration("forbidden")
-    return coordination.register_message(user_id, session_id, message_id, client_msg_id, ttl)
+    return register()
 
 
 @bp.get("/api/sessions/<session_id>")

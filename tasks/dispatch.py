@@ -60,7 +60,7 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) 
     if start.turn is Turn.WAIT:
         raise NotYet(TURN_RETRY_MAX_SECONDS if delay is None else delay)
     if start.turn is Turn.STALE:
-        logger.info("message %s was handled already; skipping the redelivery", envelope.message_id)
+        finish_handled(envelope, runtime)
         return
     lease = TurnLease(runtime, envelope.session_id, token, lock_ms)
     completed, new_state = 0, None
@@ -94,6 +94,24 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) 
         if not owned:
             logger.warning("session %s: message %s outlived its turn's lock; its state was not saved",
                            envelope.session_id, envelope.message_id)  # fmt: skip
+
+
+def finish_handled(envelope: Envelope, runtime: StageRuntime) -> None:
+    """A message handled already (a redelivery, or sent again as lost): make sure its reply went out.
+
+    The reply may have been lost on its way after the turn ended (the broker lost it, or the worker died before
+    forwarding it); the skill's reply stored with the message is sent again, or inference is asked again.
+    """
+    adapters = runtime.adapters
+    if adapters.replies.reply_for(envelope.message_id) is not None:
+        logger.info("message %s was answered already; skipping the redelivery", envelope.message_id)
+        return
+    stored = adapters.repository.stored_reply(envelope.message_id)
+    logger.warning("message %s was handled but its reply never went out; sending it again", envelope.message_id)
+    if stored is not None:
+        runtime.forward.reply(replace(stored, recorded=True))
+    else:
+        runtime.forward.to_stage(Stage.INFERENCE, envelope)
 
 
 dispatch_task = stage_task(StageSpec(TASK_NAMES[Stage.DISPATCH], str(Stage.DISPATCH), Envelope.from_json,

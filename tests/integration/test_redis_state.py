@@ -28,6 +28,7 @@ from adapters.state import (
     Registration,
     ReplyStream,
     SkippedNumbers,
+    Stalled,
     Turn,
     cursor_key,
 )
@@ -522,3 +523,50 @@ def test_redis_keys_expire_with_the_session_ttl(redis_stores: Stores) -> None:
     assert 0 < stores.client.ttl("count:k") <= 60
     # The lock is gone once finished.
     assert stores.client.exists(f"sess:{s}:lock") == 0
+
+
+@pytest.mark.servers
+def test_an_accepted_message_is_kept_until_its_reply_goes_out_and_rescued_while_its_session_is_idle(
+    redis_stores: Stores,
+) -> None:
+    c, r, s = redis_stores.coordination, redis_stores.replies, session()
+    draft = '{"v": 1, "message_id": "m-lost", "seq": 0}'
+    assert c.register_message("alice", s, "m-lost", None, TTL, envelope_json=draft).seq == 1
+    # Not due before its age; due after it, with its place in the session; then not again until it ages again.
+    assert c.rescue_stalled(60, 10, 3, every=0.001) == []
+    time.sleep(1.1)
+    assert c.rescue_stalled(1, 10, 3, every=0.001) == [Stalled("m-lost", draft, 1)]
+    assert c.rescue_stalled(1, 10, 3, every=0.001) == []
+    # While the session's turn is held, the message is waiting, not lost.
+    time.sleep(1.1)
+    assert c.acquire_turn(s, 1, "t", LOCK_MS, False).turn is Turn.GO
+    assert c.rescue_stalled(1, 10, 3, every=0.001) == []
+    c.finish_turn(s, 1, "t", TTL)
+    # Its reply goes out: it is forgotten.
+    r.append(reply(s, message_id="m-lost", seq=1), TTL)
+    time.sleep(1.1)
+    assert c.rescue_stalled(1, 10, 3, every=0.001) == []
+
+
+@pytest.mark.servers
+def test_a_rescue_is_given_up_after_its_limit_and_a_withdrawn_message_is_never_rescued(redis_stores: Stores) -> None:
+    c, s = redis_stores.coordination, session()
+    assert c.register_message("alice", s, "m-1", None, TTL, envelope_json="{}").status == "ok"
+    withdrawn = c.register_message("alice", s, "m-2", "cm-2", TTL, envelope_json="{}")
+    c.withdraw_message("alice", withdrawn, "cm-2", TTL)
+    rescued = []
+    for _ in range(3):
+        time.sleep(1.1)
+        rescued.append([item.message_id for item in c.rescue_stalled(1, 10, 2, every=0.001)])
+    assert rescued == [["m-1"], ["m-1"], []]
+
+
+@pytest.mark.servers
+def test_one_worker_sweeps_at_a_time(redis_stores: Stores) -> None:
+    c, s = redis_stores.coordination, session()
+    assert c.register_message("alice", s, "m-1", None, TTL, envelope_json="{}").status == "ok"
+    time.sleep(1.1)
+    first = c.rescue_stalled(1, 10, 3, every=5)
+    assert [item.message_id for item in first] == ["m-1"]
+    time.sleep(1.1)
+    assert c.rescue_stalled(1, 10, 3, every=5) == []  # another worker's sweep within the same 5 s

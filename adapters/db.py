@@ -243,7 +243,7 @@ class DeadLetter:
     queue: str
     #: The envelope's message id, when the body could be decoded that far.
     message_id: str | None
-    #: The raw queue message.
+    #: The queue message, with what the user wrote replaced by its length.
     body: str
     #: The last error, as text.
     error: str

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 #: The one pub/sub channel replies are announced on; each gateway process subscribes once.
 REPLIES_CHANNEL = "assistant:replies"
+#: The client name of that subscription's connection.
+SUBSCRIBER_NAME = "assistant-replies"
 #: Seconds any Redis call may take (and a caller may wait for a free connection) before it fails.
 SOCKET_TIMEOUT_SECONDS = 2.0
 #: Replies kept per session stream (approximate trimming keeps XADD cheap).
@@ -176,7 +178,7 @@ def client_msg_key(user_id: str, client_msg_id: str | None) -> str:
     return f"cmid:{quote(user_id, safe='')}:{quote(client_msg_id, safe='')}"
 
 
-def connect(url: str, max_connections: int = 50) -> redis.Redis:
+def connect(url: str, max_connections: int = 50, name: str | None = None) -> redis.Redis:
     """A client whose pool makes callers wait for a free connection instead of failing under load.
 
     Every call is bounded: a Redis that hangs (paused, overloaded) fails the call after
@@ -194,6 +196,8 @@ def connect(url: str, max_connections: int = 50) -> redis.Redis:
         socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        # Shown by CLIENT LIST, so an operator can tell the assistant's connections apart.
+        client_name=name,
     )
     return redis.Redis(connection_pool=pool)
 
@@ -320,6 +324,21 @@ class RedisCoordination:
         self._redis.ping()
 
 
+class _GapAwarePubSub(redis.client.PubSub):
+    """A pub/sub connection that says when it reconnected: redis-py resubscribes by itself, silently, and what
+    was announced in between is missed."""
+
+    def __init__(self, client: redis.Redis, on_reconnect: GapListener) -> None:
+        super().__init__(client.connection_pool, ignore_subscribe_messages=True)
+        self._on_reconnect = on_reconnect
+
+    def on_connect(self, connection: Any) -> None:
+        # Called on reconnections only: the pool hands the first connection over already connected, before
+        # this callback is registered. Were it ever called for the first, a needless re-read is all it costs.
+        super().on_connect(connection)
+        self._on_reconnect()
+
+
 class _RedisSubscription:
     """One pub/sub connection and the thread (a greenlet under gevent) that reads it."""
 
@@ -338,13 +357,13 @@ class _RedisSubscription:
         connected_before = False
         while not self._closed.is_set():
             try:
-                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                # Replies announced while the subscription was down are missed here, but the streams hold them:
+                # after every reconnection (redis-py's own, or this loop's) the listeners read them back.
+                self._pubsub = _GapAwarePubSub(self._client, self._gap)
                 self._pubsub.subscribe(REPLIES_CHANNEL)
                 self._ready.set()
                 if connected_before:
-                    # Replies announced while the subscription was down were missed here, but the streams
-                    # hold them: the listeners read them back.
-                    self._on_gap()
+                    self._gap()
                 connected_before = True
                 while not self._closed.is_set():
                     message = self._pubsub.get_message(timeout=1.0)
@@ -359,6 +378,12 @@ class _RedisSubscription:
                 if self._pubsub is not None:
                     with contextlib.suppress(redis.RedisError):
                         self._pubsub.close()
+
+    def _gap(self) -> None:
+        try:
+            self._on_gap()
+        except Exception:
+            logger.exception("re-reading replies after a reconnection failed")
 
     def _deliver(self, data: str) -> None:
         cursor, _, body = data.partition("|")

@@ -20,6 +20,7 @@ from adapters.bundle import Adapters
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
+from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from ingress.app import create_app
@@ -49,10 +50,10 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
     coordination: Coordination
     replies: ReplyStream
     if settings.redis_url:
-        from adapters.redis_state import RedisCoordination, RedisReplyStream, connect
+        from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
 
-        client = connect(settings.redis_url, max_connections=max(50, pool_size * 4))
-        subscriber = connect(settings.redis_url, max_connections=2)
+        client = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant")
+        subscriber = connect(settings.redis_url, max_connections=2, name=SUBSCRIBER_NAME)
         coordination = RedisCoordination(client)
         replies = RedisReplyStream(client, subscriber)
         revocations = open_revocations(settings, client)
@@ -133,7 +134,7 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
 def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> Flask:
     """The HTTP edge: submits to ``app`` (built here, as a client only, when not given)."""
     app = app or create_celery_app(settings, _gateway_has_no_runtime)
-    return create_app(adapters, Forwarder(app), partial(check_broker, app))
+    return create_app(adapters, Forwarder(app), partial(check_broker, app), open_rate_limit_storage(settings))
 
 
 def _gateway_has_no_runtime(app: StageCelery) -> StageRuntime:

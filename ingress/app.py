@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, request
+from limits.storage import Storage
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
@@ -21,7 +22,9 @@ from tasks.forward import Forwarder
 RETRY_AFTER_SECONDS = 2
 
 
-def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[[], None]) -> Flask:
+def create_app(
+    adapters: Adapters, forwarder: Forwarder, check_broker: Callable[[], None], rate_limit_storage: Storage
+) -> Flask:
     """The HTTP edge for ``adapters``; messages are submitted by task name through ``forwarder``."""
     settings = adapters.settings
     app = Flask(__name__)
@@ -40,7 +43,7 @@ def create_app(adapters: Adapters, forwarder: Forwarder, check_broker: Callable[
     app.register_blueprint(skills_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
-    install_rate_limits(app, settings)
+    install_rate_limits(app, settings, rate_limit_storage)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:

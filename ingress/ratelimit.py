@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, request
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
@@ -33,8 +33,6 @@ LIMITED_PREFIX = "/api/"
 UNLIMITED_PATHS = frozenset({OPENAPI_PATH})
 #: Namespaces the counters in Redis (``LIMITS:LIMITER/assistant/<scope>/<key>/<amount>/<n>/<unit>``).
 KEY_PREFIX = "assistant"
-#: How long one call to the limiter's Redis may take before the request goes on without it.
-STORAGE_TIMEOUT_SECONDS = 1.0
 #: After Redis failed, the limits are counted in memory this long before Redis is tried again.
 RETRY_STORAGE_SECONDS = 5.0
 
@@ -99,18 +97,13 @@ class RateLimits:
             return self._fallback
 
 
-def install_rate_limits(app: Flask, settings: Settings) -> RateLimits | None:
-    """Limit ``/api`` requests per client address and per token subject; None when both limits are off."""
+def install_rate_limits(app: Flask, settings: Settings, storage: Storage) -> RateLimits | None:
+    """Limit ``/api`` requests per client address and per token subject, counted in ``storage``; None when both
+    limits are off."""
     per_user = _parse("RATE_LIMIT_PER_USER", settings.rate_limit_per_user)
     per_address = _parse("RATE_LIMIT_PER_IP", settings.rate_limit_per_ip)
     if not per_user and not per_address:
         return None
-    # Embedded mode has no Redis: one process, so counting in memory is exact.
-    storage = storage_from_string(
-        settings.redis_url or "memory://", wrap_exceptions=True, **(_redis_options() if settings.redis_url else {})
-    )
-    if not isinstance(storage, Storage):  # an async storage URI (``async+redis://``)
-        raise ConfigurationError(f"rate limits cannot be counted in {type(storage).__name__}")
     limits = RateLimits(per_user, per_address, storage)
     if per_address:
         app.before_request(limits.check_address)
@@ -128,10 +121,6 @@ def _parse(name: str, value: str | None) -> list[RateLimitItem]:
         return parse_many(value)
     except ValueError as exc:
         raise ConfigurationError(f"{name}: {exc}") from exc
-
-
-def _redis_options() -> dict[str, Any]:
-    return {"socket_connect_timeout": STORAGE_TIMEOUT_SECONDS, "socket_timeout": STORAGE_TIMEOUT_SECONDS}
 
 
 def _retry_after(limiter: FixedWindowRateLimiter, limit: RateLimitItem, scope: str, key: str) -> int:

@@ -1,4 +1,4 @@
-"""One error tree for the whole pipeline, a subclass per stage, so every failure has a code."""
+"""One error tree for the whole pipeline, so every failure has a code; stages add theirs as they come."""
 
 from __future__ import annotations
 
@@ -21,17 +21,7 @@ class EnvelopeError(AssistantError):
     code = "bad_envelope"
 
 
-class StageError(AssistantError):
-    """A stage failed to handle a message."""
-
-    code = "stage_error"
-
-
-class DispatchError(StageError):
-    code = "dispatch_error"
-
-
-class SkillError(DispatchError):
+class SkillError(AssistantError):
     """A skill raised, timed out or returned something unusable."""
 
     code = "skill_error"
@@ -39,19 +29,3 @@ class SkillError(DispatchError):
 
 class SkillTimeout(SkillError):
     code = "skill_timeout"
-
-
-class InferenceError(StageError):
-    code = "inference_error"
-
-
-class AsrError(StageError):
-    code = "asr_error"
-
-
-class TtsError(StageError):
-    code = "tts_error"
-
-
-class DeliveryError(StageError):
-    code = "delivery_error"

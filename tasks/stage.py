@@ -107,7 +107,7 @@ class StageTask(Task):
         give_up(self, body, _reason(exc), deliveries=0)
 
 
-def stage_task(spec: StageSpec[T]) -> Task:
+def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
     """The Celery task that runs ``spec.handle`` with the skeleton's guarantees."""
 
     def run(self: Task, body: str, attempt: int = 0, waiting_since: float | None = None) -> None:
@@ -133,7 +133,7 @@ def stage_task(spec: StageSpec[T]) -> Task:
 
     run.__name__ = spec.name.rsplit(".", 1)[-1]
     # Options become attributes of the generated task class: ``spec`` is read back in ``give_up``.
-    task = shared_task(name=spec.name, bind=True, base=StageTask, spec=spec)(run)
+    task = shared_task(name=spec.name, bind=True, base=StageTask, spec=spec, max_retries=max_retries)(run)
     return cast(Task, task)
 
 

@@ -127,6 +127,12 @@ def database_url(url: str) -> str:
     return url
 
 
+#: Seconds to connect to the database server before giving up.
+CONNECT_TIMEOUT_SECONDS = 5
+#: Seconds one statement may run; the longest is a migration's, every per-message one takes milliseconds.
+STATEMENT_TIMEOUT_SECONDS = 30
+
+
 def create_engine_for(url: str, pool_size: int = 5, pre_ping: bool = True) -> Engine:
     """An engine for ``url`` tuned for this project's backends; opens no connection yet.
 
@@ -141,8 +147,27 @@ def create_engine_for(url: str, pool_size: int = 5, pre_ping: bool = True) -> En
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, pool_size)
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_size": pool_size, "hide_parameters": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": pre_ping,
+        "pool_size": pool_size,
+        "hide_parameters": True,
+        # A caller waits this long for a free connection at most, then fails (and answers 503 or retries).
+        "pool_timeout": CONNECT_TIMEOUT_SECONDS * 2,
+    }
+    if backend == "postgresql":
+        # Every call is bounded (the stage workers' threads cannot be stopped from outside): a server that does not
+        # answer fails the connect, and a statement that hangs (a lock) is cancelled by the server.
+        statement_ms = int(STATEMENT_TIMEOUT_SECONDS * 1000)
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c statement_timeout={statement_ms}",
+        }
     if backend in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": STATEMENT_TIMEOUT_SECONDS,
+            "write_timeout": STATEMENT_TIMEOUT_SECONDS,
+        }
         # Without utf8mb4 the connection speaks 3-byte utf8 and emoji fail; an explicit charset in the URL wins.
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})

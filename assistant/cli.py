@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a Celery worker on the named stage queues")
     worker.add_argument("--queues", default="", help="comma-separated, e.g. dispatch,reply.web (default: all)")
     worker.add_argument("--concurrency", type=int, default=4)
-    worker.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo", "gevent"])
+    # Only pools whose event loop keeps running beside the tasks: it renews the worker's deliveries on the broker
+    # (tasks.broker); under solo or gevent a long task would be handed to a second worker.
+    worker.add_argument("--pool", default="threads", choices=["threads", "prefork"])
     worker.add_argument("--hostname", default=None, help="worker node name (default: celery's)")
     return parser
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from celery import Task, shared_task
+from celery.exceptions import Reject
 
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import AssistantError, EnvelopeError
@@ -99,6 +100,23 @@ class StageTask(Task):
     retry_jitter = True
     max_retries = MAX_RETRIES
     spec: StageSpec[Any]
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, except that a retry the broker would not take hands the message back instead of
+        dropping it.
+
+        Celery rejects a message whose retry it could not publish without requeueing it, so a message whose stage
+        failed because the broker (Redis) was down would be lost. Requeued, it runs again once the broker is back;
+        if the broker cannot take even that, it stays unacknowledged and comes back after the visibility timeout.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            logger.warning("%s: could not schedule a retry (%s); requeueing the message",
+                           self.name, _reason(rejected.reason))  # fmt: skip
+            raise Reject(rejected.reason, requeue=True) from None
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         body = args[0] if args else ""

@@ -52,11 +52,11 @@ FAIL_FAST_SECONDS = 5.0
 #: Seconds Redis stays paused, and pauses in one burst.
 PAUSE_SECONDS = 10
 PAUSES = 2
-#: Redis restarts in one burst (each loses a message with a good chance; see the restart test).
+#: Redis restarts in one burst: each gives the losses described in ``REDIS_LOSES_MESSAGES`` a chance.
 RESTARTS = 3
 #: Seconds every accepted message has to be answered after a Redis fault: the visibility timeout (15 s) brings
 #: back what a worker held, plus room.
-SETTLE_SECONDS = 40
+SETTLE_SECONDS = 30
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 CRASH_MARKER = "崩溃"
@@ -430,7 +430,9 @@ def assert_nothing_lost(outcome: Outcome) -> None:
         raise LostMessages(f"{len(problems)} problems: " + "; ".join(problems))
 
 
-#: Why the Redis fault tests fail today (docs/reliability.md has the evidence).
+#: Why the Redis fault tests fail today (docs/reliability.md has the evidence). Only a lost or doubled message is
+#: expected (``raises``); any other failure fails the test. Not strict: a message was lost in 5 of 8 restart runs
+#: and 4 of 5 pause runs, and a strict marker would fail every run that happens to lose none.
 REDIS_LOSES_MESSAGES = (
     "a Redis restart or pause loses accepted messages: (1) kombu's Redis transport takes a message off its queue "
     "with BRPOP and records it as unacknowledged only once the worker has read the reply, so a message popped as "
@@ -450,7 +452,7 @@ def assert_all_running(stack: Stack) -> None:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, raises=LostMessages, reason=REDIS_LOSES_MESSAGES)
+@pytest.mark.xfail(strict=False, raises=LostMessages, reason=REDIS_LOSES_MESSAGES)
 def test_redis_restarted_in_the_middle_of_a_burst(tmp_path: Path, redis_db: RedisServer, scratch_database: str) -> None:
     """Redis (broker and state) stopped with SIGTERM and started again on its port and folder, ~2 s down, a few
     times in one burst."""
@@ -489,8 +491,6 @@ def test_redis_restarted_in_the_middle_of_a_burst(tmp_path: Path, redis_db: Redi
 
 
 @pytest.mark.timeout(150)
-# Not strict: a pause loses a message in about half the runs (two pauses: about three runs in four), and a strict
-# marker would fail the run that happens to lose none.
 @pytest.mark.xfail(strict=False, raises=LostMessages, reason=REDIS_LOSES_MESSAGES)
 def test_redis_paused_requests_fail_fast_and_service_resumes(
     tmp_path: Path, redis_db: RedisServer, scratch_database: str

@@ -51,6 +51,22 @@ class PipelineChannel(kombu_redis.Channel):
             client = self._reused_client = super()._create_client()
         return client
 
+    def close(self) -> None:
+        """Close even when the broker is gone.
+
+        Kombu first reads the reply of the BRPOP in flight, and when Redis went away that read raises before
+        anything is closed. The worker then collects the connection's transport and closes the connection
+        again, and this channel, still open, looks up the collected transport's address to hand its messages
+        back: an AttributeError that stops the worker. So the channel is closed right away instead; the
+        messages it held stay in Redis's unacked index and come back after the visibility timeout.
+        """
+        try:
+            super().close()
+        except self.connection_errors:
+            if not self.closed:  # the BRPOP read failed (and was cleared): nothing was closed yet
+                super().close()
+            raise
+
     def renew_deliveries(self) -> int:
         """Stamp every message this channel holds as delivered now; the number stamped."""
         qos = self._qos

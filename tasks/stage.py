@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from celery import Task, shared_task
+from celery.exceptions import Ignore, Reject
 
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import AssistantError, EnvelopeError
 from pipeline.language import detect_language
+from pipeline.logsafe import trace_without_messages
 from tasks.forward import shown_as
 from tasks.runtime import StageRuntime
 
@@ -37,6 +39,10 @@ APOLOGY = {
     "zh": "抱歉，处理您的请求时出了点问题，请稍后再试。",
     "en": "Sorry, something went wrong while handling your request. Please try again.",
 }
+
+
+class Retrying(Exception):
+    """What Celery logs with a retry: the failure's kind, without its text."""
 
 
 class NotYet(Exception):
@@ -89,7 +95,7 @@ def runtime_of(task: Task) -> StageRuntime:
 
 
 class StageTask(Task):
-    """Base of every stage task. Failures retry with back-off; past ``MAX_RETRIES``, ``on_failure`` gives up."""
+    """Base of every stage task. Failures retry with back-off; past ``MAX_RETRIES`` the message is given up."""
 
     abstract = True
     autoretry_for = (Exception,)
@@ -100,10 +106,39 @@ class StageTask(Task):
     max_retries = MAX_RETRIES
     spec: StageSpec[Any]
 
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry (``autoretry_for`` calls it), with three changes.
+
+        Past the last retry the message is given up here (``give_up``) and the task ends as ignored, so Celery
+        neither logs the error's text nor fails the task. The error Celery logs with each retry is only its kind:
+        a driver's or a skill's message may quote what the user wrote. And a retry the broker would not take
+        hands the message back instead of dropping it: Celery rejects a message whose retry it could not
+        publish without requeueing it, so a message whose stage failed because the broker (Redis) was down would
+        be lost. Requeued, it runs again once the broker is back; if the broker cannot take even that, it stays
+        unacknowledged and comes back after the visibility timeout.
+        """
+        exc = kwargs.get("exc")
+        if isinstance(exc, Exception):
+            if self.request.retries >= kwargs.get("max_retries", self.max_retries):
+                body = self.request.args[0] if self.request.args else ""
+                logger.error("%s gave up on message %s after %d retries: %s", self.name, _message_id(body),
+                             self.request.retries, trace_without_messages(exc))  # fmt: skip
+                give_up(self, body, _reason(exc), deliveries=0)
+                raise Ignore()
+            kwargs["exc"] = Retrying(_reason(exc))
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            logger.warning("%s: could not schedule a retry (%s); requeueing the message",
+                           self.name, _reason(rejected.reason))  # fmt: skip
+            raise Reject(rejected.reason, requeue=True) from None
+
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # What ``retry`` did not end: an error outside ``autoretry_for``.
         body = args[0] if args else ""
-        logger.error("%s gave up on message %s after %d retries: %s", self.name, _message_id(body),
-                     self.request.retries, _reason(exc))  # fmt: skip
+        logger.error("%s failed on message %s: %s", self.name, _message_id(body), _reason(exc))
         give_up(self, body, _reason(exc), deliveries=0)
 
 
@@ -122,6 +157,9 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
         first_try = waiting_since or time.time()
         try:
             spec.handle(item, runtime_of(self), Waiting(attempt, time.time() - first_try))
+        except EnvelopeError as exc:  # something the message carries cannot be read: retrying will not help
+            logger.error("%s: message %s cannot be handled: %s", spec.name, item.message_id, exc)
+            give_up(self, body, _reason(exc), deliveries=1)
         except NotYet as wait:
             self.apply_async(
                 args=(body,),

@@ -67,7 +67,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "schemas": _schemas(),
             "headers": {
                 "Retry-After": {
-                    "description": "Seconds until the rate limit window ends.",
+                    "description": "Seconds to wait before trying again (the rate limit window, or a server coming back).",
                     "schema": {"type": "integer", "minimum": 1},
                 }
             },

@@ -67,7 +67,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "schemas": _schemas(),
             "headers": {
                 "Retry-After": {
-                    "description": "Seconds to wait before trying again (the rate limit window, or a server coming back).",
+                    "description": "Seconds to wait before trying again (a rate limit, or a server coming back).",
                     "schema": {"type": "integer", "minimum": 1},
                 }
             },

@@ -27,6 +27,17 @@ class Forwarder:
             **shown_as(reply.message_id),
         )
 
+    def backlog(self, stage: Stage) -> int:
+        """How many messages wait in ``stage``'s queue (a passive declare: nothing is created; none if it does
+        not exist yet)."""
+        with self._app.pool.acquire(block=True) as connection:
+            channel = connection.default_channel
+            try:
+                declared = channel.queue_declare(queue=str(stage), passive=True)
+            except connection.channel_errors:
+                return 0
+        return int(declared.message_count)
+
 
 def shown_as(message_id: str) -> dict[str, str]:
     """How Flower and worker logs show a task's arguments: the message id, not what the user wrote.

@@ -32,14 +32,20 @@ SWEEP_SECONDS = 2.0
 MAX_RESCUES = 3
 #: Messages sent again per sweep at most, so a backlog is not doubled at once.
 SWEEP_LIMIT = 100
+#: No sweep while more messages than this wait in the dispatch queue: then a message without a reply after
+#: ``RESCUE_AFTER_SECONDS`` is most likely still queued, and a copy would only deepen the backlog.
+MAX_BACKLOG = 100
 
 
 class Rescuer:
     """A daemon thread in a dispatch worker that sweeps for lost messages."""
 
-    def __init__(self, coordination: Coordination, forward: Forwarder) -> None:
+    def __init__(
+        self, coordination: Coordination, forward: Forwarder, rescue_after: float = RESCUE_AFTER_SECONDS
+    ) -> None:
         self._coordination = coordination
         self._forward = forward
+        self._rescue_after = rescue_after
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rescuer", daemon=True)
 
@@ -59,7 +65,11 @@ class Rescuer:
 
     def sweep(self) -> int:
         """Send the lost messages found now to the dispatch stage again; how many."""
-        stalled = self._coordination.rescue_stalled(RESCUE_AFTER_SECONDS, SWEEP_LIMIT, MAX_RESCUES, SWEEP_SECONDS)
+        backlog = self._forward.backlog(Stage.DISPATCH)
+        if backlog > MAX_BACKLOG:
+            logger.info("%d messages wait in the dispatch queue; no sweep for lost ones now", backlog)
+            return 0
+        stalled = self._coordination.rescue_stalled(self._rescue_after, SWEEP_LIMIT, MAX_RESCUES, SWEEP_SECONDS)
         for item in stalled:
             try:
                 envelope = replace(Envelope.from_json(item.envelope_json), seq=item.seq)
@@ -67,6 +77,6 @@ class Rescuer:
                 logger.error("kept envelope of message %s is unreadable: %s", item.message_id, exc)
                 continue
             logger.warning("message %s has no reply after %g s; sending it again", item.message_id,
-                           RESCUE_AFTER_SECONDS)  # fmt: skip
+                           self._rescue_after)  # fmt: skip
             self._forward.to_stage(Stage.DISPATCH, envelope)
         return len(stalled)

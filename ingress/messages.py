@@ -132,7 +132,8 @@ def _withdraw(adapters: Adapters, user_id: str, registration: Registration, clie
         ttl = adapters.settings.session_ttl_seconds
         adapters.coordination.withdraw_message(user_id, registration, client_msg_id, ttl)
     except UNAVAILABLE as exc:
-        # Redis is away too: the sequence number stays taken and the session's next turn waits out its limit.
+        # Redis is away too: the message stays registered with its envelope kept, so the dispatch workers' sweep
+        # sends it after all (tasks/rescue.py) and a resend with the same client_msg_id gets its reply.
         logger.warning("could not withdraw message %s: %s", registration.message_id, type(exc).__name__)
 
 

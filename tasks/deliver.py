@@ -19,7 +19,7 @@ def deliver_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None
     # The transcript first (unless the dispatch stage stored the reply with its message), so a client that has
     # its reply finds it there too. Both steps are idempotent by message id: a redelivery completes what a
     # lost worker left half done, and sends nothing twice.
-    if not reply.recorded:
+    if not reply.recorded and waiting.attempt == 0:  # a re-queued reply was stored on its first attempt
         runtime.adapters.repository.record_reply(reply)
     delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
     try:

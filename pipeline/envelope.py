@@ -150,6 +150,16 @@ class Reply:
     seq: int = 0
     #: True when the stage that made the reply stored it in the transcript already; the deliverer then doesn't.
     recorded: bool = False
+    #: What the client wants back, copied from the envelope: with ``speech`` the reply goes through ``tts``.
+    wants: tuple[str, ...] = ("text",)
+    #: The reply's language (``zh``, ``en``), which picks the voice that speaks it.
+    language: str | None = None
+    #: What was heard, when the message was speech: ``{"text", "language"}``.
+    heard: dict[str, Any] | None = None
+    #: The spoken reply once ``tts`` ran: ``{"status": "ready", "key", "sample_rate", "duration_seconds",
+    #: "interrupted"}``, or ``{"status": "missing", "reason"}`` when it could not be spoken (no voice for the
+    #: language, synthesis failed). Never the audio itself: that lives in blob storage under ``key``.
+    audio: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +178,10 @@ class Reply:
             "user_id": self.user_id,
             "created_at": self.created_at,
             "timings": [list(t) for t in self.timings],
+            "wants": list(self.wants),
+            "language": self.language,
+            "heard": self.heard,
+            "audio": self.audio,
         }
 
     def to_json(self) -> str:
@@ -194,6 +208,10 @@ class Reply:
             timings=_timings(data),
             seq=_integer(data, "seq"),
             recorded=_flag(data, "recorded"),
+            wants=_texts(data, "wants", ("text",)),
+            language=_optional_text(data, "language"),
+            heard=_optional_object(data, "heard"),
+            audio=_optional_object(data, "audio"),
         )
 
     @classmethod
@@ -202,7 +220,10 @@ class Reply:
 
     @classmethod
     def answering(cls, envelope: Envelope, text: str, **fields: Any) -> Reply:
-        """A reply to ``envelope``, addressed the way it came in."""
+        """A reply to ``envelope``, addressed the way it came in, in its language, spoken if it wants speech."""
+        fields.setdefault("language", envelope.language)
+        if envelope.audio_key is not None:
+            fields.setdefault("heard", {"text": envelope.text, "language": envelope.language})
         return cls(
             message_id=envelope.message_id,
             session_id=envelope.session_id,
@@ -212,6 +233,7 @@ class Reply:
             user_id=envelope.user_id,
             timings=envelope.timings,
             seq=envelope.seq,
+            wants=envelope.wants,
             **fields,
         )
 
@@ -245,6 +267,13 @@ def _texts(data: dict[str, Any], name: str, default: tuple[str, ...]) -> tuple[s
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise EnvelopeError(f"field {name!r} must be a list of strings")
     return tuple(value)
+
+
+def _optional_object(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise EnvelopeError(f"field {name!r} must be a JSON object or null, got {type(value).__name__}")
+    return value
 
 
 def _flag(data: dict[str, Any], name: str) -> bool:

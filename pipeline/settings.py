@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.audio_config import AudioConfig
 from pipeline.errors import ConfigurationError
 
 MIN_SECRET_LENGTH = 32
@@ -89,6 +90,8 @@ class Settings:
     channels: Mapping[str, Any] = field(default_factory=dict)
     #: Python logging level name.
     log_level: str = "INFO"
+    #: Speech recognition and synthesis (``config/audio.yml``), models and audio limits.
+    audio: AudioConfig = field(default_factory=AudioConfig)
 
     @property
     def embedded(self) -> bool:

@@ -7,10 +7,16 @@ from enum import StrEnum
 
 
 class Stage(StrEnum):
-    """A pool of workers consuming one queue. Speech recognition and synthesis join with the voice stages."""
+    """A pool of workers consuming one queue."""
 
+    #: Speech recognition: audio in blob storage becomes the message's text.
+    ASR = "asr"
+    #: Skills answer, or the message goes on to inference.
     DISPATCH = "dispatch"
+    #: Model backends answer what no skill matched.
     INFERENCE = "inference"
+    #: Speech synthesis: a reply the client wants spoken gets its audio.
+    TTS = "tts"
 
 
 class Channel(StrEnum):
@@ -24,9 +30,15 @@ STAGE_QUEUES: tuple[Stage, ...] = tuple(Stage)
 
 #: Task names, the only coupling between an edge and the stage it submits to.
 TASK_NAMES: dict[Stage, str] = {
+    Stage.ASR: "assistant.asr",
     Stage.DISPATCH: "assistant.dispatch",
     Stage.INFERENCE: "assistant.inference",
+    Stage.TTS: "assistant.tts",
 }
+
+#: What a client may ask for back (``Envelope.wants``): ``speech`` sends the reply through the ``tts`` stage.
+WANTS_TEXT = "text"
+WANTS_SPEECH = "speech"
 
 DELIVER_TASK_PREFIX = "assistant.deliver."
 

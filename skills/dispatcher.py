@@ -135,6 +135,12 @@ def _answer(
     error: str | None = None,
 ) -> Outcome:
     reply = Reply.answering(
-        envelope, text, skill=skill, expects_reply=expects_reply, actions=tuple(actions), error=error
+        envelope,
+        text,
+        skill=skill,
+        expects_reply=expects_reply,
+        actions=tuple(actions),
+        error=error,
+        language=state.language,
     )
     return Outcome(state.remember(Turn(envelope.text, text, skill)), reply)

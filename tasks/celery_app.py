@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.settings import Settings
-from pipeline.stages import STAGE_QUEUES, TASK_NAMES, all_queues, deliver_task, delivered_channels, reply_queue
+from pipeline.stages import STAGE_QUEUES, TASK_NAMES, Stage, all_queues, deliver_task, delivered_channels, reply_queue
 from tasks.broker import transport_for, transport_options
 from tasks.runtime import StageRuntime
 
@@ -88,7 +88,7 @@ def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 10,
         task_queues=[Queue(name) for name in all_queues(settings.enabled_channels)],
-        task_default_queue=str(STAGE_QUEUES[0]),
+        task_default_queue=str(Stage.DISPATCH),
         task_routes=routes,
         include=TASK_MODULES,
         worker_hijack_root_logger=False,

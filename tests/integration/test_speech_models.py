@@ -116,3 +116,16 @@ def test_tiny_en_from_a_folder_path(models_dir: Path, shared_audio: Path) -> Non
     heard = recognizer.transcribe(recording(shared_audio, "living_room_light_en.wav"))
     assert "living room" in heard.text.lower()
     assert heard.language == "en"
+
+
+def test_threads_share_one_model_and_each_hears_its_own_audio(
+    recognizer: WhisperRecognizer, shared_audio: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    english = recording(shared_audio, "turn_on_the_living_room_lamp.wav")
+    chinese = recording(shared_audio, "living_room_light_zh.wav")
+    with ThreadPoolExecutor(2) as pool:
+        heard = list(pool.map(recognizer.transcribe, [english, chinese]))
+    assert heard[0].language == "en" and "living room" in heard[0].text.lower()
+    assert heard[1].language == "zh" and "客厅" in heard[1].text

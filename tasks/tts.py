@@ -93,8 +93,9 @@ def speak_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
 def synthesize(
     reply: Reply, runtime: StageRuntime, chunks: Iterator[SpeechChunk], language: str, started: float
 ) -> Speech:
-    """Pull the sentences' audio one at a time, publishing each; stop between sentences when the listener talked
-    over the reply (``VoiceEvents.cancel``). Raises ``SynthesisFailed`` when the synthesizer raises."""
+    """Pull the sentences' audio one at a time, publishing each; stop when the listener talked over the reply
+    (``VoiceEvents.cancel``), before making the next sentence and before sending one made meanwhile. Raises
+    ``SynthesisFailed`` when the synthesizer raises."""
     events = runtime.adapters.voice_events
     message_id = reply.message_id
     speech = Speech()
@@ -108,6 +109,10 @@ def synthesize(
             except Exception as exc:
                 raise SynthesisFailed(type(exc).__name__) from exc
             if chunk is None:
+                break
+            if speech.sentences and events.cancelled(message_id):
+                # Talked over while this sentence was made: it is not sent either.
+                speech.interrupted = True
                 break
             if speech.first_audio_ms is None:
                 speech.first_audio_ms = (time.perf_counter() - started) * 1000

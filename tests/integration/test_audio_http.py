@@ -28,35 +28,13 @@ from adapters.tokens import issue_token
 from adapters.whisper import WhisperRecognizer
 from assistant.bootstrap import build_gateway
 from assistant.embedded import build_embedded
-from pipeline.audio_config import AsrConfig, AudioConfig, TtsConfig
+from pipeline.audio_config import AudioConfig
 from pipeline.settings import Settings
 from tasks.asr import NOT_HEARD
 
-AUDIO_DIR = Path(__file__).resolve().parents[3] / "shared" / "audio"
 HTTP_TIMEOUT = 60.0
 MAX_AUDIO_BYTES = 1_000_000
 MAX_AUDIO_SECONDS = 10.0
-
-
-@pytest.fixture(scope="module")
-def models_dir() -> Path:
-    """The models as ``assistant models install`` lays them out."""
-    default = Path.home() / ".cache" / "assistant" / "test-models"
-    return Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", default))
-
-
-@pytest.fixture(scope="module")
-def recognizer(models_dir: Path) -> WhisperRecognizer:
-    engine = WhisperRecognizer(AsrConfig(model="base"), models_dir)
-    engine.warm_up()
-    return engine
-
-
-@pytest.fixture(scope="module")
-def synthesizer(models_dir: Path) -> PiperSynthesizer:
-    engine = PiperSynthesizer(TtsConfig(), models_dir)
-    engine.warm_up()
-    return engine
 
 
 @dataclass
@@ -104,8 +82,8 @@ def api(
         adapters.close()
 
 
-def recording(name: str) -> bytes:
-    return (AUDIO_DIR / name).read_bytes()
+def recording(folder: Path, name: str) -> bytes:
+    return (folder / name).read_bytes()
 
 
 def silence_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
@@ -117,8 +95,10 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower().replace("'", ""))
 
 
-def test_english_speech_is_heard_answered_and_spoken_back(api: Api, recognizer: WhisperRecognizer) -> None:
-    response = api.post_audio(recording("living_room_light_en.wav"), reply_audio="true")
+def test_english_speech_is_heard_answered_and_spoken_back(
+    api: Api, recognizer: WhisperRecognizer, shared_audio: Path
+) -> None:
+    response = api.post_audio(recording(shared_audio, "living_room_light_en.wav"), reply_audio="true")
     assert response.status_code == 200, response.text
     body = response.json()
     assert "living room" in body["transcript"]["text"].lower() and body["transcript"]["language"] == "en"
@@ -145,8 +125,8 @@ def test_english_speech_is_heard_answered_and_spoken_back(api: Api, recognizer: 
     assert set(transcript[1]["timings"]) == {"decode", "vad", "asr", "dispatch", "tts_first_audio", "tts"}
 
 
-def test_chinese_speech_is_heard_in_simplified_characters(api: Api) -> None:
-    files = {"file": ("light.wav", recording("living_room_light_zh.wav"), "audio/wav")}
+def test_chinese_speech_is_heard_in_simplified_characters(api: Api, shared_audio: Path) -> None:
+    files = {"file": ("light.wav", recording(shared_audio, "living_room_light_zh.wav"), "audio/wav")}
     headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
     response = requests.post(f"{api.base}/api/audio", params={"wait": 30}, files=files, headers=headers,
                              timeout=HTTP_TIMEOUT)  # fmt: skip

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import wave
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from adapters.voice_events import VoiceEvent
 from adapters.whisper import WhisperRecognizer
 from assistant.embedded import build_embedded
 from ingress.speech_submit import submit, submit_speech
-from pipeline.audio_config import AsrConfig, AudioConfig, TtsConfig
+from pipeline.audio_config import AudioConfig
 from pipeline.envelope import Envelope, Reply, new_id
 from pipeline.settings import Settings
 from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Stage
@@ -38,31 +37,9 @@ from tasks.asr import NOT_HEARD, NOT_HEARD_CODE
 from tasks.forward import Forwarder
 from tasks.stage import APOLOGY
 
-AUDIO_DIR = Path(__file__).resolve().parents[3] / "shared" / "audio"
 DEADLINE = 30.0
 SPEECH = (WANTS_TEXT, WANTS_SPEECH)
 HELP_TEXT_SENTENCES = 2  # the help skill's reply has several sentences; the barge-in test needs two at least
-
-
-@pytest.fixture(scope="module")
-def models_dir() -> Path:
-    """The models as ``assistant models install`` lays them out."""
-    default = Path.home() / ".cache" / "assistant" / "test-models"
-    return Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", default))
-
-
-@pytest.fixture(scope="module")
-def recognizer(models_dir: Path) -> WhisperRecognizer:
-    engine = WhisperRecognizer(AsrConfig(model="base"), models_dir)
-    engine.warm_up()
-    return engine
-
-
-@pytest.fixture(scope="module")
-def synthesizer(models_dir: Path) -> PiperSynthesizer:
-    engine = PiperSynthesizer(TtsConfig(), models_dir)
-    engine.warm_up()
-    return engine
 
 
 class Controlled:
@@ -172,8 +149,8 @@ def healthy_engines(pipeline: Pipeline) -> Iterator[None]:
     pipeline.engines.holding.clear()
 
 
-def recording(name: str) -> bytes:
-    return float32_to_pcm16(decode_audio((AUDIO_DIR / name).read_bytes(), 60))
+def recording(folder: Path, name: str) -> bytes:
+    return float32_to_pcm16(decode_audio((folder / name).read_bytes(), 60))
 
 
 def silence(seconds: float = 1.5) -> bytes:
@@ -186,8 +163,8 @@ def wav_frames(wav: bytes) -> tuple[int, int, int]:
         return reader.getframerate(), reader.getnchannels(), reader.getnframes()
 
 
-def test_speech_is_recognised_answered_and_spoken(pipeline: Pipeline) -> None:
-    message_id = pipeline.speak(recording("living_room_light_en.wav"))
+def test_speech_is_recognised_answered_and_spoken(pipeline: Pipeline, shared_audio: Path) -> None:
+    message_id = pipeline.speak(recording(shared_audio, "living_room_light_en.wav"))
     reply = pipeline.reply(message_id)
     assert reply.heard is not None and "living room" in reply.heard["text"].lower()
     assert reply.heard["language"] == "en"
@@ -306,10 +283,12 @@ def test_a_redelivered_utterance_is_answered_once(pipeline: Pipeline) -> None:
     assert [r.message_id for _, r in cursor_replies] == [message_id, follow_up.message_id]
 
 
-def test_a_model_that_crashes_gets_an_apology_at_once_spoken_and_the_worker_goes_on(pipeline: Pipeline) -> None:
+def test_a_model_that_crashes_gets_an_apology_at_once_spoken_and_the_worker_goes_on(
+    pipeline: Pipeline, shared_audio: Path
+) -> None:
     pipeline.engines.recognizer_fails = True
     calls = pipeline.engines.recognitions
-    message_id = pipeline.speak(recording("living_room_light_en.wav"))
+    message_id = pipeline.speak(recording(shared_audio, "living_room_light_en.wav"))
     reply = pipeline.reply(message_id)
     assert (reply.text, reply.error) == (APOLOGY["en"], "stage_error")
     assert pipeline.engines.recognitions == calls + 1  # no retries

@@ -45,6 +45,10 @@ from tasks.runtime import StageRuntime
 
 logger = logging.getLogger(__name__)
 
+#: How long a message's voice events (its transcript, its reply's audio by sentence) are kept: the edge that accepted
+#: the message reads them as they come; this covers a slow or reconnecting reader. The whole reply's WAV stays for
+#: ``AUDIO_TTL_SECONDS`` in the blob store.
+VOICE_EVENTS_TTL_SECONDS = 300
 #: Exit code of an entry point that cannot start with its settings (as ``assistant`` answers any configuration error).
 EXIT_CONFIGURATION = 2
 
@@ -84,7 +88,7 @@ def build_adapters(
         replies = RedisReplyStream(client, subscriber)
         revocations = open_revocations(settings, client)
         blobs = RedisBlobStore(audio)
-        voice_events = RedisVoiceEvents(audio, audio_ttl)
+        voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -92,7 +96,7 @@ def build_adapters(
         replies = MemoryReplyStream(skipped)
         revocations = open_revocations(settings)
         blobs = FolderBlobStore(settings.data_dir / "blobs")
-        voice_events = MemoryVoiceEvents(audio_ttl)
+        voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(

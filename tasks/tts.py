@@ -16,6 +16,7 @@ from typing import Any
 from adapters.audio import wav_bytes
 from adapters.blobs import spoken_reply_key
 from adapters.speech import SpeechChunk
+from adapters.voice_events import VoiceEvents
 from pipeline.envelope import Reply
 from pipeline.language import detect_language
 from pipeline.stages import TASK_NAMES, Stage
@@ -96,8 +97,9 @@ def synthesize(
     """Pull the sentences' audio one at a time, publishing each; stop when the listener talked over the reply
     (``VoiceEvents.cancel``), before making the next sentence and before sending one made meanwhile. Raises
     ``SynthesisFailed`` when the synthesizer raises."""
-    events = runtime.adapters.voice_events
     message_id = reply.message_id
+    events = runtime.adapters.voice_events
+    stream = SpeechStream(events, message_id)
     speech = Speech()
     try:
         while True:
@@ -117,24 +119,52 @@ def synthesize(
             if speech.first_audio_ms is None:
                 speech.first_audio_ms = (time.perf_counter() - started) * 1000
                 speech.sample_rate = chunk.sample_rate
-                events.publish(message_id, {"type": "audio_start", "message_id": message_id, "text": reply.text,
-                                            "sample_rate": chunk.sample_rate, "language": language})  # fmt: skip
-            events.publish(message_id, {"type": "chunk", "message_id": message_id, "index": speech.sentences,
-                                        "text": chunk.text}, chunk.pcm16)  # fmt: skip
+                stream.start({"type": "audio_start", "message_id": message_id, "text": reply.text,
+                              "sample_rate": chunk.sample_rate, "language": language})  # fmt: skip
+            stream.chunk(speech.sentences, {"type": "chunk", "message_id": message_id, "index": speech.sentences,
+                                            "text": chunk.text}, chunk.pcm16)  # fmt: skip
             speech.pcm16 += chunk.pcm16
             speech.sentences += 1
     except SynthesisFailed:
         if speech.first_audio_ms is not None:
-            events.publish(message_id, {"type": "audio_end", "message_id": message_id, "interrupted": True,
-                                        "error": SYNTHESIS_FAILED})  # fmt: skip
+            stream.end({"type": "audio_end", "message_id": message_id, "interrupted": True, "error": SYNTHESIS_FAILED})
         raise
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # a generator stopped early (barge-in) frees what it holds now
     if speech.first_audio_ms is not None:
-        events.publish(message_id, {"type": "audio_end", "message_id": message_id, "interrupted": speech.interrupted})
+        stream.end({"type": "audio_end", "message_id": message_id, "interrupted": speech.interrupted})
     return speech
+
+
+class SpeechStream:
+    """A reply's speech events, each sent once. A redelivered reply (its worker died while speaking it) is spoken
+    again in full for the WAV file, but its stream goes on where it stopped: a listener never hears a sentence
+    twice, nor a second ``audio_start``."""
+
+    def __init__(self, events: VoiceEvents, message_id: str) -> None:
+        self._events = events
+        self._message_id = message_id
+        # Nearly always empty of speech: one short read per reply, for the rare redelivery.
+        sent = [e.event.get("type") for e in events.read(message_id, None, 0)]
+        self._started = "audio_start" in sent
+        self._chunks = sent.count("chunk")
+        self._ended = "audio_end" in sent
+
+    def start(self, event: dict[str, Any]) -> None:
+        if not self._started:
+            self._events.publish(self._message_id, event)
+            self._started = True
+
+    def chunk(self, index: int, event: dict[str, Any], pcm16: bytes) -> None:
+        if index >= self._chunks and not self._ended:
+            self._events.publish(self._message_id, event, pcm16)
+
+    def end(self, event: dict[str, Any]) -> None:
+        if not self._ended:
+            self._events.publish(self._message_id, event)
+            self._ended = True
 
 
 def finish(reply: Reply, runtime: StageRuntime, audio: dict[str, Any]) -> None:

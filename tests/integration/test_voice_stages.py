@@ -316,3 +316,23 @@ def test_audio_that_expired_before_recognition_gets_an_apology(pipeline: Pipelin
     assert letter.error == "the audio expired or was deleted before it was recognised"
     # The session goes on: its next message does not wait for the lost one's turn.
     assert pipeline.reply(pipeline.say("what time is it", sent.session_id).message_id).skill == "time"
+
+
+def test_a_reply_spoken_again_after_its_worker_died_goes_on_where_its_stream_stopped(pipeline: Pipeline) -> None:
+    sent = pipeline.say("help")
+    reply = pipeline.reply(sent.message_id)
+    events = pipeline.adapters.voice_events
+    # The first worker to speak it sent the start and one sentence, then died.
+    events.publish(sent.message_id, {"type": "audio_start", "message_id": sent.message_id, "text": reply.text,
+                                     "sample_rate": 22050, "language": "en"})  # fmt: skip
+    events.publish(sent.message_id, {"type": "chunk", "message_id": sent.message_id, "index": 0}, b"\0\0" * 100)
+    pipeline.forwarder.reply(replace(reply, wants=SPEECH, audio=None))  # the broker hands it to another worker
+    stream = pipeline.events(sent.message_id, until="audio_end")
+    kinds = [e.event["type"] for e in stream]
+    assert kinds.count("audio_start") == 1 and kinds[-1] == "audio_end" and kinds.count("audio_end") == 1
+    indexes = [e.event["index"] for e in stream if e.event["type"] == "chunk"]
+    assert indexes == list(range(len(indexes))) and len(indexes) >= HELP_TEXT_SENTENCES
+    # The reply itself went out once, before.
+    assert [r.message_id for _, r in pipeline.adapters.replies.read_after(reply.session_id, None, 10)] == [
+        sent.message_id
+    ]

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from celery.signals import worker_ready
+from celery import current_app
+from celery.apps.worker import Worker as CeleryWorkerProcess
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.signals import worker_init, worker_process_init, worker_ready
 from flask import Flask
 
-from adapters.bundle import Adapters
+from adapters.blobs import BlobStore, FolderBlobStore
+from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
+from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
+from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import Stage
 from skills.builtin import builtin_skills
@@ -37,11 +45,25 @@ from tasks.runtime import StageRuntime
 
 logger = logging.getLogger(__name__)
 
+#: How long a message's voice events (its transcript, its reply's audio by sentence) are kept: the edge that accepted
+#: the message reads them as they come; this covers a slow or reconnecting reader. The whole reply's WAV stays for
+#: ``AUDIO_TTL_SECONDS`` in the blob store.
+VOICE_EVENTS_TTL_SECONDS = 300
+#: Exit code of an entry point that cannot start with its settings (as ``assistant`` answers any configuration error).
+EXIT_CONFIGURATION = 2
 
-def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5, pre_ping: bool = True) -> Adapters:
+
+def build_adapters(
+    settings: Settings,
+    migrate: bool = False,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    speech: SpeechEngines | None = None,
+) -> Adapters:
     """Everything the process needs; embedded settings give in-process stores and SQLite.
 
     ``pre_ping=False`` for processes whose every database call is retried on failure (see ``create_engine_for``).
+    ``speech`` shares engines loaded already (tests); by default they load on first use.
     """
     repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
@@ -49,20 +71,32 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
     closers: list[Callable[[], None]] = [repository.close]
     coordination: Coordination
     replies: ReplyStream
+    blobs: BlobStore
+    voice_events: VoiceEvents
+    audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
+        from adapters.blobs import RedisBlobStore
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
+        from adapters.voice_events import RedisVoiceEvents
 
         client = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant")
         subscriber = connect(settings.redis_url, max_connections=2, name=SUBSCRIBER_NAME)
+        # Audio is bytes: a client of its own that does not decode replies. Its pool is apart from the text one's,
+        # so edges blocked reading voice events never hold up session state.
+        audio = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant-audio", binary=True)
         coordination = RedisCoordination(client)
         replies = RedisReplyStream(client, subscriber)
         revocations = open_revocations(settings, client)
-        closers += [client.close, subscriber.close]
+        blobs = RedisBlobStore(audio)
+        voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
+        closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
         coordination = MemoryCoordination(skipped)
         replies = MemoryReplyStream(skipped)
         revocations = open_revocations(settings)
+        blobs = FolderBlobStore(settings.data_dir / "blobs")
+        voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
@@ -75,8 +109,28 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
             post_json, timeout=timeout, max_bytes=settings.webhook_max_bytes, allow_hosts=settings.webhook_allow_hosts
         ),
         revocations=revocations,
+        blobs=blobs,
+        voice_events=voice_events,
+        speech=speech or build_speech(settings),
         _closers=closers,
     )
+
+
+def build_speech(settings: Settings) -> SpeechEngines:
+    """The configured recognizer and synthesizer, each loaded from ``MODELS_DIR`` on first use."""
+    audio = settings.audio
+
+    def recognizer(workers: int) -> Recognizer:
+        from adapters.whisper import WhisperRecognizer
+
+        return WhisperRecognizer(audio.asr, audio.models_dir, workers=workers)
+
+    def synthesizer() -> Synthesizer:
+        from adapters.piper import PiperSynthesizer
+
+        return PiperSynthesizer(audio.tts, audio.models_dir)
+
+    return SpeechEngines(recognizer, synthesizer)
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:
@@ -116,19 +170,83 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     app = create_celery_app(settings, runtime_factory)
     # Build the runtime when a worker starts, so the gateway lists its skills before any message.
     # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_init.connect(_check_speech_models_on_init, dispatch_uid="assistant.speech_models_on_init", weak=False)
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
+    worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
     return app
+
+
+def _check_speech_models_on_init(sender: Any, **_: Any) -> None:
+    """A worker process (``assistant worker``, ``celery worker``) on ``asr`` or ``tts`` does not start without its
+    models: it would only answer each utterance with an apology. Checked once its queues are known, before it
+    connects; worker threads embedded in another process are left alone."""
+    app = sender.app
+    if not isinstance(app, StageCelery) or not isinstance(sender, CeleryWorkerProcess) or not _speech_stages(app):
+        return
+    try:
+        check_speech_models(app.settings)
+    except ConfigurationError as exc:
+        logger.critical("cannot start: %s", exc)
+        raise SystemExit(EXIT_CONFIGURATION) from None
 
 
 def _build_runtime_on_start(sender: Any, **_: Any) -> None:
     app = sender.app
     if not isinstance(app, StageCelery):
         return
+    speech = _speech_stages(app)
     runtime = app.runtime
     consumes = set(app.amqp.queues.consume_from or ())
     if not app.settings.embedded and str(Stage.DISPATCH) in consumes:
         # Dispatch workers look for accepted messages the broker lost (see tasks.rescue).
         Rescuer(runtime.adapters.coordination, runtime.forward).start()
+    if speech and isinstance(sender.pool, ThreadTaskPool):
+        # One model serves every thread of the pool; loaded and run once before the first message is taken.
+        runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
+        runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+
+
+def _warm_speech_in_child(**_: Any) -> None:
+    """Under the prefork pool each child process loads its own engines; in the background, since the parent
+    kills a child that does not report alive within seconds."""
+    app = current_app._get_current_object()  # the worker's app: the one process-wide default
+    if isinstance(app, StageCelery) and (speech := _speech_stages(app)):
+        engines = app.runtime.adapters.speech
+        warm = partial(engines.warm_up, recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+        threading.Thread(target=_logged(warm), name="speech-warm-up", daemon=True).start()
+
+
+def _speech_stages(app: StageCelery) -> set[Stage]:
+    """The speech stages a distributed worker consumes (none when embedded: ``assistant run`` sees to them)."""
+    if app.settings.embedded:
+        return set()
+    consumes = set(app.amqp.queues.consume_from or ())
+    return {stage for stage in (Stage.ASR, Stage.TTS) if str(stage) in consumes}
+
+
+def check_speech_models(settings: Settings) -> None:
+    """Raises ``ConfigurationError`` naming every configured model that is not installed, and how to install it."""
+    from adapters.models import check_configured
+
+    check_configured(settings.audio)
+
+
+def warm_speech_in_background(engines: SpeechEngines) -> threading.Thread:
+    """Load and run both engines in a thread (``assistant run``), so the first utterance does not wait for them."""
+    thread = threading.Thread(target=_logged(engines.warm_up), name="speech-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _logged(warm: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            warm()
+        except Exception:
+            # Each message that needs the engine tries again, and fails with an apology while it cannot load.
+            logger.exception("loading the speech engines failed")
+
+    return run
 
 
 def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> Flask:

@@ -3,17 +3,83 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from adapters.blobs import BlobStore
 from adapters.db import Repository
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
+from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
+from adapters.voice_events import VoiceEvents
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E")
+
+
+class _Once(Generic[E]):
+    """A value built on first use, once, however many threads ask at the same time."""
+
+    def __init__(self, build: Callable[[], E], what: str) -> None:
+        self._build = build
+        self._what = what
+        self._value: E | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> E:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    started = time.perf_counter()
+                    self._value = self._build()
+                    logger.info("%s loaded in %.0f ms", self._what, (time.perf_counter() - started) * 1000)
+                value = self._value
+        return value
+
+    @property
+    def built(self) -> bool:
+        return self._value is not None
+
+
+class SpeechEngines:
+    """The speech recognizer and synthesizer of this process, each built once, on first use, from the factories
+    the composition root gives: a worker that never sees audio never loads a model.
+
+    ``recognizer`` is called with the number of threads that may transcribe at once (``share_recognizer``): one
+    model serves them all, with that many workers inside it.
+    """
+
+    def __init__(self, recognizer: Callable[[int], Recognizer], synthesizer: Callable[[], Synthesizer]) -> None:
+        self._recognizer_workers = 1
+        self._recognizer: _Once[Recognizer] = _Once(lambda: recognizer(self._recognizer_workers), "speech recognizer")
+        self._synthesizer: _Once[Synthesizer] = _Once(synthesizer, "speech synthesizer")
+
+    def share_recognizer(self, threads: int) -> None:
+        """Let ``threads`` threads of this process transcribe at the same time; before the recognizer is built."""
+        if self._recognizer.built:
+            logger.warning("the speech recognizer is loaded already; it keeps its %d workers", self._recognizer_workers)
+            return
+        self._recognizer_workers = max(1, threads)
+
+    def recognizer(self) -> Recognizer:
+        return self._recognizer.get()
+
+    def synthesizer(self) -> Synthesizer:
+        return self._synthesizer.get()
+
+    def warm_up(self, recognizer: bool = True, synthesizer: bool = True) -> None:
+        """Build the engines asked for and run each once (a worker does this before its first message)."""
+        if recognizer:
+            self.recognizer().warm_up()
+        if synthesizer:
+            self.synthesizer().warm_up()
 
 
 @dataclass
@@ -29,6 +95,12 @@ class Adapters:
     post_json: Callable[[str, dict[str, Any]], Any]
     #: Revoked tokens (Redis, or a SQLite file in the data folder when embedded).
     revocations: Revocations
+    #: Audio by key, with an expiry (Redis, or a folder in the data folder when embedded).
+    blobs: BlobStore
+    #: Per-message transcript and speech events for the WebSocket edge (Redis streams, or memory when embedded).
+    voice_events: VoiceEvents
+    #: The speech models, loaded on first use.
+    speech: SpeechEngines
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -178,8 +178,10 @@ def client_msg_key(user_id: str, client_msg_id: str | None) -> str:
     return f"cmid:{quote(user_id, safe='')}:{quote(client_msg_id, safe='')}"
 
 
-def connect(url: str, max_connections: int = 50, name: str | None = None) -> redis.Redis:
+def connect(url: str, max_connections: int = 50, name: str | None = None, binary: bool = False) -> redis.Redis:
     """A client whose pool makes callers wait for a free connection instead of failing under load.
+
+    Replies are text, or bytes with ``binary`` (for audio: blobs and voice events).
 
     Every call is bounded: a Redis that hangs (paused, overloaded) fails the call after
     ``SOCKET_TIMEOUT_SECONDS``, and the caller answers 503 or retries later. A connection that broke (Redis
@@ -190,7 +192,7 @@ def connect(url: str, max_connections: int = 50, name: str | None = None) -> red
         url,
         max_connections=max_connections,
         timeout=SOCKET_TIMEOUT_SECONDS,
-        decode_responses=True,
+        decode_responses=not binary,
         health_check_interval=30,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,

@@ -6,7 +6,7 @@ per worker process, on first use, by the composition root.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,8 +37,18 @@ class Transcription:
 class Recognizer(Protocol):
     """Speech to text."""
 
-    def transcribe(self, samples: npt.NDArray[np.float32], language: str | None = None) -> Transcription:
-        """Transcribe 16 kHz mono float32 ``samples`` in ``language`` (None: the configured one, or detect)."""
+    def transcribe(
+        self,
+        samples: npt.NDArray[np.float32],
+        language: str | None = None,
+        on_partial: Callable[[str], None] | None = None,
+    ) -> Transcription:
+        """Transcribe 16 kHz mono float32 ``samples`` in ``language`` (None: the configured one, or detect);
+        ``on_partial`` is called with the text recognised so far as each segment is decoded."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load the model and run it once, so the first utterance does not pay for it."""
         ...
 
 
@@ -67,4 +77,8 @@ class Synthesizer(Protocol):
 
     def speak(self, text: str, language: str) -> Iterator[SpeechChunk]:
         """``text`` spoken in ``language``, sentence by sentence; raises ``LookupError`` without a voice."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load the installed voices and speak once, so the first reply does not pay for it."""
         ...

@@ -16,13 +16,16 @@ from typing import Any
 from celery.signals import worker_ready
 from flask import Flask
 
-from adapters.bundle import Adapters
+from adapters.blobs import BlobStore, FolderBlobStore
+from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
+from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
 from pipeline.settings import Settings
 from pipeline.stages import Stage
@@ -38,10 +41,17 @@ from tasks.runtime import StageRuntime
 logger = logging.getLogger(__name__)
 
 
-def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5, pre_ping: bool = True) -> Adapters:
+def build_adapters(
+    settings: Settings,
+    migrate: bool = False,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    speech: SpeechEngines | None = None,
+) -> Adapters:
     """Everything the process needs; embedded settings give in-process stores and SQLite.
 
     ``pre_ping=False`` for processes whose every database call is retried on failure (see ``create_engine_for``).
+    ``speech`` shares engines loaded already (tests); by default they load on first use.
     """
     repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
@@ -49,20 +59,32 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
     closers: list[Callable[[], None]] = [repository.close]
     coordination: Coordination
     replies: ReplyStream
+    blobs: BlobStore
+    voice_events: VoiceEvents
+    audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
+        from adapters.blobs import RedisBlobStore
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
+        from adapters.voice_events import RedisVoiceEvents
 
         client = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant")
         subscriber = connect(settings.redis_url, max_connections=2, name=SUBSCRIBER_NAME)
+        # Audio is bytes: a client of its own that does not decode replies. Its pool is apart from the text one's,
+        # so edges blocked reading voice events never hold up session state.
+        audio = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant-audio", binary=True)
         coordination = RedisCoordination(client)
         replies = RedisReplyStream(client, subscriber)
         revocations = open_revocations(settings, client)
-        closers += [client.close, subscriber.close]
+        blobs = RedisBlobStore(audio)
+        voice_events = RedisVoiceEvents(audio, audio_ttl)
+        closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
         coordination = MemoryCoordination(skipped)
         replies = MemoryReplyStream(skipped)
         revocations = open_revocations(settings)
+        blobs = FolderBlobStore(settings.data_dir / "blobs")
+        voice_events = MemoryVoiceEvents(audio_ttl)
         closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
@@ -75,8 +97,28 @@ def build_adapters(settings: Settings, migrate: bool = False, pool_size: int = 5
             post_json, timeout=timeout, max_bytes=settings.webhook_max_bytes, allow_hosts=settings.webhook_allow_hosts
         ),
         revocations=revocations,
+        blobs=blobs,
+        voice_events=voice_events,
+        speech=speech or build_speech(settings),
         _closers=closers,
     )
+
+
+def build_speech(settings: Settings) -> SpeechEngines:
+    """The configured recognizer and synthesizer, each loaded from ``MODELS_DIR`` on first use."""
+    audio = settings.audio
+
+    def recognizer(workers: int) -> Recognizer:
+        from adapters.whisper import WhisperRecognizer
+
+        return WhisperRecognizer(audio.asr, audio.models_dir, workers=workers)
+
+    def synthesizer() -> Synthesizer:
+        from adapters.piper import PiperSynthesizer
+
+        return PiperSynthesizer(audio.tts, audio.models_dir)
+
+    return SpeechEngines(recognizer, synthesizer)
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:

@@ -9,20 +9,17 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
+from werkzeug.exceptions import BadRequest, NotFound
 
 from adapters.bundle import Adapters
-from adapters.errors import UNAVAILABLE
-from adapters.state import Registration
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
+from ingress.speech_submit import submit
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
 from pipeline.stages import Channel, Stage
 from tasks.forward import Forwarder
@@ -95,20 +92,9 @@ def post_message() -> tuple[dict[str, Any], int]:
     with ExitStack() as stack:
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
         waiter = stack.enter_context(hub.expect(message_id)) if wait > 0 else None
-        registration = _register(adapters, draft, claim_new=session_id is None)
-        metrics.messages.labels(registration.status).inc()
-        if registration.status != "ok" and registration.status != "duplicate":
-            raise NotFound(f"unknown session '{session_id}'")
+        registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH, metrics)
         ids: dict[str, Any] = {"message_id": registration.message_id, "session_id": registration.session_id}
-        if registration.status == "ok":
-            envelope = replace(draft, seq=registration.seq)
-            try:
-                forwarder.to_stage(Stage.DISPATCH, envelope)
-            except UNAVAILABLE as exc:
-                # Not accepted: the same client_msg_id must work when the client tries again.
-                _withdraw(adapters, identity.subject, registration, client_msg_id)
-                raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
-        else:
+        if registration.status == "duplicate":
             ids["duplicate"] = True
         if waiter is None:
             return ids, 202
@@ -125,36 +111,6 @@ def post_message() -> tuple[dict[str, Any], int]:
     metrics.reply_wait.observe(time.perf_counter() - started)
     cursor, reply = answered
     return {**ids, "reply": reply_json(cursor, reply)}, 200
-
-
-def _withdraw(adapters: Adapters, user_id: str, registration: Registration, client_msg_id: str | None) -> None:
-    try:
-        ttl = adapters.settings.session_ttl_seconds
-        adapters.coordination.withdraw_message(user_id, registration, client_msg_id, ttl)
-    except UNAVAILABLE as exc:
-        # Redis is away too: the message stays registered with its envelope kept, so the dispatch workers' sweep
-        # sends it after all (tasks/rescue.py) and a resend with the same client_msg_id gets its reply.
-        logger.warning("could not withdraw message %s: %s", registration.message_id, type(exc).__name__)
-
-
-def _register(adapters: Adapters, draft: Envelope, claim_new: bool) -> Registration:
-    """Claim a place in the session (a new one when ``claim_new``); ``forbidden`` for another's session."""
-    ttl = adapters.settings.session_ttl_seconds
-    coordination = adapters.coordination
-    user_id, session_id = draft.user_id, draft.session_id
-    register = partial(coordination.register_message, user_id, session_id, draft.message_id, draft.client_msg_id, ttl,
-                       envelope_json=draft.to_json())  # fmt: skip
-    if claim_new:
-        return register()
-    registration = register(claim=False)
-    if registration.status != "unclaimed":
-        return registration
-    # Redis does not know the session (new, or Redis lost its keys): the database says whose it is.
-    # Checked before claiming, so a refused message neither claims the session nor takes a sequence number.
-    record = adapters.repository.load_session(session_id)
-    if record is not None and record.user_id != user_id:
-        return Registration("forbidden")
-    return register()
 
 
 @bp.get("/api/sessions/<session_id>")

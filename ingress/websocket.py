@@ -74,7 +74,7 @@ class WebSocketGateway(Gateway_10):
     """cheroot's WSGI gateway, plus the connection's socket in the environ; a taken-over connection gets no
     HTTP response and is closed."""
 
-    def get_environ(self) -> dict[str, Any]:
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]  # cheroot's stubs say None
         environ: dict[str, Any] = super().get_environ()
         environ[SOCKET_KEY] = self.req.conn.socket
         return environ

@@ -24,7 +24,8 @@ class Transcription:
 
     #: The words, in simplified characters when ``language`` is ``zh``; empty when no speech was found.
     text: str
-    #: ``zh`` or ``en`` (or another Whisper language code), detected or as asked.
+    #: ``zh`` or ``en`` (or another Whisper language code), detected or as asked; empty when no speech was found
+    #: and the language was to be detected.
     language: str
     #: Seconds of audio given.
     duration_seconds: float

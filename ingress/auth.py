@@ -35,8 +35,13 @@ AUTHENTICATED_HOOKS = "assistant.authenticated"
 #: Everything a ``visitor`` token opens: sending a message and reading its own sessions. Any other endpoint
 #: behind ``require_token`` answers 403 to a visitor, so a new endpoint is closed to visitors until listed here.
 VISITOR_ENDPOINTS = frozenset(
-    {"messages.post_message", "messages.get_session", "messages.get_replies", "messages.stream_events",
-     "voice_ws.audio"}
+    {
+        "messages.post_message",
+        "messages.get_session",
+        "messages.get_replies",
+        "messages.stream_events",
+        "voice_ws.audio",
+    }
 )
 
 

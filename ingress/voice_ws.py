@@ -247,7 +247,7 @@ class VoiceConnection:
     def _on_command(self, frame: str) -> None:
         message = _json_object(frame)
         if message is None:
-            self._error("bad_json", "a text frame must be a JSON object such as {\"type\": \"start\"}")
+            self._error("bad_json", 'a text frame must be a JSON object such as {"type": "start"}')
             return
         kind = message.get("type")
         handlers = {"auth": self._on_auth, "start": self._on_start, "end": self._on_end, "text": self._on_text}

@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: A key is one or more ``/``-separated parts of letters, digits, ``_``, ``.`` and ``-``, each starting with a
 #: letter or digit: no ``..``, no absolute path, no hidden file, nothing a folder store could escape its root with.
-KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,127}){0,7}")
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,199}){0,7}")
 MAX_KEY_LENGTH = 512
+#: What a session id may hold that a key part may not, escaped as ``_XX`` (``_`` itself too, so no two ids meet).
+_ESCAPED = {"_": "_5F", ".": "_2E", ":": "_3A"}
 #: How often the folder store looks for expired files to delete, at most (seconds).
 SWEEP_SECONDS = 300.0
 
@@ -43,6 +45,20 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None:
         """Forget ``key``; nothing happens when it is not there."""
         ...
+
+
+def inbound_audio_key(message_id: str) -> str:
+    """Where a message's audio (16 kHz mono 16-bit PCM) waits for the ``asr`` stage."""
+    return check_key(f"audio/in/{message_id}")
+
+
+def spoken_reply_key(session_id: str, message_id: str) -> str:
+    """Where a reply's speech (a WAV file) is kept: in its session's folder, so only the session's owner is served it.
+
+    The session id (letters, digits, ``_ . : -``) is escaped into one safe key part, distinct for distinct ids.
+    """
+    folder = "s" + "".join(_ESCAPED.get(char, char) for char in session_id)
+    return check_key(f"audio/out/{folder}/{message_id}.wav")
 
 
 class InvalidBlobKey(ValueError):

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.envelope import Envelope, Reply, now
+from pipeline.errors import EnvelopeError
 from pipeline.skilldefs import SkillDefinition
 
 if TYPE_CHECKING:
@@ -254,6 +255,12 @@ class TranscriptEntry:
     skill: str | None = None
     #: The failure code when the reply is an apology (replies only).
     error: str | None = None
+    #: Milliseconds spent in each stage, in order (replies only): ``(("decode", 3.1), ("asr", 980.0), ...)``.
+    timings: tuple[tuple[str, float], ...] = ()
+    #: What was heard, when the message was speech: ``{"text", "language"}`` (replies only).
+    heard: dict[str, Any] | None = None
+    #: The reply's speech (replies only): ``Reply.audio``, ready or missing and why, interrupted or not.
+    audio: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +428,14 @@ class Repository:
             return False
         return True
 
+    def update_reply(self, reply: Reply) -> bool:
+        """Replace the stored form of a reply recorded before (it got its speech since); False when there is none."""
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                replies.update().where(replies.c.message_id == reply.message_id).values(payload=reply.to_json())
+            )
+        return result.rowcount > 0
+
     def stored_reply(self, message_id: str) -> Reply | None:
         """The reply stored for a message, if any: a rescued message whose reply never went out sends this one."""
         with self._engine.connect() as connection:
@@ -439,7 +454,14 @@ class Repository:
                 .limit(limit)
             ).all()
             reply_rows = connection.execute(
-                sa.select(replies.c.message_id, replies.c.text, replies.c.skill, replies.c.error, replies.c.created_at)
+                sa.select(
+                    replies.c.message_id,
+                    replies.c.text,
+                    replies.c.skill,
+                    replies.c.error,
+                    replies.c.created_at,
+                    replies.c.payload,
+                )
                 .where(replies.c.session_id == session_id)
                 .order_by(replies.c.created_at.desc(), replies.c.message_id.desc())
                 .limit(limit)
@@ -451,8 +473,17 @@ class Repository:
             entry = TranscriptEntry("message", row.id, row.text, _to_epoch(row.created_at))
             keyed.append((row.created_at, 0, entry))
         for reply in reply_rows:
+            stored = _stored_reply(reply.payload)
             entry = TranscriptEntry(
-                "reply", reply.message_id, reply.text, _to_epoch(reply.created_at), skill=reply.skill, error=reply.error
+                "reply",
+                reply.message_id,
+                reply.text,
+                _to_epoch(reply.created_at),
+                skill=reply.skill,
+                error=reply.error,
+                timings=stored.timings if stored else (),
+                heard=stored.heard if stored else None,
+                audio=stored.audio if stored else None,
             )
             keyed.append((reply.created_at, 1, entry))  # rank 1: a reply sorts after its message when the times tie
         keyed.sort(key=lambda item: (item[0], item[1]))
@@ -599,6 +630,14 @@ class Repository:
             row = replies.c.message_id == message_id
             connection.execute(replies.update().where(row).values(payload=noted.to_json()))
         return True
+
+
+def _stored_reply(payload: str) -> Reply | None:
+    """A stored reply's full form, or None for one this version cannot read (the row's columns still show)."""
+    try:
+        return Reply.from_json(payload)
+    except EnvelopeError:
+        return None
 
 
 def _skill_from_row(row: sa.Row[Any]) -> SkillDefinition:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from celery.signals import worker_ready
+from celery import current_app
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.signals import worker_process_init, worker_ready
 from flask import Flask
 
 from adapters.blobs import BlobStore, FolderBlobStore
@@ -27,6 +30,7 @@ from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
+from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import Stage
 from skills.builtin import builtin_skills
@@ -159,6 +163,7 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     # Build the runtime when a worker starts, so the gateway lists its skills before any message.
     # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
+    worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
     return app
 
 
@@ -166,11 +171,65 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
     app = sender.app
     if not isinstance(app, StageCelery):
         return
+    speech = _speech_stages(app)
+    if speech:
+        check_speech_models(app.settings)
     runtime = app.runtime
     consumes = set(app.amqp.queues.consume_from or ())
     if not app.settings.embedded and str(Stage.DISPATCH) in consumes:
         # Dispatch workers look for accepted messages the broker lost (see tasks.rescue).
         Rescuer(runtime.adapters.coordination, runtime.forward).start()
+    if speech and isinstance(sender.pool, ThreadTaskPool):
+        # One model serves every thread of the pool; loaded and run once before the first message is taken.
+        runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
+        runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+
+
+def _warm_speech_in_child(**_: Any) -> None:
+    """Under the prefork pool each child process loads its own engines; in the background, since the parent
+    kills a child that does not report alive within seconds."""
+    app = current_app()
+    if isinstance(app, StageCelery) and (speech := _speech_stages(app)):
+        engines = app.runtime.adapters.speech
+        warm = partial(engines.warm_up, recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+        threading.Thread(target=_logged(warm), name="speech-warm-up", daemon=True).start()
+
+
+def _speech_stages(app: StageCelery) -> set[Stage]:
+    """The speech stages a distributed worker consumes (none when embedded: ``assistant run`` sees to them)."""
+    if app.settings.embedded:
+        return set()
+    consumes = set(app.amqp.queues.consume_from or ())
+    return {stage for stage in (Stage.ASR, Stage.TTS) if str(stage) in consumes}
+
+
+def check_speech_models(settings: Settings) -> None:
+    """Stop start-up with one clear error when a configured model is not installed."""
+    from adapters.models import check_configured
+
+    try:
+        check_configured(settings.audio)
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(f"assistant: {exc}") from None
+
+
+def warm_speech_in_background(engines: SpeechEngines) -> threading.Thread:
+    """Load and run both engines in a thread (``assistant run``), so the first utterance does not wait for them."""
+    thread = threading.Thread(target=_logged(engines.warm_up), name="speech-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _logged(warm: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            warm()
+        except Exception:
+            # Each message that needs the engine tries again, and fails with an apology while it cannot load.
+            logger.exception("loading the speech engines failed")
+
+    return run
 
 
 def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> Flask:

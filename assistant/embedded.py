@@ -8,8 +8,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from adapters.bundle import Adapters
-from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
+from adapters.bundle import Adapters, SpeechEngines
+from assistant.bootstrap import (
+    build_adapters,
+    build_gateway,
+    build_worker_app,
+    check_speech_models,
+    warm_speech_in_background,
+)
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 from tasks.celery_app import StageCelery
@@ -48,9 +54,12 @@ class EmbeddedWorkers:
         self._thread.join(5)
 
 
-def build_embedded(settings: Settings) -> tuple[Adapters, StageCelery, EmbeddedWorkers]:
-    """The adapters (migrated SQLite, in-memory stores), the Celery app sharing them, and its workers."""
-    adapters = build_adapters(settings, migrate=True)
+def build_embedded(
+    settings: Settings, speech: SpeechEngines | None = None
+) -> tuple[Adapters, StageCelery, EmbeddedWorkers]:
+    """The adapters (migrated SQLite, in-memory stores, a blob folder), the Celery app sharing them, and its
+    workers, which run every stage, ``asr`` and ``tts`` included. ``speech``: engines loaded already (tests)."""
+    adapters = build_adapters(settings, migrate=True, speech=speech)
     app = build_worker_app(settings, adapters)
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers
@@ -71,9 +80,12 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
 
 def run_embedded(settings: Settings) -> int:
+    check_speech_models(settings)
     adapters, celery_app, workers = build_embedded(settings)
     flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
+    # The models load while the server starts; an utterance that comes first waits for them.
+    warm_speech_in_background(adapters.speech)
     server = http_server(flask_app, settings.host, settings.port)
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host

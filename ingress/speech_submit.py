@@ -10,6 +10,7 @@ from functools import partial
 
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 
+from adapters.blobs import inbound_audio_key
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
 from adapters.state import Registration
@@ -19,11 +20,6 @@ from pipeline.stages import WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
 
 logger = logging.getLogger(__name__)
-
-
-def inbound_audio_key(message_id: str) -> str:
-    """Where a message's audio waits for the ``asr`` stage."""
-    return f"audio/in/{message_id}"
 
 
 def submit(
@@ -70,14 +66,16 @@ def submit_speech(
     timings: Iterable[tuple[str, float]] = (),
     channel: str = Channel.WEB,
     metrics: GatewayMetrics | None = None,
+    message_id: str | None = None,
 ) -> Registration:
     """Store an utterance (16 kHz mono 16-bit PCM) and send it to the ``asr`` stage, as ``submit`` does.
 
     ``session_id`` None opens a new session. ``timings`` are the edge's own (``("decode", ms)``); the stages add
-    theirs. The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted
+    theirs. ``message_id``: the id to give the message, when the caller waits for its reply already (a fresh one
+    by default). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted
     at once.
     """
-    message_id = new_id()
+    message_id = message_id or new_id()
     key = inbound_audio_key(message_id)
     adapters.blobs.put(key, pcm16, adapters.settings.audio.audio_ttl_seconds)
     draft = Envelope(

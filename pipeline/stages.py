@@ -43,6 +43,17 @@ WANTS_SPEECH = "speech"
 DELIVER_TASK_PREFIX = "assistant.deliver."
 
 
+def entry_stage(audio_key: str | None, text: str) -> Stage:
+    """The first stage of an accepted message: ``asr`` while it is audio not yet recognised, else ``dispatch``."""
+    return Stage.ASR if audio_key is not None and not text else Stage.DISPATCH
+
+
+def reply_stage(wants: Iterable[str], spoken: bool) -> Stage | None:
+    """Where a reply goes next: ``tts`` when the client wants speech and the reply has none yet (``spoken``: it was
+    synthesized, or found unspeakable); None for its channel's reply queue."""
+    return Stage.TTS if WANTS_SPEECH in wants and not spoken else None
+
+
 def reply_queue(channel: str) -> str:
     """The queue the replies of ``channel`` travel on."""
     return f"reply.{channel}"

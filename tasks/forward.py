@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from pipeline.envelope import Envelope, Reply
-from pipeline.stages import TASK_NAMES, Stage, deliver_task, reply_queue
+from pipeline.stages import TASK_NAMES, Stage, deliver_task, reply_queue, reply_stage
 
 
 class Forwarder:
@@ -20,6 +20,13 @@ class Forwarder:
         )
 
     def reply(self, reply: Reply) -> None:
+        """Send ``reply`` towards its client: through ``tts`` first when it is to be spoken (every reply is, an
+        apology too, when the client asked for speech), else to its channel's reply queue."""
+        if reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS:
+            self._app.send_task(
+                TASK_NAMES[Stage.TTS], args=[reply.to_json()], queue=str(Stage.TTS), **shown_as(reply.message_id)
+            )
+            return
         self._app.send_task(
             deliver_task(reply.channel),
             args=[reply.to_json()],

@@ -4,8 +4,8 @@ Kombu's Redis transport pops a message from its queue and only then records it a
 dies in between takes the message with it, and no visibility timeout brings it back. The edge keeps each
 accepted envelope in Redis until its reply goes out (``Coordination.register_message``). A sweep in each
 dispatch worker sends those still unanswered after ``RESCUE_AFTER_SECONDS`` whose session nobody is working on
-back to the dispatch stage. A message that was only slow is then handled twice at most: the turn it finished
-makes the copy stale, and a reply goes out once per message id.
+back to their first stage (``dispatch``, or ``asr`` for speech). A message that was only slow is then handled
+twice at most: the turn it finished makes the copy stale, and a reply goes out once per message id.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 from adapters.state import Coordination
 from pipeline.envelope import Envelope
 from pipeline.errors import EnvelopeError
-from pipeline.stages import Stage
+from pipeline.stages import Stage, entry_stage
 from tasks.forward import Forwarder
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ SWEEP_LIMIT = 100
 #: No sweep while more messages than this wait in the dispatch queue: then a message without a reply after
 #: ``RESCUE_AFTER_SECONDS`` is most likely still queued, and a copy would only deepen the backlog.
 MAX_BACKLOG = 100
+#: The same for the speech stages, whose messages take a second or more each: a few queued ones already keep
+#: a message from its reply for ``RESCUE_AFTER_SECONDS``, and a copy costs a model call.
+MAX_SPEECH_BACKLOG = 8
 
 
 class Rescuer:
@@ -64,11 +67,13 @@ class Rescuer:
                 logger.warning("sweep for lost messages failed: %s", type(exc).__name__)
 
     def sweep(self) -> int:
-        """Send the lost messages found now to the dispatch stage again; how many."""
-        backlog = self._forward.backlog(Stage.DISPATCH)
-        if backlog > MAX_BACKLOG:
-            logger.info("%d messages wait in the dispatch queue; no sweep for lost ones now", backlog)
-            return 0
+        """Send the lost messages found now to their first stage again; how many."""
+        limits = ((Stage.DISPATCH, MAX_BACKLOG), (Stage.ASR, MAX_SPEECH_BACKLOG), (Stage.TTS, MAX_SPEECH_BACKLOG))
+        for stage, most in limits:
+            backlog = self._forward.backlog(stage)
+            if backlog > most:
+                logger.info("%d messages wait in the %s queue; no sweep for lost ones now", backlog, stage)
+                return 0
         stalled = self._coordination.rescue_stalled(self._rescue_after, SWEEP_LIMIT, MAX_RESCUES, SWEEP_SECONDS)
         for item in stalled:
             try:
@@ -78,5 +83,6 @@ class Rescuer:
                 continue
             logger.warning("message %s has no reply after %g s; sending it again", item.message_id,
                            self._rescue_after)  # fmt: skip
-            self._forward.to_stage(Stage.DISPATCH, envelope)
+            # A message lost before recognition goes back to ``asr`` (its audio is kept for AUDIO_TTL_SECONDS).
+            self._forward.to_stage(entry_stage(envelope.audio_key, envelope.text), envelope)
         return len(stalled)

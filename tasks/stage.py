@@ -45,6 +45,12 @@ class Retrying(Exception):
     """What Celery logs with a retry: the failure's kind, without its text."""
 
 
+class GiveUp(Exception):
+    """Raised by a handler when trying again cannot help (a model that fails on this audio, audio that expired):
+    the skeleton gives the message up at once, without retries. Its text is logged and dead-lettered, so it must
+    not quote the message."""
+
+
 class NotYet(Exception):
     """Raised by a handler whose message must wait (an earlier one of its session is in flight).
 
@@ -88,6 +94,9 @@ class StageSpec(Generic[T]):
     #: True when its messages come from a user who gets an apology if the stage gives one up (not for
     #: deliverers: their messages are the replies).
     answers_user: bool = True
+    #: What to send the user instead of an apology when a message is given up, from its body; None: the apology.
+    #: (``tts`` sends the reply it could not speak, unspoken.)
+    salvage: Callable[[str], Reply | None] | None = None
 
 
 def runtime_of(task: Task) -> StageRuntime:
@@ -160,6 +169,9 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
         except EnvelopeError as exc:  # something the message carries cannot be read: retrying will not help
             logger.error("%s: message %s cannot be handled: %s", spec.name, item.message_id, exc)
             give_up(self, body, _reason(exc), deliveries=1)
+        except GiveUp as exc:
+            logger.error("%s: giving up on message %s: %s", spec.name, item.message_id, exc)
+            give_up(self, body, str(exc), deliveries=1)
         except NotYet as wait:
             self.apply_async(
                 args=(body,),
@@ -210,7 +222,7 @@ def give_up(task: Task, body: str, reason: str, deliveries: int) -> None:
     if isinstance(session_id, str) and isinstance(seq, int) and seq > 0:
         ttl = runtime.settings.session_ttl_seconds
         steps.append(("free its turn", lambda: runtime.adapters.coordination.pass_over(session_id, seq, ttl)))
-    apology = apology_for(ids) if spec.answers_user else None
+    apology = _salvaged(spec, body) or (apology_for(ids) if spec.answers_user else None)
     if apology is not None:
         steps.append(("apologise", lambda: runtime.forward.reply(apology)))
     for what, step in steps:
@@ -218,6 +230,16 @@ def give_up(task: Task, body: str, reason: str, deliveries: int) -> None:
             step()
         except Exception as exc:
             logger.error("%s: could not %s for message %s: %s", task.name, what, ids.get("message_id"), _reason(exc))
+
+
+def _salvaged(spec: StageSpec[Any], body: str) -> Reply | None:
+    if spec.salvage is None:
+        return None
+    try:
+        return spec.salvage(body)
+    except Exception as exc:
+        logger.error("%s: could not salvage a reply: %s", spec.name, _reason(exc))
+        return None
 
 
 def apology_for(ids: dict[str, Any]) -> Reply | None:
@@ -229,15 +251,20 @@ def apology_for(ids: dict[str, Any]) -> Reply | None:
     hint = ids.get("language") if isinstance(ids.get("language"), str) else None
     language = detect_language(text or "", hint)
     seq = ids.get("seq")
+    wants = ids.get("wants")
+    language = "zh" if language == "zh" else "en"
     return Reply(
         message_id=ids["message_id"],
         session_id=ids["session_id"],
         channel=ids["channel"],
-        text=APOLOGY["zh" if language == "zh" else "en"],
+        text=APOLOGY[language],
         error="stage_error",
         reply_to=ids.get("reply_to") if isinstance(ids.get("reply_to"), str) else None,
         user_id=str(ids.get("user_id") or ""),
         seq=seq if isinstance(seq, int) else 0,
+        # Spoken, when the client asked for speech: a voice client may have no screen to show it on.
+        wants=tuple(w for w in wants if isinstance(w, str)) if isinstance(wants, list) else ("text",),
+        language=language,
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -53,7 +52,8 @@ class VoiceClient:
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.ws = Client.connect(url, headers=headers)
         self.received: list[Received] = []
-        self._arrivals: queue.Queue[Received | None] = queue.Queue()
+        self._arrived = threading.Condition()
+        self._taken: set[int] = set()
         self.closed: ConnectionClosed | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -63,8 +63,9 @@ class VoiceClient:
             try:
                 frame = self.ws.receive()
             except ConnectionClosed as exc:
-                self.closed = exc
-                self._arrivals.put(None)
+                with self._arrived:
+                    self.closed = exc
+                    self._arrived.notify_all()
                 return
             if frame is None:
                 continue
@@ -72,8 +73,9 @@ class VoiceClient:
                 item = Received(time.monotonic(), None, bytes(frame))
             else:
                 item = Received(time.monotonic(), json.loads(frame))
-            self.received.append(item)
-            self._arrivals.put(item)
+            with self._arrived:
+                self.received.append(item)
+                self._arrived.notify_all()
 
     def send(self, message: dict[str, Any]) -> None:
         self.ws.send(json.dumps(message, ensure_ascii=False))
@@ -90,20 +92,23 @@ class VoiceClient:
         return started
 
     def next(self, kind: str | None = None, timeout: float = 30.0) -> Received:
-        """The next frame received (of ``kind``, skipping others), waiting up to ``timeout`` seconds."""
+        """The first frame (of ``kind``) not taken by an earlier call, waiting up to ``timeout`` seconds for it.
+
+        Frames of other kinds stay for the calls that ask for them.
+        """
         deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind or 'frame'} within {timeout:g} s; received {self.summary()}")
-            try:
-                item = self._arrivals.get(timeout=left)
-            except queue.Empty:
-                continue
-            if item is None:
-                raise AssertionError(f"connection closed ({self.closed}) waiting for {kind}; got {self.summary()}")
-            if kind is None or item.kind == kind:
-                return item
+        with self._arrived:
+            while True:
+                for index, item in enumerate(self.received):
+                    if index not in self._taken and (kind is None or item.kind == kind):
+                        self._taken.add(index)
+                        return item
+                left = deadline - time.monotonic()
+                if self.closed is not None:
+                    raise AssertionError(f"connection closed ({self.closed}) waiting for {kind}; got {self.summary()}")
+                if left <= 0:
+                    raise AssertionError(f"no {kind or 'frame'} within {timeout:g} s; received {self.summary()}")
+                self._arrived.wait(left)
 
     def event(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
         found = self.next(kind, timeout).event

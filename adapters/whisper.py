@@ -37,7 +37,7 @@ class WhisperRecognizer:
         self.config = config
         self.path = resolve_whisper(config.model, models_dir)
         self._workers = max(1, workers)
-        self._model: WhisperModel | None = None
+        self._model: Any = None
         self._to_simplified: Any = None
         self._lock = threading.Lock()
 
@@ -56,6 +56,7 @@ class WhisperRecognizer:
         segments, _ = model.transcribe(noise, language=language, without_timestamps=True, **options)
         for _ in segments:
             pass
+        model.forget_encoding()
         log.info("whisper %s warmed up in %.0f ms", self.config.model, (time.perf_counter() - started) * 1000)
 
     def transcribe(
@@ -78,6 +79,22 @@ class WhisperRecognizer:
                 return Transcription("", "" if wanted == "auto" else wanted, duration, 0.0, tuple(timings))
         model = self._loaded()
         started = time.perf_counter()
+        try:
+            return self._recognized(model, speech, wanted, duration, timings, started, on_partial)
+        finally:
+            # The reuse is for this call's own two encodings only: never an earlier call's audio.
+            model.forget_encoding()
+
+    def _recognized(
+        self,
+        model: WhisperModel,
+        speech: npt.NDArray[np.float32],
+        wanted: str,
+        duration: float,
+        timings: list[tuple[str, float]],
+        started: float,
+        on_partial: Callable[[str], None] | None,
+    ) -> Transcription:
         code = self._language(model, speech, wanted)
         options: dict[str, Any] = {
             "language": code,
@@ -143,7 +160,7 @@ class WhisperRecognizer:
             self._to_simplified = opencc.OpenCC("t2s")
         return str(self._to_simplified.convert(text))
 
-    def _loaded(self) -> WhisperModel:
+    def _loaded(self) -> Any:
         """The model, loaded by the first caller while the others wait."""
         if self._model is not None:
             return self._model
@@ -191,6 +208,9 @@ def _encoder_output_reused() -> type[WhisperModel]:
             output = super().encode(features)
             self._last_encoded.pair = (np.array(features, copy=True), output)
             return output
+
+        def forget_encoding(self) -> None:
+            self._last_encoded.pair = None
 
     return EncodeOnce
 

@@ -1,4 +1,4 @@
-"""The ``assistant`` command: run, token, migrate, gateway, worker."""
+"""The ``assistant`` command: run, token, migrate, gateway, worker, models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
+from assistant.config import load_settings
+from pipeline.audio_config import AudioConfig
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
@@ -16,8 +20,10 @@ from pipeline.stages import all_queues
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "models":
+        return _models(args)
     try:
-        settings = Settings.from_env()
+        settings = load_settings()
     except ConfigurationError as exc:
         print(f"assistant: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -56,12 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     # (tasks.broker); under solo or gevent a long task would be handed to a second worker.
     worker.add_argument("--pool", default="threads", choices=["threads", "prefork"])
     worker.add_argument("--hostname", default=None, help="worker node name (default: celery's)")
+    models = sub.add_parser("models", help="install and list the speech models")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    install = models_commands.add_parser(
+        "install", help="fetch and verify models (default: the configured ones and the default set)"
+    )
+    install.add_argument("names", nargs="*", metavar="NAME", help="catalog names such as whisper-base, tiny.en")
+    install.add_argument("--models-dir", type=Path, default=None, help="where to put them (default MODELS_DIR)")
+    listing = models_commands.add_parser("list", help="what is installed, verified, and what the config resolves to")
+    listing.add_argument("--models-dir", type=Path, default=None, help="the folder to look at (default MODELS_DIR)")
     return parser
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from assistant.embedded import run_embedded
 
     if not settings.embedded:
@@ -182,6 +195,94 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.hostname:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """``assistant models install|list``: reads only the voice settings, so it needs no secret, database or broker."""
+    from assistant.config import load_audio_config
+
+    try:
+        audio = load_audio_config()
+    except ConfigurationError as exc:
+        print(f"assistant models: configuration error: {exc}", file=sys.stderr)
+        return 2
+    models_dir = args.models_dir if args.models_dir is not None else audio.models_dir
+    audio = replace(audio, models_dir=models_dir)
+    return _models_install(audio, args.names) if args.models_command == "install" else _models_list(audio)
+
+
+def _models_install(audio: AudioConfig, names: list[str]) -> int:
+    from adapters.models import DEFAULT_MODELS, find_model, install, resolve_voice, resolve_whisper
+
+    explicit = bool(names)
+    wanted = list(names) or list(DEFAULT_MODELS)
+    problems: list[str] = []
+    if not explicit:
+        # The configured models count too; ones outside the catalog must already be where they resolve.
+        asr = find_model(audio.asr.model)
+        if asr is not None:
+            wanted.append(asr.name)
+        elif not (resolve_whisper(audio.asr.model, audio.models_dir) / "model.bin").is_file():
+            path = resolve_whisper(audio.asr.model, audio.models_dir)
+            problems.append(f"ASR model {audio.asr.model!r} is not in the catalog: put a CTranslate2 model in {path}")
+        for language, voice in audio.tts.voices.items():
+            entry = find_model(voice)
+            if entry is not None:
+                wanted.append(entry.name)
+            elif language == "en" and resolve_voice(voice, audio.models_dir) is None:
+                problems.append(f"the English voice {voice!r} is not in the catalog and not found")
+    unknown = [name for name in wanted if find_model(name) is None]
+    if unknown:
+        print(f"assistant models install: unknown model {unknown[0]!r}; see `assistant models list`", file=sys.stderr)
+        return 2
+    optional = [] if explicit else [name for name in wanted if (entry := find_model(name)) and entry.optional]
+    report = install(wanted, audio.models_dir, optional=optional)
+    width = max(len(outcome.name) for outcome in report.outcomes)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            kind = "optional, not installed" if outcome.optional else "NOT INSTALLED"
+            print(f"{outcome.name:<{width}}  {kind}: {outcome.detail}")
+        else:
+            where = f" {outcome.detail}" if outcome.detail else ""
+            print(f"{outcome.name:<{width}}  {outcome.status:<9}  {outcome.path}{where}")
+    missing = [outcome.name for outcome in report.outcomes if outcome.status == "failed" and not outcome.optional]
+    for problem in problems:
+        print(f"assistant models install: {problem}", file=sys.stderr)
+    if missing:
+        print(f"assistant models install: required models could not be installed: {', '.join(missing)}",
+              file=sys.stderr)  # fmt: skip
+    return 1 if missing or problems else 0
+
+
+def _models_list(audio: AudioConfig) -> int:
+    from adapters.models import check_configured, list_models, resolve_voice, resolve_whisper, whisper_missing_files
+
+    print(f"models in {audio.models_dir}:")
+    statuses = list_models(audio.models_dir)
+    width = max(len(status.model.name) for status in statuses)
+    for status in statuses:
+        if status.state == "installed":
+            note = f"verified against {status.detail}"
+        elif status.state == "damaged":
+            note = f"{status.detail}; `assistant models install` replaces it"
+        else:
+            note = "optional" if status.model.optional else "run `assistant models install`"
+        print(f"  {status.model.name:<{width}}  {status.state:<13}  {status.path}  ({note})")
+    print("configuration:")
+    folder = resolve_whisper(audio.asr.model, audio.models_dir)
+    missing = whisper_missing_files(folder)
+    state = "complete" if not missing else f"missing {', '.join(missing)}"
+    print(f"  asr model {audio.asr.model!r} -> {folder} ({state})")
+    for language, voice in audio.tts.voices.items():
+        path = resolve_voice(voice, audio.models_dir)
+        found = str(path) if path else f"not installed: replies in {language} carry text only"
+        print(f"  tts voice {language} {voice!r} -> {found}")
+    try:
+        check_configured(audio)
+    except ConfigurationError as exc:
+        print(f"assistant models list: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from assistant.bootstrap import build_worker_app
-from pipeline.settings import Settings
+from assistant.config import load_settings
 
-app = build_worker_app(Settings.from_env())
+app = build_worker_app(load_settings())

@@ -8,12 +8,12 @@ import logging
 from flask import Flask
 
 from assistant.bootstrap import build_adapters, build_gateway
-from pipeline.settings import Settings
+from assistant.config import load_settings
 
 
 def create_wsgi_app() -> Flask:
     """Built in each gunicorn worker, after gevent patched it, from the environment."""
-    settings = Settings.from_env()
+    settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # With thousands of open streams alive, the default first-generation threshold makes the
     # cyclic collector pause the process for hundreds of milliseconds; collect far less often.

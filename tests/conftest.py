@@ -1,4 +1,5 @@
-"""Shared fixtures: WSGI apps on real local ports, a fake Open-Meteo, a PostgreSQL database per test session."""
+"""Shared fixtures: WSGI apps on real local ports, a fake Open-Meteo, a PostgreSQL database per test session, the real
+speech models (installed once into a cache folder) and the recordings in ``../shared/audio``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import server_database
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from adapters.piper import PiperSynthesizer
+    from adapters.whisper import WhisperRecognizer
 
 # The test servers' access log is noise in failure reports.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -129,3 +135,53 @@ def postgres_url() -> Iterator[str]:
     """A uniquely named, empty PostgreSQL database for this test session, dropped at its end."""
     # FORCE: worker threads' pools may still hold connections.
     yield from server_database(POSTGRES_ADMIN_URL, "DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+#: Where the test run installs the real models, once; ``assistant models install`` keeps verified files.
+TEST_MODELS_DIR = Path(
+    os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant" / "test-models")
+)
+#: Real recordings (see its README), beside the repository as the workplace lays it out.
+SHARED_AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The default models (all but the Chinese voice, which only the model hub has), installed by the real
+    installer into ``ASSISTANT_TEST_MODELS_DIR``; quick once they are there and verified."""
+    from adapters.models import DEFAULT_MODELS, install
+
+    names = [name for name in DEFAULT_MODELS if name != "zh_CN-huayan-medium"]
+    report = install(names, TEST_MODELS_DIR)
+    if not report.ok:
+        failed = "; ".join(f"{o.name}: {o.detail}" for o in report.outcomes if o.status == "failed")
+        pytest.fail(f"could not install the test models into {TEST_MODELS_DIR}: {failed}")
+    return TEST_MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def recognizer(models_dir: Path) -> WhisperRecognizer:
+    """Whisper base with the default settings, loaded and warmed up once for the whole test run."""
+    from adapters.whisper import WhisperRecognizer
+    from pipeline.audio_config import AsrConfig
+
+    recognizer = WhisperRecognizer(AsrConfig(model="base"), models_dir)
+    recognizer.warm_up()
+    return recognizer
+
+
+@pytest.fixture(scope="session")
+def synthesizer(models_dir: Path) -> PiperSynthesizer:
+    """Piper with the default voices (English installed, Chinese not), each loaded on first use."""
+    from adapters.piper import PiperSynthesizer
+    from pipeline.audio_config import TtsConfig
+
+    return PiperSynthesizer(TtsConfig(), models_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    """The folder of real recordings; tests that need it are skipped where it is not laid out."""
+    if not (SHARED_AUDIO_DIR / "living_room_light_en.wav").is_file():
+        pytest.skip(f"the shared recordings are not at {SHARED_AUDIO_DIR}")
+    return SHARED_AUDIO_DIR

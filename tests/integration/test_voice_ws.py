@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from support import eventually
-from voice_ws_client import Received, VoiceClient, recording, silence
+from voice_ws_client import Received, VoiceClient, assert_spoken_in_order, kinds, of_message, recording, silence
 
 from adapters.audio import decode_audio, resample
 from adapters.bundle import Adapters, SpeechEngines
@@ -130,46 +130,6 @@ def speech_end(vad: SileroVad, audio: npt.NDArray[np.float32]) -> float:
 
 def start(client: VoiceClient, **fields: Any) -> None:
     client.send({"type": "start", "sample_rate": SAMPLE_RATE, "format": "pcm16", "reply_audio": True, **fields})
-
-
-def of_message(client: VoiceClient, message_id: str) -> list[Received]:
-    """What came for one message: its events, and the binary frames between its audio_start and audio_end."""
-    found: list[Received] = []
-    speaking: str | None = None
-    for item in client.received:
-        if item.event is None:
-            if speaking == message_id:
-                found.append(item)
-            continue
-        if item.kind == "audio_start":
-            speaking = item.event["message_id"]
-        if item.event.get("message_id") == message_id:
-            found.append(item)
-        if item.kind == "audio_end":
-            speaking = None
-    return found
-
-
-def kinds(items: list[Received]) -> list[str]:
-    """Event kinds with binary runs folded into one ``binary``."""
-    folded: list[str] = []
-    for item in items:
-        if not (item.kind == "binary" and folded and folded[-1] == "binary"):
-            folded.append(item.kind)
-    return folded
-
-
-def assert_spoken_in_order(client: VoiceClient, message_id: str, speech_in: bool = True) -> list[Received]:
-    """One spoken reply's whole sequence, in order; its binary frames."""
-    items = of_message(client, message_id)
-    sequence = [kind for kind in kinds(items) if kind != "partial"]
-    expected = ["transcript", "reply", "audio_start", "binary", "audio_end"]
-    assert sequence == (expected if speech_in else expected[1:]), client.summary()
-    # Partial transcripts, if any, come before the transcript.
-    first_other = next(i for i, item in enumerate(items) if item.kind != "partial")
-    assert all(item.kind != "partial" for item in items[first_other:])
-    assert items[-1].event == {**items[-1].event, "type": "audio_end", "interrupted": False}
-    return [item for item in items if item.kind == "binary"]
 
 
 def assert_paced(frames: list[Received], sample_rate: int) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -26,9 +25,8 @@ E = TypeVar("E")
 class _Once(Generic[E]):
     """A value built on first use, once, however many threads ask at the same time."""
 
-    def __init__(self, build: Callable[[], E], what: str) -> None:
+    def __init__(self, build: Callable[[], E]) -> None:
         self._build = build
-        self._what = what
         self._value: E | None = None
         self._lock = threading.Lock()
 
@@ -37,9 +35,7 @@ class _Once(Generic[E]):
         if value is None:
             with self._lock:
                 if self._value is None:
-                    started = time.perf_counter()
                     self._value = self._build()
-                    logger.info("%s loaded in %.0f ms", self._what, (time.perf_counter() - started) * 1000)
                 value = self._value
         return value
 
@@ -58,8 +54,8 @@ class SpeechEngines:
 
     def __init__(self, recognizer: Callable[[int], Recognizer], synthesizer: Callable[[], Synthesizer]) -> None:
         self._recognizer_workers = 1
-        self._recognizer: _Once[Recognizer] = _Once(lambda: recognizer(self._recognizer_workers), "speech recognizer")
-        self._synthesizer: _Once[Synthesizer] = _Once(synthesizer, "speech synthesizer")
+        self._recognizer: _Once[Recognizer] = _Once(lambda: recognizer(self._recognizer_workers))
+        self._synthesizer: _Once[Synthesizer] = _Once(synthesizer)
 
     def share_recognizer(self, threads: int) -> None:
         """Let ``threads`` threads of this process transcribe at the same time; before the recognizer is built."""

@@ -15,8 +15,9 @@ from functools import partial
 from typing import Any
 
 from celery import current_app
+from celery.apps.worker import Worker as CeleryWorkerProcess
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 from flask import Flask
 
 from adapters.blobs import BlobStore, FolderBlobStore
@@ -43,6 +44,13 @@ from tasks.rescue import Rescuer
 from tasks.runtime import StageRuntime
 
 logger = logging.getLogger(__name__)
+
+#: How long a message's voice events (its transcript, its reply's audio by sentence) are kept: the edge that accepted
+#: the message reads them as they come; this covers a slow or reconnecting reader. The whole reply's WAV stays for
+#: ``AUDIO_TTL_SECONDS`` in the blob store.
+VOICE_EVENTS_TTL_SECONDS = 300
+#: Exit code of an entry point that cannot start with its settings (as ``assistant`` answers any configuration error).
+EXIT_CONFIGURATION = 2
 
 
 def build_adapters(
@@ -80,7 +88,7 @@ def build_adapters(
         replies = RedisReplyStream(client, subscriber)
         revocations = open_revocations(settings, client)
         blobs = RedisBlobStore(audio)
-        voice_events = RedisVoiceEvents(audio, audio_ttl)
+        voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -88,7 +96,7 @@ def build_adapters(
         replies = MemoryReplyStream(skipped)
         revocations = open_revocations(settings)
         blobs = FolderBlobStore(settings.data_dir / "blobs")
-        voice_events = MemoryVoiceEvents(audio_ttl)
+        voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
@@ -162,9 +170,24 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     app = create_celery_app(settings, runtime_factory)
     # Build the runtime when a worker starts, so the gateway lists its skills before any message.
     # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_init.connect(_check_speech_models_on_init, dispatch_uid="assistant.speech_models_on_init", weak=False)
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
     worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
     return app
+
+
+def _check_speech_models_on_init(sender: Any, **_: Any) -> None:
+    """A worker process (``assistant worker``, ``celery worker``) on ``asr`` or ``tts`` does not start without its
+    models: it would only answer each utterance with an apology. Checked once its queues are known, before it
+    connects; worker threads embedded in another process are left alone."""
+    app = sender.app
+    if not isinstance(app, StageCelery) or not isinstance(sender, CeleryWorkerProcess) or not _speech_stages(app):
+        return
+    try:
+        check_speech_models(app.settings)
+    except ConfigurationError as exc:
+        logger.critical("cannot start: %s", exc)
+        raise SystemExit(EXIT_CONFIGURATION) from None
 
 
 def _build_runtime_on_start(sender: Any, **_: Any) -> None:
@@ -172,8 +195,6 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
     if not isinstance(app, StageCelery):
         return
     speech = _speech_stages(app)
-    if speech:
-        check_speech_models(app.settings)
     runtime = app.runtime
     consumes = set(app.amqp.queues.consume_from or ())
     if not app.settings.embedded and str(Stage.DISPATCH) in consumes:
@@ -188,7 +209,7 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
 def _warm_speech_in_child(**_: Any) -> None:
     """Under the prefork pool each child process loads its own engines; in the background, since the parent
     kills a child that does not report alive within seconds."""
-    app = current_app()
+    app = current_app._get_current_object()  # the worker's app: the one process-wide default
     if isinstance(app, StageCelery) and (speech := _speech_stages(app)):
         engines = app.runtime.adapters.speech
         warm = partial(engines.warm_up, recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
@@ -204,14 +225,10 @@ def _speech_stages(app: StageCelery) -> set[Stage]:
 
 
 def check_speech_models(settings: Settings) -> None:
-    """Stop start-up with one clear error when a configured model is not installed."""
+    """Raises ``ConfigurationError`` naming every configured model that is not installed, and how to install it."""
     from adapters.models import check_configured
 
-    try:
-        check_configured(settings.audio)
-    except ConfigurationError as exc:
-        logger.error("%s", exc)
-        raise SystemExit(f"assistant: {exc}") from None
+    check_configured(settings.audio)
 
 
 def warm_speech_in_background(engines: SpeechEngines) -> threading.Thread:

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.bundle import Adapters, SpeechEngines
 from assistant.bootstrap import (
+    EXIT_CONFIGURATION,
     build_adapters,
     build_gateway,
     build_worker_app,
     check_speech_models,
     warm_speech_in_background,
 )
+from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 from tasks.celery_app import StageCelery
@@ -80,7 +82,11 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
 
 def run_embedded(settings: Settings) -> int:
-    check_speech_models(settings)
+    try:
+        check_speech_models(settings)
+    except ConfigurationError as exc:
+        print(f"assistant: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIGURATION
     adapters, celery_app, workers = build_embedded(settings)
     flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()

@@ -32,17 +32,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 AUTHENTICATED_HOOKS = "assistant.authenticated"
 
 
-#: Everything a ``visitor`` token opens: sending a message and reading its own sessions. Any other endpoint
-#: behind ``require_token`` answers 403 to a visitor, so a new endpoint is closed to visitors until listed here.
+#: Everything a ``visitor`` token opens: sending a message (text or speech) and reading its own sessions (their
+#: spoken replies too). Any other endpoint behind ``require_token`` answers 403 to a visitor, so a new endpoint is
+#: closed to visitors until listed here.
 VISITOR_ENDPOINTS = frozenset(
-    {
-        "messages.post_message",
-        "messages.get_session",
-        "messages.get_replies",
-        "messages.stream_events",
-        "voice_ws.audio",
-    }
-)
+    {"messages.post_message", "messages.get_session", "messages.get_replies", "messages.stream_events",
+     "audio.post_audio", "audio.get_reply_audio", "voice_ws.audio"}
+)  # fmt: skip
 
 
 class TokenRefused(Unauthorized):

@@ -11,17 +11,19 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 
 from adapters.bundle import Adapters
+from adapters.state import Registration
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from ingress.speech_submit import submit
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
-from pipeline.stages import Channel, Stage
+from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
 
 bp = Blueprint("messages", __name__)
@@ -38,12 +40,12 @@ MAX_CLIENT_MSG_ID = 128
 KEEPALIVE_SECONDS = 15.0
 
 
-def _parts() -> tuple[Adapters, ReplyHub, Forwarder]:
+def edge_parts() -> tuple[Adapters, ReplyHub, Forwarder]:
     ext = current_app.extensions["assistant"]
     return ext["adapters"], ext["hub"], ext["forwarder"]
 
 
-def _metrics() -> GatewayMetrics:
+def gateway_metrics() -> GatewayMetrics:
     metrics: GatewayMetrics = current_app.extensions["assistant"]["metrics"]
     return metrics
 
@@ -51,7 +53,7 @@ def _metrics() -> GatewayMetrics:
 @bp.post("/api/messages")
 @require_token()
 def post_message() -> tuple[dict[str, Any], int]:
-    adapters, hub, forwarder = _parts()
+    adapters, hub, forwarder = edge_parts()
     settings = adapters.settings
     identity = current_identity()
     body = request.get_json(silent=True)
@@ -64,20 +66,13 @@ def post_message() -> tuple[dict[str, Any], int]:
         raise BadRequest(f"'text' is longer than {MAX_TEXT} characters")
     if not storable_text(text):  # the transcript write or the broker would fail on it later
         raise BadRequest("'text' must not contain NUL characters or unpaired surrogates")
-    session_id = body.get("session_id")
-    if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id)):
-        raise BadRequest("'session_id' must be 1-64 letters, digits or _ . : -")
-    client_msg_id = body.get("client_msg_id")
-    if client_msg_id is not None and (
-        not isinstance(client_msg_id, str)
-        or not client_msg_id
-        or len(client_msg_id) > MAX_CLIENT_MSG_ID
-        or not storable_text(client_msg_id)
-    ):
-        raise BadRequest(f"'client_msg_id' must be a non-empty string of at most {MAX_CLIENT_MSG_ID} characters")
-    wait = _wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
+    session_id = checked_session_id(body.get("session_id"))
+    client_msg_id = checked_client_msg_id(body.get("client_msg_id"))
+    reply_audio = body.get("reply_audio", False)
+    if not isinstance(reply_audio, bool):
+        raise BadRequest("'reply_audio' must be true or false")
+    wait = wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
 
-    metrics = _metrics()
     # The envelope before it has its place in the session: registering keeps it until the reply goes out.
     draft = Envelope(
         message_id=new_id(),
@@ -87,37 +82,74 @@ def post_message() -> tuple[dict[str, Any], int]:
         roles=identity.roles,
         text=text.strip(),
         client_msg_id=client_msg_id,
+        wants=wanted(reply_audio),
     )
-    message_id = draft.message_id
     with ExitStack() as stack:
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
-        waiter = stack.enter_context(hub.expect(message_id)) if wait > 0 else None
-        registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH, metrics)
-        ids: dict[str, Any] = {"message_id": registration.message_id, "session_id": registration.session_id}
-        if registration.status == "duplicate":
-            ids["duplicate"] = True
-        if waiter is None:
-            return ids, 202
-        started = time.perf_counter()
-        if registration.status == "ok":
-            answered = hub.wait_for_reply(waiter, wait)
-        else:
-            # A resend: the first message's reply, stored or still to come.
-            with hub.expect(registration.message_id) as first:
-                answered = hub.reply_for(registration.message_id) or hub.wait_for_reply(first, wait)
+        waiter = stack.enter_context(hub.expect(draft.message_id)) if wait > 0 else None
+        registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH, gateway_metrics())
+        answer, status, _ = await_answer(registration, waiter, wait)
+    return answer, status
+
+
+def checked_session_id(session_id: Any) -> str | None:
+    """A client's ``session_id`` (None: open a new session); 400 when it is not one."""
+    if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id)):
+        raise BadRequest("'session_id' must be 1-64 letters, digits or _ . : -")
+    return session_id
+
+
+def checked_client_msg_id(client_msg_id: Any) -> str | None:
+    """A client's ``client_msg_id``, or None; 400 when it is not one."""
+    if client_msg_id is not None and (
+        not isinstance(client_msg_id, str)
+        or not client_msg_id
+        or len(client_msg_id) > MAX_CLIENT_MSG_ID
+        or not storable_text(client_msg_id)
+    ):
+        raise BadRequest(f"'client_msg_id' must be a non-empty string of at most {MAX_CLIENT_MSG_ID} characters")
+    return client_msg_id
+
+
+def wanted(reply_audio: bool) -> tuple[str, ...]:
+    """``Envelope.wants`` of a client that asked for spoken replies, or not."""
+    return (WANTS_TEXT, WANTS_SPEECH) if reply_audio else (WANTS_TEXT,)
+
+
+def await_answer(registration: Registration, waiter: Any, wait: float) -> tuple[dict[str, Any], int, Reply | None]:
+    """The answer to an accepted message: 200 with its reply once it comes within ``wait`` seconds, else 202.
+
+    ``waiter`` (``ReplyHub.expect``'s, None when not waiting) was registered for the message before it was
+    submitted. A duplicate gets
+    the first message's reply, stored or still to come. Also returns the reply, when there is one.
+    """
+    _, hub, _ = edge_parts()
+    metrics = gateway_metrics()
+    ids: dict[str, Any] = {"message_id": registration.message_id, "session_id": registration.session_id}
+    if registration.status == "duplicate":
+        ids["duplicate"] = True
+    if waiter is None:
+        return ids, 202, None
+    started = time.perf_counter()
+    if registration.status == "ok":
+        answered = hub.wait_for_reply(waiter, wait)
+    else:
+        # A resend: the first message's reply, stored or still to come.
+        with hub.expect(registration.message_id) as first:
+            answered = hub.reply_for(registration.message_id) or hub.wait_for_reply(first, wait)
     if answered is None:
         metrics.reply_timeouts.inc()
-        return {**ids, "status": "pending"}, 202
+        return {**ids, "status": "pending"}, 202, None
     metrics.reply_wait.observe(time.perf_counter() - started)
     cursor, reply = answered
-    return {**ids, "reply": reply_json(cursor, reply)}, 200
+    return {**ids, "reply": reply_json(cursor, reply)}, 200, reply
 
 
 @bp.get("/api/sessions/<session_id>")
 @require_token()
 def get_session(session_id: str) -> dict[str, Any]:
-    adapters, _, _ = _parts()
-    record = _authorized_session(adapters, session_id)
+    adapters, _, _ = edge_parts()
+    record = authorized_session(adapters, session_id)
     entries = adapters.repository.transcript(session_id)
     return {
         "session_id": session_id,
@@ -133,6 +165,11 @@ def get_session(session_id: str) -> dict[str, Any]:
                 "error": e.error,
                 "at": _iso(e.created_at),
                 "timestamp": e.created_at,
+                # Replies: every stage's milliseconds (decode, vad, asr, dispatch, tts...), what was heard when
+                # the message was speech, and the reply's speech.
+                "timings": {stage: ms for stage, ms in e.timings},
+                "heard": e.heard,
+                "audio": audio_json(session_id, e.message_id, e.audio),
             }
             for e in entries
         ],
@@ -143,10 +180,10 @@ def get_session(session_id: str) -> dict[str, Any]:
 @require_token()
 def get_replies(session_id: str) -> dict[str, Any]:
     """Long-poll: replies after ``after``; waits up to ``wait`` seconds for the first one."""
-    adapters, hub, _ = _parts()
-    _authorized_session(adapters, session_id)
+    adapters, hub, _ = edge_parts()
+    authorized_session(adapters, session_id)
     after = _cursor_param(request.args.get("after"))
-    wait = _wait_param(adapters.settings.default_wait_seconds, adapters.settings.max_wait_seconds)
+    wait = wait_param(adapters.settings.default_wait_seconds, adapters.settings.max_wait_seconds)
     found = hub.read_after(session_id, after)
     if not found and wait > 0:
         with hub.listen(session_id, after) as listener:
@@ -160,8 +197,8 @@ def get_replies(session_id: str) -> dict[str, Any]:
 @require_token()
 def stream_events(session_id: str) -> Response:
     """Server-Sent Events; a reconnect with ``Last-Event-ID`` resumes after the last event seen."""
-    adapters, hub, _ = _parts()
-    _authorized_session(adapters, session_id)
+    adapters, hub, _ = edge_parts()
+    authorized_session(adapters, session_id)
     after = _cursor_param(request.headers.get("Last-Event-ID") or request.args.get("after"))
 
     def events() -> Iterator[str]:
@@ -192,7 +229,34 @@ def reply_json(cursor: str, reply: Reply) -> dict[str, Any]:
         "error": reply.error,
         "at": _iso(reply.created_at),
         "timings": {stage: ms for stage, ms in reply.timings},
+        "language": reply.language,
+        "heard": reply.heard,
+        "audio": audio_json(reply.session_id, reply.message_id, reply.audio),
+        "audio_url": audio_url(reply.session_id, reply.message_id, reply.audio),
     }
+
+
+def audio_json(session_id: str, message_id: str, audio: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A reply's speech as clients see it: where to ``GET`` it (not the blob key), or why there is none."""
+    if audio is None:
+        return None
+    url = audio_url(session_id, message_id, audio)
+    if url is None:
+        return {"status": "missing", "reason": str(audio.get("reason") or "not spoken")}
+    return {
+        "status": "ready",
+        "url": url,
+        "sample_rate": audio.get("sample_rate"),
+        "duration_seconds": audio.get("duration_seconds"),
+        "interrupted": bool(audio.get("interrupted")),
+    }
+
+
+def audio_url(session_id: str, message_id: str, audio: dict[str, Any] | None) -> str | None:
+    """The path of a spoken reply's WAV file; None when the reply has none."""
+    if audio is None or audio.get("status") != "ready":
+        return None
+    return f"/api/sessions/{quote(session_id, safe='')}/audio/{message_id}.wav"
 
 
 def _sse(cursor: str, reply: Reply) -> str:
@@ -200,7 +264,7 @@ def _sse(cursor: str, reply: Reply) -> str:
     return f"id: {cursor}\nevent: reply\ndata: {data}\n\n"
 
 
-def _authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
+def authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
     """The session's owner and times; 404 when it does not exist or belongs to someone else."""
     identity = current_identity()
     if not SESSION_ID.fullmatch(session_id):
@@ -217,7 +281,7 @@ def _authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
     return {"user_id": owner, "created_at": _iso(created), "updated_at": _iso(updated)}
 
 
-def _wait_param(default: float, ceiling: float) -> float:
+def wait_param(default: float, ceiling: float) -> float:
     raw = request.args.get("wait")
     if raw is None:
         return default

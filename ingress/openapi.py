@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from adapters.tokens import ROLES
+from ingress.audio import LANGUAGES, MESSAGE_ID
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
 from pipeline.settings import Settings
 from pipeline.skilldefs import NAME_MAX
@@ -27,7 +28,8 @@ ERRORS = {
     403: "The token lacks the role this call needs.",
     404: "No such session or skill (a session of another user is not found either).",
     409: "The name belongs to a built-in or installed skill.",
-    413: "The body is larger than `MAX_BODY_BYTES`.",
+    413: "The body is larger than `MAX_BODY_BYTES` (for audio: `MAX_AUDIO_BYTES`, or longer than `MAX_AUDIO_SECONDS`).",
+    415: "Not audio, or audio that cannot be decoded.",
     429: "Too many requests from this user or address; `Retry-After` says when to try again.",
     503: "The message queue is unreachable; the message was not accepted and may be sent again.",
 }
@@ -96,6 +98,12 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "pattern": SESSION_ID.pattern},
     }
+    session_query = {
+        "name": "session_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": SESSION_ID.pattern},
+    }
     public: list[dict[str, Any]] = []
     return {
         "/api/auth/refresh": {
@@ -128,6 +136,67 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
                 errors=(400, 404, 413, 503),
             )
+        },
+        "/api/audio": {
+            "post": _operation(
+                "Send an utterance (a multipart `file`, or the body with an audio `Content-Type`: WAV, OGG/Opus, MP3, "
+                "WebM, at any rate and channel count); wait up to `wait` seconds for its reply.",
+                parameters=[
+                    {**session_query, "description": "Continue this session; a new one is opened when absent."},
+                    {
+                        "name": "client_msg_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "The client's id for the message: a resend with it is answered once.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_MSG_ID},
+                    },
+                    wait,
+                    {
+                        "name": "language",
+                        "in": "query",
+                        "required": False,
+                        "description": "The language spoken; `auto` (the default) detects it.",
+                        "schema": {"enum": ["auto", *LANGUAGES]},
+                    },
+                    {
+                        "name": "reply_audio",
+                        "in": "query",
+                        "required": False,
+                        "description": "Speak the reply too: its `audio` then says where to `GET` the WAV file.",
+                        "schema": {"type": "boolean"},
+                    },
+                ],
+                body_content=_audio_upload(),
+                responses={
+                    200: _json("The reply came within the wait; `transcript` is what was heard.", "AudioAnswered"),
+                    202: _json(
+                        "Accepted; the reply comes later (`wait=0`, or `status: pending` when the wait ran out).",
+                        "MessageAccepted",
+                    ),
+                },
+                errors=(400, 404, 413, 415, 503),
+            )
+        },
+        "/api/sessions/{session_id}/audio/{message_id}.wav": {
+            "parameters": [
+                session_id,
+                {
+                    "name": "message_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": f"^{MESSAGE_ID.pattern}$"},
+                },
+            ],
+            "get": _operation(
+                "A spoken reply (its `audio.url`), to the session's owner, until it expires (`AUDIO_TTL_SECONDS`).",
+                responses={
+                    200: {
+                        "description": "The reply's speech, 16-bit mono WAV.",
+                        "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                errors=(404,),
+            ),
         },
         "/api/sessions/{session_id}": {
             "parameters": [session_id],
@@ -241,16 +310,22 @@ def _operation(
     parameters: list[dict[str, Any]] | None = None,
     body: str | None = None,
     body_required: bool = True,
+    body_content: dict[str, Any] | None = None,
     errors: tuple[int, ...] = (),
     security: list[dict[str, Any]] | None = None,
     auth_errors: tuple[int, ...] = AUTH_ERRORS,
 ) -> dict[str, Any]:
-    """One operation; ``errors`` (plus ``auth_errors``) become responses with the JSON error body."""
+    """One operation; ``errors`` (plus ``auth_errors``) become responses with the JSON error body.
+
+    ``body`` names a JSON body's schema; ``body_content`` gives a body of other media types instead.
+    """
     operation: dict[str, Any] = {"summary": summary}
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
         operation["requestBody"] = {"required": body_required, "content": {JSON: {"schema": _ref(body)}}}
+    if body_content is not None:
+        operation["requestBody"] = {"required": body_required, "content": body_content}
     if security is not None:
         operation["security"] = security
     all_responses = {str(code): response for code, response in responses.items()}
@@ -269,6 +344,19 @@ def _error(code: int) -> dict[str, Any]:
 
 def _json(description: str, schema: str | None) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref(schema) if schema else {"type": "object"}}}}
+
+
+def _audio_upload() -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    raw = ["audio/wav", "audio/ogg", "audio/mpeg", "audio/webm", "application/octet-stream"]
+    form = {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary", "description": "The audio file."}},
+        }
+    }
+    return {"multipart/form-data": form} | {media_type: binary for media_type in raw}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -323,6 +411,10 @@ def _schemas() -> dict[str, Any]:
                     "maxLength": MAX_CLIENT_MSG_ID,
                     "description": "The client's id for the message: a resend with it is answered once.",
                 },
+                "reply_audio": {
+                    "type": "boolean",
+                    "description": "Speak the reply too: its `audio` then says where to `GET` the WAV file.",
+                },
             },
         },
         "MessageAccepted": {
@@ -345,9 +437,63 @@ def _schemas() -> dict[str, Any]:
                 "duplicate": {"const": True, "description": "The `client_msg_id` was sent before."},
             },
         },
+        "AudioAnswered": {
+            "type": "object",
+            "required": ["message_id", "session_id", "reply"],
+            "properties": {
+                "message_id": {"type": "string"},
+                "session_id": {"type": "string"},
+                "reply": _ref("Reply"),
+                "transcript": _ref("Heard"),
+                "duplicate": {"const": True, "description": "The `client_msg_id` was sent before."},
+            },
+        },
+        "Heard": {
+            "type": "object",
+            "required": ["text", "language"],
+            "description": "What was heard: the words (empty when no speech was found) and their language.",
+            "properties": {"text": {"type": "string"}, "language": _nullable("string")},
+        },
+        "ReplyAudio": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["status", "url", "sample_rate", "duration_seconds", "interrupted"],
+                    "properties": {
+                        "status": {"const": "ready"},
+                        "url": {"type": "string", "description": "`GET` it (with the token) for the WAV file."},
+                        "sample_rate": {"type": "integer"},
+                        "duration_seconds": {"type": "number"},
+                        "interrupted": {"type": "boolean", "description": "The listener talked over it: cut short."},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["status", "reason"],
+                    "properties": {
+                        "status": {"const": "missing"},
+                        "reason": {"type": "string", "description": "Why it is not spoken, e.g. no voice installed."},
+                    },
+                },
+            ],
+        },
         "Reply": {
             "type": "object",
-            "required": ["id", "message_id", "text", "skill", "expects_reply", "actions", "error", "at", "timings"],
+            "required": [
+                "id",
+                "message_id",
+                "text",
+                "skill",
+                "expects_reply",
+                "actions",
+                "error",
+                "at",
+                "timings",
+                "language",
+                "heard",
+                "audio",
+                "audio_url",
+            ],
             "properties": {
                 "id": {"type": "string", "description": "The reply's cursor."},
                 "message_id": {"type": "string", "description": "The message it answers."},
@@ -360,8 +506,19 @@ def _schemas() -> dict[str, Any]:
                 "timings": {
                     "type": "object",
                     "additionalProperties": {"type": "number"},
-                    "description": "Milliseconds spent in each stage.",
+                    "description": "Milliseconds spent in each stage: `decode`, `vad`, `asr`, `dispatch`, "
+                    "`tts_first_audio`, `tts`, as the message went through them.",
                 },
+                "language": {**_nullable("string"), "description": "The reply's language (`zh`, `en`)."},
+                "heard": {
+                    "oneOf": [_ref("Heard"), {"type": "null"}],
+                    "description": "What was heard, when the message was speech.",
+                },
+                "audio": {
+                    "oneOf": [_ref("ReplyAudio"), {"type": "null"}],
+                    "description": "The spoken reply, when the client asked for speech (`reply_audio`).",
+                },
+                "audio_url": {**_nullable("string"), "description": "`audio.url` when the reply is spoken."},
             },
         },
         "Replies": {
@@ -385,15 +542,34 @@ def _schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["kind", "message_id", "text", "skill", "error", "at", "timestamp"],
+                        "required": [
+                            "kind",
+                            "message_id",
+                            "text",
+                            "skill",
+                            "error",
+                            "at",
+                            "timestamp",
+                            "timings",
+                            "heard",
+                            "audio",
+                        ],
                         "properties": {
                             "kind": {"enum": ["message", "reply"]},
                             "message_id": {"type": "string"},
-                            "text": {"type": "string"},
+                            "text": {"type": "string", "description": "For speech: what was heard."},
                             "skill": _nullable("string"),
                             "error": _nullable("string"),
                             "at": timestamp,
                             "timestamp": {"type": "number", "description": "Epoch seconds."},
+                            "timings": {
+                                "type": "object",
+                                "additionalProperties": {"type": "number"},
+                                "description": "Replies: milliseconds spent in each stage (`decode`, `vad`, `asr`, "
+                                "`dispatch`, `tts`...).",
+                            },
+                            "heard": {"oneOf": [_ref("Heard"), {"type": "null"}]},
+                            "audio": {"oneOf": [_ref("ReplyAudio"), {"type": "null"}]},
                         },
                     },
                 },

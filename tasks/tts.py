@@ -16,6 +16,7 @@ from typing import Any
 from adapters.audio import wav_bytes
 from adapters.blobs import spoken_reply_key
 from adapters.speech import SpeechChunk
+from adapters.voice_events import VoiceEvents
 from pipeline.envelope import Reply
 from pipeline.language import detect_language
 from pipeline.stages import TASK_NAMES, Stage
@@ -93,10 +94,12 @@ def speak_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
 def synthesize(
     reply: Reply, runtime: StageRuntime, chunks: Iterator[SpeechChunk], language: str, started: float
 ) -> Speech:
-    """Pull the sentences' audio one at a time, publishing each; stop between sentences when the listener talked
-    over the reply (``VoiceEvents.cancel``). Raises ``SynthesisFailed`` when the synthesizer raises."""
-    events = runtime.adapters.voice_events
+    """Pull the sentences' audio one at a time, publishing each; stop when the listener talked over the reply
+    (``VoiceEvents.cancel``), before making the next sentence and before sending one made meanwhile. Raises
+    ``SynthesisFailed`` when the synthesizer raises."""
     message_id = reply.message_id
+    events = runtime.adapters.voice_events
+    stream = SpeechStream(events, message_id)
     speech = Speech()
     try:
         while True:
@@ -109,30 +112,62 @@ def synthesize(
                 raise SynthesisFailed(type(exc).__name__) from exc
             if chunk is None:
                 break
+            if speech.sentences and events.cancelled(message_id):
+                # Talked over while this sentence was made: it is not sent either.
+                speech.interrupted = True
+                break
             if speech.first_audio_ms is None:
                 speech.first_audio_ms = (time.perf_counter() - started) * 1000
                 speech.sample_rate = chunk.sample_rate
                 # The reply's own fields too: the WebSocket edge sends its reply event from this when it comes first.
-                events.publish(message_id, {"type": "audio_start", "message_id": message_id, "text": reply.text,
-                                            "sample_rate": chunk.sample_rate, "language": language,
-                                            "skill": reply.skill, "expects_reply": reply.expects_reply,
-                                            "actions": list(reply.actions), "error": reply.error})  # fmt: skip
-            events.publish(message_id, {"type": "chunk", "message_id": message_id, "index": speech.sentences,
-                                        "text": chunk.text}, chunk.pcm16)  # fmt: skip
+                stream.start({"type": "audio_start", "message_id": message_id, "text": reply.text,
+                              "sample_rate": chunk.sample_rate, "language": language, "skill": reply.skill,
+                              "expects_reply": reply.expects_reply, "actions": list(reply.actions),
+                              "error": reply.error})  # fmt: skip
+            stream.chunk(speech.sentences, {"type": "chunk", "message_id": message_id, "index": speech.sentences,
+                                            "text": chunk.text}, chunk.pcm16)  # fmt: skip
             speech.pcm16 += chunk.pcm16
             speech.sentences += 1
     except SynthesisFailed:
         if speech.first_audio_ms is not None:
-            events.publish(message_id, {"type": "audio_end", "message_id": message_id, "interrupted": True,
-                                        "error": SYNTHESIS_FAILED})  # fmt: skip
+            stream.end({"type": "audio_end", "message_id": message_id, "interrupted": True, "error": SYNTHESIS_FAILED})
         raise
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # a generator stopped early (barge-in) frees what it holds now
     if speech.first_audio_ms is not None:
-        events.publish(message_id, {"type": "audio_end", "message_id": message_id, "interrupted": speech.interrupted})
+        stream.end({"type": "audio_end", "message_id": message_id, "interrupted": speech.interrupted})
     return speech
+
+
+class SpeechStream:
+    """A reply's speech events, each sent once. A redelivered reply (its worker died while speaking it) is spoken
+    again in full for the WAV file, but its stream goes on where it stopped: a listener never hears a sentence
+    twice, nor a second ``audio_start``."""
+
+    def __init__(self, events: VoiceEvents, message_id: str) -> None:
+        self._events = events
+        self._message_id = message_id
+        # Nearly always empty of speech: one short read per reply, for the rare redelivery.
+        sent = [e.event.get("type") for e in events.read(message_id, None, 0)]
+        self._started = "audio_start" in sent
+        self._chunks = sent.count("chunk")
+        self._ended = "audio_end" in sent
+
+    def start(self, event: dict[str, Any]) -> None:
+        if not self._started:
+            self._events.publish(self._message_id, event)
+            self._started = True
+
+    def chunk(self, index: int, event: dict[str, Any], pcm16: bytes) -> None:
+        if index >= self._chunks and not self._ended:
+            self._events.publish(self._message_id, event, pcm16)
+
+    def end(self, event: dict[str, Any]) -> None:
+        if not self._ended:
+            self._events.publish(self._message_id, event)
+            self._ended = True
 
 
 def finish(reply: Reply, runtime: StageRuntime, audio: dict[str, Any]) -> None:

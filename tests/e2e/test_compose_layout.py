@@ -103,7 +103,7 @@ def wait_ready(url: str, layout: Layout, timeout: float = 30) -> None:
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def layout(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, Any]]:
     database = f"e2e_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -121,6 +121,8 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         # Many messages from one user and one address.
         "RATE_LIMIT_PER_USER": "off",
         "RATE_LIMIT_PER_IP": "off",
+        # What compose mounts at /models for the voice workers.
+        "MODELS_DIR": str(models_dir),
     }
     run = Layout(env, tmp_path_factory.mktemp("e2e-logs"))
     try:
@@ -134,6 +136,8 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             run.start(f"dispatch{index}", [*compose_command("worker-dispatch"), "--hostname", f"dispatch{index}@%h"])
         run.start("inference", [*compose_command("worker-inference"), "--hostname", "inference@%h"])
         run.start("reply-web", [*compose_command("worker-reply-web"), "--hostname", "reply@%h"])
+        run.start("asr", [*compose_command("worker-asr"), "--hostname", "asr@%h"])
+        run.start("tts", [*compose_command("worker-tts"), "--hostname", "tts@%h"])
         flower_port = free_port()
         run.start("flower", compose_command("flower", flower_port))
         for port in ports:
@@ -251,3 +255,57 @@ def test_flower_shows_the_workers(layout: dict[str, Any]) -> None:
         except requests.RequestException:
             time.sleep(0.5)
     pytest.fail(f"flower did not answer:\n{layout['run'].log('flower')[-2000:]}")
+
+
+def test_the_voice_workers_get_the_models_read_only() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name, queue in (("worker-asr", "asr"), ("worker-tts", "tts")):
+        service = services[name]
+        assert service["command"][:4] == ["assistant", "worker", "--queues", queue]
+        assert service["environment"]["MODELS_DIR"] == "/models"
+        assert "./models:/models:ro" in service["volumes"]
+        # Still the shared settings: the same broker, Redis and database as every other service.
+        assert service["environment"]["BROKER_URL"] == services["gateway"]["environment"]["BROKER_URL"]
+
+
+def test_an_utterance_is_heard_answered_and_spoken_across_the_workers(
+    layout: dict[str, Any], shared_audio: Path
+) -> None:
+    first, second = layout["urls"]
+    headers = {"Authorization": f"Bearer {layout['token']}"}
+    response = requests.post(
+        f"{first}/api/audio",
+        params={"wait": 60, "reply_audio": "true"},
+        data=(shared_audio / "living_room_light_en.wav").read_bytes(),
+        headers={**headers, "Content-Type": "audio/wav"},
+        timeout=90,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "living room" in body["transcript"]["text"].lower()
+    reply = body["reply"]
+    assert reply["audio"]["status"] == "ready", reply
+    timings = reply["timings"]
+    assert set(timings) == {"decode", "vad", "asr", "dispatch", "tts_first_audio", "tts"}
+    print("stage timings (ms):", json.dumps(timings))
+    # Any gateway replica serves the spoken reply: it is in Redis, not on one machine's disk.
+    wav = requests.get(f"{second}{reply['audio']['url']}", headers=headers, timeout=10)
+    assert wav.status_code == 200 and wav.headers["Content-Type"] == "audio/wav"
+    assert wav.content[:4] == b"RIFF" and len(wav.content) > 22050
+    # The voice events the WebSocket edge reads, in the Redis stream of the message.
+    state = redis.Redis(db=REDIS_STATE_DB)
+    try:
+        entries = state.xrange(f"voice:{body['message_id']}")
+    finally:
+        state.close()
+    kinds = [json.loads(fields[b"e"])["type"] for _, fields in entries]
+    assert "transcript" in kinds and kinds[-1] == "audio_end"
+    assert kinds.index("transcript") < kinds.index("audio_start") < kinds.index("chunk")
+    # The two pools each did their part.
+    control = Celery(broker=f"redis://127.0.0.1:6379/{REDIS_BROKER_DB}")
+    try:
+        stats = control.control.inspect(timeout=3).stats() or {}
+    finally:
+        control.close()
+    ran = {name.partition("@")[0]: worker["total"] for name, worker in stats.items()}
+    assert ran["asr"].get("assistant.asr", 0) >= 1 and ran["tts"].get("assistant.tts", 0) >= 1, ran

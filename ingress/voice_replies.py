@@ -283,10 +283,13 @@ class MessageWatch(threading.Thread):
                 return
             frame = pcm16[offset : offset + frame_bytes]
             with self._speech_lock:
-                if not self._speaking or self._abandoned.is_set() or not self._output.outlet.audio(frame):
+                if not self._speaking or self._abandoned.is_set():
                     return
-            if self.audio_started_at is None:
-                self.audio_started_at = time.monotonic()
+                if self.audio_started_at is None:
+                    # Before the frame goes: its echo cannot arrive before this time is known.
+                    self.audio_started_at = time.monotonic()
+                if not self._output.outlet.audio(frame):
+                    return
             # The client plays from when the frame arrives, or after what it already holds.
             self._playback_end = max(self._playback_end, time.monotonic()) + len(frame) / 2 / self._sample_rate
 

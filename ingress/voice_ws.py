@@ -430,6 +430,7 @@ class VoiceConnection:
         started = speaking.audio_started_at
         guard = self._audio_config.echo_guard_ms / 1000
         if started is not None and started <= onset < started + guard:
+            logger.debug("speech %.0f ms into the reply's speech taken for its echo", (onset - started) * 1000)
             return False
         speaking.interrupt()
         return True

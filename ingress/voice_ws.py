@@ -120,7 +120,8 @@ class AudioStream:
     reply_audio: bool
     #: The language asked for (None: detect).
     language: str | None
-    endpointer: Endpointer
+    #: None when VAD is off (``vad: false``): only ``end`` ends an utterance, and nothing interrupts a reply.
+    endpointer: Endpointer | None
     #: Longest utterance, samples at 16 kHz.
     max_samples: int
     #: Audio kept on each side of the speech, samples.
@@ -287,10 +288,12 @@ class VoiceConnection:
             sample_rate=rate,
             reply_audio=reply_audio,
             language=_language(message),
-            endpointer=self._vad.get().endpointer(config.asr.vad),
+            endpointer=self._vad.get().endpointer(config.asr.vad) if config.asr.vad.enabled else None,
             max_samples=int(config.max_audio_seconds * SAMPLE_RATE),
             pad=int(config.asr.vad.speech_pad_ms * SAMPLE_RATE / 1000),
         )
+        if self._stream.endpointer is None:
+            self._stream.utterance_from = 0  # everything up to "end" is the utterance
         self._last_reply_audio = reply_audio
 
     def _on_end(self, _message: dict[str, Any]) -> None:
@@ -317,7 +320,8 @@ class VoiceConnection:
             samples = stream.cut(stream.kept_start(), stream.position)
         else:
             return False
-        stream.endpointer.end_speech()
+        if stream.endpointer is not None:
+            stream.endpointer.end_speech()
         stream.utterance_from = None
         if len(samples) == 0:
             return False
@@ -400,7 +404,7 @@ class VoiceConnection:
         heard = time.perf_counter()
         stream.decode_ms += (heard - began) * 1000
         stream.append(samples, arrived)
-        boundaries = stream.endpointer.feed(samples)
+        boundaries = stream.endpointer.feed(samples) if stream.endpointer is not None else []
         stream.vad_ms += (time.perf_counter() - heard) * 1000
         for boundary in boundaries:
             if boundary.kind == Boundary.SPEECH_START:
@@ -417,8 +421,11 @@ class VoiceConnection:
         if stream.utterance_from is not None and stream.position - stream.utterance_from > stream.max_samples:
             seconds = self._audio_config.max_audio_seconds
             self._error("utterance_too_long", f"an utterance may last at most {seconds:g} s; this one was dropped")
-            stream.utterance_from = None
-            stream.ignoring = True  # until this speech ends
+            if stream.endpointer is None:
+                stream.utterance_from = stream.position  # no VAD: a new utterance starts here
+            else:
+                stream.utterance_from = None
+                stream.ignoring = True  # until this speech ends
         stream.trim()
 
     def _speech_started(self, onset: float) -> bool:

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from adapters.vad import Boundary, SileroVad
 from assistant.bootstrap import build_gateway, build_speech
 from assistant.embedded import build_embedded, http_server
 from ingress.voice_replies import LEAD_SECONDS
-from pipeline.audio_config import AudioConfig, VadConfig
+from pipeline.audio_config import AsrConfig, AudioConfig, VadConfig
 from pipeline.settings import Settings
 
 SECRET = "voice-ws-e2e-secret-" + "w" * 28
@@ -86,9 +87,9 @@ class Pipeline:
         return self.adapters.repository.transcript(session_id)
 
 
-@pytest.fixture(scope="module")
-def pipeline(speech: SpeechEngines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    settings = settings_for(tmp_path_factory.mktemp("voice-ws"))
+@contextmanager
+def running(settings: Settings, speech: SpeechEngines) -> Iterator[Pipeline]:
+    """The embedded pipeline with ``settings`` behind cheroot on a free port."""
     adapters, celery_app, workers = build_embedded(settings, speech=speech)
     app = build_gateway(settings, adapters, celery_app)
     workers.start()
@@ -102,6 +103,12 @@ def pipeline(speech: SpeechEngines, tmp_path_factory: pytest.TempPathFactory) ->
         server.stop()
         workers.stop()
         adapters.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(speech: SpeechEngines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    with running(settings_for(tmp_path_factory.mktemp("voice-ws")), speech) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +346,19 @@ def test_end_of_speech_to_first_reply_audio(pipeline: Pipeline, vad: SileroVad) 
               f"runs {[round(v * 1000) for v in values]} ms")  # fmt: skip
     assert statistics.median(figures["end"]) < statistics.median(figures["vad"])
     assert all(value > 0 for value in figures["end"] + figures["vad"])
+
+
+def test_with_vad_off_only_end_ends_an_utterance(speech: SpeechEngines, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, asr=AsrConfig(vad=VadConfig(enabled=False)))
+    with running(settings, speech) as pipeline:
+        client = pipeline.connect("hal")
+        try:
+            start(client, reply_audio=False)
+            client.send_audio(np.concatenate((recording(ENGLISH), silence(1.5))))
+            time.sleep(1.0)
+            assert client.received == []  # the silence ended nothing
+            client.send({"type": "end"})
+            assert "living room" in client.event("transcript", DEADLINE)["text"].lower()
+            client.event("reply", DEADLINE)
+        finally:
+            client.close()

@@ -7,10 +7,10 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from adapters.audio import AudioTooLong, UndecodableAudio, decode_audio, float32_to_pcm16
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
+from adapters.audio import AudioTooLong, UndecodableAudio, decode_audio, float32_to_pcm16
 from adapters.blobs import spoken_reply_key
 from ingress.auth import current_identity, require_token
 from ingress.messages import (

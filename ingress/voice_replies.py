@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,13 @@ class Outlet:
     def audio(self, pcm16: bytes) -> bool:
         """Send a binary frame; False when the connection is gone."""
         return self._send(pcm16)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection (``code``: the WebSocket close code); nothing is sent after it."""
+        with self._lock:
+            self.closed.set()
+            with suppress(ConnectionClosed, OSError):
+                self._ws.close(code, reason)
 
     def _send(self, data: str | bytes) -> bool:
         if self.closed.is_set():
@@ -139,12 +146,11 @@ class ReplyOutput:
         return watch
 
     def close(self) -> None:
-        """The connection is gone: stop every watch; speech nobody will hear is cancelled."""
+        """The connection is gone: every watch stops (on its own thread, soon); speech nobody will hear is
+        cancelled."""
         self.outlet.closed.set()
         for watch in self.watches:
             watch.abandon()
-        for watch in self.watches:
-            watch.join(5)
 
 
 class MessageWatch(threading.Thread):
@@ -160,6 +166,7 @@ class MessageWatch(threading.Thread):
         self._speech_in = speech_in
         self._wants_speech = wants_speech
         self._after: str | None = None
+        self._heard = False
         self._reply_sent = False
         self._finished = False
         self._tts_end: dict[str, Any] | None = None
@@ -212,14 +219,14 @@ class MessageWatch(threading.Thread):
         early = hub.reply_for(self.message_id)  # a resend's reply, or one faster than this thread
         deadline = time.monotonic() + REPLY_TIMEOUT_SECONDS
         while not self._finished and time.monotonic() < deadline:
-            if self._abandoned.is_set() or self._output.outlet.closed.is_set():
-                self._cancel_unheard()
-                return
             if self.interrupted.is_set():
                 self._after_barge_in(waiter)
                 return
+            if self._abandoned.is_set() or self._output.outlet.closed.is_set():
+                self._cancel_unheard()
+                return
             replied = early is not None or waiter.event.is_set()
-            if not (self._speech_in or self._wants_speech or replied):
+            if not (self._speech_in and not self._heard) and not self._wants_speech and not replied:
                 waiter.wait(POLL_SECONDS)  # no voice events to come: only the reply
             else:
                 self._handle(events.read(self.message_id, self._after, POLL_SECONDS))
@@ -238,6 +245,7 @@ class MessageWatch(threading.Thread):
             kind = item.event.get("type")
             if kind in ("partial", "transcript"):
                 self._send({**item.event, "type": kind})
+                self._heard = self._heard or kind == "transcript"
             elif kind == "audio_start":
                 self._audio_start(item.event)
             elif kind == "chunk" and item.audio:
@@ -255,9 +263,10 @@ class MessageWatch(threading.Thread):
             payload["audio"] = {k: v for k, v in reply.audio.items() if k != "key"}
         self._send({"type": "reply", **payload})
         self._reply_sent = True
-        if not (self._wants_speech and (reply.audio or {}).get("status") == "ready"):
-            # No speech comes for it (not asked for, no voice for its language, synthesis failed).
-            self._finished = True
+        # Its speech, had it any, would have come first: tts publishes audio_start before it passes the reply on, and
+        # the voice stream was read to its end just now. So none comes (not asked for, no voice for the language,
+        # synthesis failed, or the voice stream of an old message expired).
+        self._finished = True
 
     def _audio_start(self, event: dict[str, Any]) -> None:
         if not self._reply_sent:
@@ -308,7 +317,7 @@ class MessageWatch(threading.Thread):
         events.cancel(self.message_id)
         ended = self._tts_end
         deadline = time.monotonic() + CANCEL_CONFIRM_SECONDS
-        while ended is None and time.monotonic() < deadline and not self._abandoned.is_set():
+        while ended is None and time.monotonic() < deadline:  # the transcript is noted even if the client left
             for item in events.read(self.message_id, self._after, POLL_SECONDS):
                 self._after = item.cursor
                 if item.event.get("type") == "audio_end":

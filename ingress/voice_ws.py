@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,8 +102,7 @@ def audio() -> Response:
         pass
     finally:
         output.close()
-        with suppress(ConnectionClosed, OSError):
-            ws.close()
+        outlet.close()
     return taken_over()
 
 
@@ -188,7 +186,6 @@ class VoiceConnection:
         self._forwarder = forwarder
         self._vad = vad
         self._audio_config = adapters.settings.audio
-        self._identity: Identity | None = None
         self._session_id: str | None = None
         self._stream: AudioStream | None = None
         self._last_reply_audio = True
@@ -198,7 +195,6 @@ class VoiceConnection:
             identity = self._first_frame_auth()
             if identity is None:
                 return
-        self._identity = identity
         while not self._outlet.closed.is_set():
             frame = self._ws.receive(timeout=RECEIVE_SLICE_SECONDS)
             if frame is None:
@@ -233,15 +229,12 @@ class VoiceConnection:
         except HTTPException as exc:  # rate limited, or the revocations cannot be read: this message only
             self._error(_error_code(exc), exc.description or "", retry_after=getattr(exc, "retry_after", None))
             return None
-        self._identity = identity
         return identity
 
     def _refuse(self, code: str, message: str) -> None:
         """Say why the token is refused and close the connection."""
         self._error(code, message)
-        self._outlet.closed.set()
-        with suppress(ConnectionClosed, OSError):
-            self._ws.close(POLICY_VIOLATION, code)
+        self._outlet.close(POLICY_VIOLATION, code)
 
     # --- commands --------------------------------------------------------------------------------------------
 

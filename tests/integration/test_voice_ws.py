@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import requests
 from support import eventually
 from voice_ws_client import Received, VoiceClient, assert_spoken_in_order, kinds, of_message, recording, silence
 
@@ -254,41 +255,67 @@ def barge_in(client: VoiceClient, interruption: npt.NDArray[np.float32], after_f
     return client.event("audio_end", 10)
 
 
-@pytest.mark.parametrize("ask", ["turn on the light", "help"])
-def test_barge_in(pipeline: Pipeline, vad: SileroVad, tmp_path: Path, ask: str) -> None:
-    """Speech over a reply's speech stops it: audio_end says interrupted, no frame of it follows, tts stops, the
-    transcript notes it, and the new utterance is heard. The short reply is synthesized in full before the
-    barge-in (the edge notes it), the long help text is not (tts stops and notes it)."""
-    client = pipeline.connect(f"eve-{ask[:4]}")
-    question = recording(ENGLISH) if ask != "help" else espeak("Help me please", tmp_path)
-    interruption = recording(LAMP)
+def interrupted_reply_audio(pipeline: Pipeline, session_id: str, message_id: str) -> dict[str, Any]:
+    """The stored reply's speech, once the transcript notes it was interrupted."""
+
+    def noted() -> dict[str, Any] | None:
+        entries = pipeline.transcript(session_id)
+        replies = [e for e in entries if e.kind == "reply" and e.message_id == message_id]
+        audio = replies[0].audio if replies else None
+        return audio if audio and audio.get("interrupted") else None
+
+    found: dict[str, Any] = eventually(noted, 20, "the transcript noting the interruption", interval=0.2)
+    return found
+
+
+def assert_cut_off_then_heard(client: VoiceClient, first: str, after_first_frame: float) -> float:
+    """The reply of ``first`` ends interrupted, nothing of it follows, the interruption is heard and answered;
+    returns the seconds of the interrupted reply's speech sent."""
+    ended = barge_in(client, recording(LAMP), after_first_frame)
+    assert ended["message_id"] == first and ended["interrupted"] is True
+    second = client.event("transcript", DEADLINE)
+    assert "lamp" in second["text"].lower()
+    client.event("audio_end", DEADLINE)  # the second reply is spoken in full
+    items = of_message(client, first)
+    assert kinds(items)[-3:] == ["audio_start", "binary", "audio_end"], client.summary()  # nothing after it
+    assert_spoken_in_order(client, second["message_id"])
+    return sum(len(item.audio) for item in items if item.kind == "binary") / 2 / 22050
+
+
+def test_barge_in_after_the_reply_was_synthesized(pipeline: Pipeline) -> None:
+    """Speech over a short reply: tts made all of it long before, so the edge notes the interruption itself."""
+    client = pipeline.connect("eve")
     try:
         start(client)
-        client.send_audio(np.concatenate((question, silence(1.2))))
+        client.send_audio(np.concatenate((recording(ENGLISH), silence(1.2))))
         first = client.event("transcript", DEADLINE)
-        ended = barge_in(client, interruption, after_first_frame=0.8)
-        assert ended["message_id"] == first["message_id"] and ended["interrupted"] is True
-        frames = [item for item in of_message(client, first["message_id"]) if item.kind == "binary"]
-        spoken = sum(len(frame.audio) for frame in frames) / 2 / 22050
-        second = client.event("transcript", DEADLINE)
-        assert "lamp" in second["text"].lower()
-        client.event("audio_end", DEADLINE)  # the second reply is spoken in full
-        items = of_message(client, first["message_id"])
-        assert kinds(items)[-3:] == ["audio_start", "binary", "audio_end"], client.summary()  # nothing after it
-        # Cut off well before its end: the interruption came 0.8 s in, its speech a fraction of a second later.
+        spoken = assert_cut_off_then_heard(client, first["message_id"], after_first_frame=0.8)
+        # Cut off early: the interruption came 0.8 s in, its speech a fraction of a second later.
         assert spoken < 2.5
-        assert_spoken_in_order(client, second["message_id"])
+        audio = interrupted_reply_audio(pipeline, first["session_id"], first["message_id"])
+        assert audio["duration_seconds"] > spoken + 1  # synthesized in full, heard in part
+    finally:
+        client.close()
 
-        def noted() -> dict[str, Any] | None:
-            entries = pipeline.transcript(first["session_id"])
-            replies = [e for e in entries if e.kind == "reply" and e.message_id == first["message_id"]]
-            audio = replies[0].audio if replies else None
-            return audio if audio and audio.get("interrupted") else None
 
-        audio = eventually(noted, 20, "the transcript noting the interruption", interval=0.2)
-        if ask == "help":
-            # tts stopped between sentences: what it stored is shorter than the whole help text would be.
-            assert audio["duration_seconds"] < 20
+def test_barge_in_while_the_reply_is_synthesized(pipeline: Pipeline) -> None:
+    """Speech over a long reply (a registered skill's): tts stops between sentences and notes it."""
+    story = " ".join(f"This is sentence number {n} of a very long story." for n in range(1, 61))
+    admin = issue_token(pipeline.settings, "root", ("admin",), 600)
+    response = requests.post(f"{pipeline.base}/api/skills", headers={"Authorization": f"Bearer {admin}"},
+                             json={"name": "saga", "description": "a long story", "triggers": ["saga"],
+                                   "response": story}, timeout=10)  # fmt: skip
+    assert response.status_code in (200, 201), response.text
+    client = pipeline.connect("eli")
+    try:
+        start(client)
+        client.send({"type": "text", "text": "saga"})
+        reply = client.event("reply", DEADLINE)
+        assert reply["skill"] == "saga"
+        assert_cut_off_then_heard(client, reply["message_id"], after_first_frame=0.5)
+        audio = interrupted_reply_audio(pipeline, reply["session_id"], reply["message_id"])
+        # All of it would be some two minutes of speech; tts stopped after the sentences made by then.
+        assert audio["duration_seconds"] < 60
     finally:
         client.close()
 

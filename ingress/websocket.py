@@ -23,6 +23,8 @@ SOCKET_KEY = "werkzeug.socket"
 GUNICORN_SOCKET_KEY = "gunicorn.socket"
 #: Set in the environ once a view answered the upgrade: the connection belongs to the WebSocket now.
 TAKEN_OVER_KEY = "assistant.websocket"
+#: Set in the environ by ``WebSocketGateway``: the server that handles taken-over connections itself.
+GATEWAY_KEY = "assistant.websocket_gateway"
 #: The query parameter a browser, which cannot set headers on a WebSocket, may carry its token in (RFC 6750).
 QUERY_TOKEN = "access_token"
 
@@ -62,7 +64,10 @@ class _TakenOver(Response):
             # gunicorn's async workers treat StopIteration from the app as "close the connection", and write
             # neither a response nor an access-log line.
             raise StopIteration
-        return []  # WebSocketGateway sees TAKEN_OVER_KEY and writes nothing
+        if environ.get(GATEWAY_KEY):
+            return []  # WebSocketGateway sees TAKEN_OVER_KEY and writes nothing
+        # werkzeug's development server (tests) takes a ConnectionError for a client that went away.
+        raise ConnectionError("the connection was a WebSocket and is closed")
 
 
 def taken_over() -> Response:
@@ -77,6 +82,7 @@ class WebSocketGateway(Gateway_10):
     def get_environ(self) -> dict[str, Any]:  # type: ignore[override]  # cheroot's stubs say None
         environ: dict[str, Any] = super().get_environ()
         environ[SOCKET_KEY] = self.req.conn.socket
+        environ[GATEWAY_KEY] = True
         return environ
 
     def respond(self) -> None:

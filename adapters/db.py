@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -615,6 +615,21 @@ class Repository:
                 if attempt == _UPSERT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def note_reply_interrupted(self, message_id: str) -> bool:
+        """Note in the stored reply that the listener spoke over its speech (``audio.interrupted``); False when no
+        reply to ``message_id`` is stored."""
+        with self._engine.begin() as connection:
+            payload = connection.execute(
+                sa.select(replies.c.payload).where(replies.c.message_id == message_id)
+            ).scalar_one_or_none()
+            if payload is None:
+                return False
+            reply = Reply.from_json(payload)
+            noted = replace(reply, audio={**(reply.audio or {}), "interrupted": True})
+            row = replies.c.message_id == message_id
+            connection.execute(replies.update().where(row).values(payload=noted.to_json()))
+        return True
 
 
 def _stored_reply(payload: str) -> Reply | None:

@@ -6,7 +6,7 @@ import logging
 import shutil
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.bundle import Adapters, SpeechEngines
 from assistant.bootstrap import (
@@ -21,6 +21,9 @@ from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 from tasks.celery_app import StageCelery
+
+if TYPE_CHECKING:
+    from cheroot.wsgi import Server
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +67,21 @@ def build_embedded(
     return adapters, app, workers
 
 
-def run_embedded(settings: Settings) -> int:
+def http_server(app: Any, host: str, port: int) -> Server:
+    """The embedded HTTP server for WSGI ``app`` on ``host``:``port`` (0: a free port, in ``bind_addr`` after
+    ``prepare()``), with WebSocket upgrades handed to the app's views."""
     # A threaded server, not gevent: under gevent's patching the in-process Celery threads add
-    # tens of milliseconds to each hop. Each open stream holds a thread; max=-1 lets the pool grow.
+    # tens of milliseconds to each hop. Each open stream or WebSocket holds a thread; max=-1 lets the pool grow.
     from cheroot.wsgi import Server
 
+    from ingress.websocket import WebSocketGateway
+
+    server = Server((host, port), app, numthreads=16, max=-1)
+    server.gateway = WebSocketGateway
+    return server
+
+
+def run_embedded(settings: Settings) -> int:
     try:
         check_speech_models(settings)
     except ConfigurationError as exc:
@@ -79,7 +92,7 @@ def run_embedded(settings: Settings) -> int:
     workers.start()
     # The models load while the server starts; an utterance that comes first waits for them.
     warm_speech_in_background(adapters.speech)
-    server = Server((settings.host, settings.port), flask_app, numthreads=16, max=-1)
+    server = http_server(flask_app, settings.host, settings.port)
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     print(f"Assistant running at http://{host}:{settings.port}  (data in {settings.data_dir.resolve()})")

@@ -37,7 +37,7 @@ AUTHENTICATED_HOOKS = "assistant.authenticated"
 #: closed to visitors until listed here.
 VISITOR_ENDPOINTS = frozenset(
     {"messages.post_message", "messages.get_session", "messages.get_replies", "messages.stream_events",
-     "audio.post_audio", "audio.get_reply_audio"}
+     "audio.post_audio", "audio.get_reply_audio", "voice_ws.audio"}
 )  # fmt: skip
 
 

@@ -119,8 +119,11 @@ def synthesize(
             if speech.first_audio_ms is None:
                 speech.first_audio_ms = (time.perf_counter() - started) * 1000
                 speech.sample_rate = chunk.sample_rate
+                # The reply's own fields too: the WebSocket edge sends its reply event from this when it comes first.
                 stream.start({"type": "audio_start", "message_id": message_id, "text": reply.text,
-                              "sample_rate": chunk.sample_rate, "language": language})  # fmt: skip
+                              "sample_rate": chunk.sample_rate, "language": language, "skill": reply.skill,
+                              "expects_reply": reply.expects_reply, "actions": list(reply.actions),
+                              "error": reply.error})  # fmt: skip
             stream.chunk(speech.sentences, {"type": "chunk", "message_id": message_id, "index": speech.sentences,
                                             "text": chunk.text}, chunk.pcm16)  # fmt: skip
             speech.pcm16 += chunk.pcm16

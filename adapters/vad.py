@@ -78,6 +78,10 @@ class Boundary(StrEnum):
     SPEECH_START = "speech_start"
     #: ``end_of_speech_ms`` of silence followed speech: the utterance is over.
     SPEECH_END = "speech_end"
+    #: ``speculate_ms`` of silence followed speech: the utterance may be over (the end is not confirmed yet).
+    PAUSE = "pause"
+    #: Speech came back after a ``PAUSE``, before the end: the utterance goes on.
+    RESUME = "resume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,9 @@ class Endpointer:
         self._silence_below = max(config.threshold - HYSTERESIS, 0.01)
         self._min_speech = _samples(config.min_speech_ms)
         self._end_silence = _samples(config.end_of_speech_ms)
+        speculate = config.speculate_ms if 0 < config.speculate_ms < config.end_of_speech_ms else 0
+        self._pause_silence = _samples(speculate)
+        self._paused = False
         self._start_gap = _samples(START_GAP_MS)
         self._pending = np.zeros(0, dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
@@ -141,19 +148,27 @@ class Endpointer:
         self._candidate = None
         self._voiced = self._gap = 0
         self._silence_from = None
+        self._paused = False
 
     def _judge(self, probability: float) -> SpeechBoundary | None:
         start = self.position
         if self.in_speech:
             if probability >= self.threshold:
                 self._silence_from = None
+                if self._paused:
+                    self._paused = False
+                    return SpeechBoundary(Boundary.RESUME, start)
             elif probability < self._silence_below:
                 if self._silence_from is None:
                     self._silence_from = start
-                if start + WINDOW - self._silence_from >= self._end_silence:
+                silence = start + WINDOW - self._silence_from
+                if silence >= self._end_silence:
                     end = self._silence_from
                     self.end_speech()
                     return SpeechBoundary(Boundary.SPEECH_END, end)
+                if self._pause_silence and not self._paused and silence >= self._pause_silence:
+                    self._paused = True
+                    return SpeechBoundary(Boundary.PAUSE, self._silence_from)
             return None
         if probability >= self.threshold:
             if self._candidate is None:

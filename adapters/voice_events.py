@@ -157,3 +157,28 @@ class RedisVoiceEvents:
 def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> VoiceEvent:
     cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return VoiceEvent(cursor, json.loads(fields[b"e"]), fields.get(b"a"))
+
+
+#: Published by the edge on a provisional message (``Envelope.provisional``): the utterance did end there.
+ENDPOINT = "endpoint"
+#: Published by the edge (with ``cancel``) on a provisional message whose speaker went on talking.
+WITHDRAWN = "withdrawn"
+
+
+def await_endpoint(events: VoiceEvents, message_id: str, timeout: float) -> bool:
+    """Wait for the edge's word on a provisional utterance: True when it confirmed the end, False when it withdrew
+    the message. Without a word within ``timeout`` seconds the edge is gone, and the utterance counts as ended:
+    the user did say it."""
+    deadline = time.monotonic() + timeout
+    cursor: str | None = None
+    while (left := deadline - time.monotonic()) > 0:
+        if events.cancelled(message_id):
+            return False
+        for seen in events.read(message_id, cursor, min(left, 0.25)):
+            cursor = seen.cursor
+            kind = seen.event.get("type")
+            if kind == ENDPOINT:
+                return True
+            if kind == WITHDRAWN:
+                return False
+    return not events.cancelled(message_id)

@@ -65,10 +65,13 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def speech_end_seconds(samples: np.ndarray) -> float:
-    """Where the last speech in a 16 kHz clip ends, by Silero VAD: the moment "end of speech" is timed from."""
-    from faster_whisper.vad import get_speech_timestamps
+    """Where the last speech in a 16 kHz clip ends, by Silero VAD: the moment "end of speech" is timed from.
 
-    stamps = get_speech_timestamps(samples)
+    No padding, and a short minimum silence: the defaults would pad the end by 0.4 s and run on to the clip's end.
+    """
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    stamps = get_speech_timestamps(samples, VadOptions(speech_pad_ms=0, min_silence_duration_ms=100))
     return float(stamps[-1]["end"]) / SAMPLE_RATE if stamps else len(samples) / SAMPLE_RATE
 
 

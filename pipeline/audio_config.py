@@ -46,6 +46,10 @@ class VadConfig:
     threshold: float = 0.5
     #: Silence, in milliseconds, that ends an utterance on the WebSocket.
     end_of_speech_ms: int = 600
+    #: Silence, in milliseconds, after which the WebSocket edge already sends the utterance to be recognised, while
+    #: it waits for ``end_of_speech_ms`` to confirm the end; speech that resumes first withdraws it. The model's
+    #: time then overlaps the wait. 0 (or ``end_of_speech_ms`` and above): recognise only after the end.
+    speculate_ms: int = 250
     #: Speech shorter than this (milliseconds) is taken for noise.
     min_speech_ms: int = 150
     #: Milliseconds of audio kept on each side of the speech found.
@@ -211,6 +215,7 @@ def _parse_vad(value: Any, where: str) -> VadConfig:
         end_of_speech_ms=_number(
             value.get("end_of_speech_ms", base.end_of_speech_ms), f"{where}.end_of_speech_ms", int, minimum=1
         ),
+        speculate_ms=_number(value.get("speculate_ms", base.speculate_ms), f"{where}.speculate_ms", int, minimum=0),
         min_speech_ms=_number(value.get("min_speech_ms", base.min_speech_ms), f"{where}.min_speech_ms", int, minimum=0),
         speech_pad_ms=_number(value.get("speech_pad_ms", base.speech_pad_ms), f"{where}.speech_pad_ms", int, minimum=0),
     )

@@ -69,6 +69,9 @@ class Envelope:
     created_at: float = field(default_factory=now)
     #: Milliseconds spent in each stage so far, in order: ``(("dispatch", 1.2), ...)``.
     timings: tuple[tuple[str, float], ...] = ()
+    #: True for an utterance sent to be recognised before its end was confirmed (the speaker only paused): the
+    #: ``asr`` stage forwards it once the edge confirms the end, and drops it if the edge withdrew it.
+    provisional: bool = False
 
     def with_timing(self, stage: str, milliseconds: float) -> Envelope:
         """A copy with one more stage timing appended."""
@@ -92,6 +95,7 @@ class Envelope:
                 "seq": self.seq,
                 "created_at": self.created_at,
                 "timings": [list(t) for t in self.timings],
+                "provisional": self.provisional,
             },
             ensure_ascii=False,
         )
@@ -115,6 +119,7 @@ class Envelope:
             seq=_integer(data, "seq"),
             created_at=_number(data, "created_at"),
             timings=_timings(data),
+            provisional=_flag(data, "provisional"),
         )
 
 

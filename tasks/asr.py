@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from adapters.audio import pcm16_to_float32
+from adapters.voice_events import await_endpoint
 from pipeline.envelope import Envelope, Reply
 from pipeline.stages import TASK_NAMES, Stage
 from tasks.runtime import StageRuntime
@@ -22,6 +23,9 @@ NOT_HEARD = {
 }
 #: ``Reply.error`` of that reply: not a failure, but a client may want to tell it apart.
 NOT_HEARD_CODE = "no_speech"
+#: Seconds a recognised provisional utterance waits for the edge to confirm or withdraw it. The edge decides
+#: within ``end_of_speech_ms`` of sending it; past this it is taken for gone, and the utterance goes on.
+ENDPOINT_WAIT_SECONDS = 5.0
 
 
 def handle_audio(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) -> None:
@@ -36,6 +40,9 @@ def handle_audio(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) ->
         raise GiveUp("the audio expired or was deleted before it was recognised")
     events = adapters.voice_events
     message_id = envelope.message_id
+    if envelope.provisional and events.cancelled(message_id):
+        logger.debug("message %s was withdrawn before it was recognised", message_id)
+        return
 
     def partial(text: str) -> None:
         # Best effort: a client that misses a partial transcript still gets the whole one.
@@ -51,6 +58,11 @@ def handle_audio(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) ->
         # later messages up for a minute and a half and spend a core on each. The user gets an apology.
         raise GiveUp(f"speech recognition failed: {type(exc).__name__}") from exc
     timings = heard.timings or (("asr", (time.perf_counter() - started) * 1000),)
+    if envelope.provisional and not await_endpoint(events, message_id, ENDPOINT_WAIT_SECONDS):
+        # The speaker went on after a pause: the edge withdrew this message (its place in the session with it) and
+        # sends the whole utterance again when it ends. Nothing of this one is recorded or answered.
+        logger.debug("message %s was withdrawn: the utterance went on", message_id)
+        return
     text = heard.text.strip()
     if not text:
         not_heard(envelope, runtime, heard.language, timings)

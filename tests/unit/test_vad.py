@@ -20,7 +20,8 @@ AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio"
 RECORDINGS = ["living_room_light_en.wav", "living_room_light_zh.wav", "turn_on_the_living_room_lamp.wav"]
 #: 20 ms, what a browser's audio worklet hands over at a time.
 FRAME = 320
-CONFIG = VadConfig()
+# Start and end only: the pause before a confirmed end has tests of its own below.
+CONFIG = VadConfig(speculate_ms=0)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,34 @@ def test_a_pause_shorter_than_end_of_speech_keeps_one_utterance(vad: SileroVad, 
     assert kinds(stream(vad, audio)) == [Boundary.SPEECH_START, Boundary.SPEECH_END]
 
 
+def test_a_pause_comes_before_the_end_at_the_same_place(vad: SileroVad) -> None:
+    audio = np.concatenate((silence(0.5), recording("living_room_light_en.wav"), silence(1.0)))
+    config = VadConfig(speculate_ms=250, end_of_speech_ms=600)
+    endpointer = vad.endpointer(config)
+    found: list[tuple[SpeechBoundary, int]] = []
+    for offset in range(0, len(audio), FRAME):
+        found += [(b, endpointer.position) for b in endpointer.feed(audio[offset : offset + FRAME])]
+    assert [b.kind for b, _ in found] == [Boundary.SPEECH_START, Boundary.PAUSE, Boundary.SPEECH_END], found
+    (pause, paused_at), (end, ended_at) = found[1], found[2]
+    assert pause.sample == end.sample  # both name where the silence began
+    # Reported once speculate_ms of silence was heard, end_of_speech_ms - speculate_ms before the end.
+    assert abs((ended_at - paused_at) / SAMPLE_RATE - 0.35) <= 2 * FRAME / SAMPLE_RATE + WINDOW / SAMPLE_RATE
+
+
+def test_speech_after_a_pause_resumes_the_utterance(vad: SileroVad, tmp_path: Path) -> None:
+    words = trimmed(espeak("Turn on the light", tmp_path))
+    audio = np.concatenate((words, silence(0.45), words, silence(1.0)))
+    found = stream(vad, audio, config=VadConfig(speculate_ms=250, end_of_speech_ms=600))
+    assert kinds(found) == [Boundary.SPEECH_START, Boundary.PAUSE, Boundary.RESUME, Boundary.PAUSE,
+                            Boundary.SPEECH_END], found  # fmt: skip
+
+
+def test_no_pause_when_speculation_is_off(vad: SileroVad) -> None:
+    audio = np.concatenate((recording("living_room_light_en.wav"), silence(1.0)))
+    for config in (VadConfig(speculate_ms=0), VadConfig(speculate_ms=600, end_of_speech_ms=600)):
+        assert kinds(stream(vad, audio, config=config)) == [Boundary.SPEECH_START, Boundary.SPEECH_END]
+
+
 @pytest.mark.parametrize("amplitude", [0.01, 0.1, 0.5])
 def test_noise_is_not_speech(vad: SileroVad, amplitude: float) -> None:
     rng = np.random.default_rng(7)
@@ -126,7 +155,7 @@ def test_frame_size_does_not_change_the_result(vad: SileroVad) -> None:
 def test_end_of_speech_follows_the_setting(vad: SileroVad) -> None:
     audio = np.concatenate((recording("living_room_light_en.wav"), silence(2.0)))
     for end_ms in (300, 1200):
-        endpointer = vad.endpointer(VadConfig(end_of_speech_ms=end_ms))
+        endpointer = vad.endpointer(VadConfig(end_of_speech_ms=end_ms, speculate_ms=0))
         for offset in range(0, len(audio), FRAME):
             ends = [b for b in endpointer.feed(audio[offset : offset + FRAME]) if b.kind == Boundary.SPEECH_END]
             if ends:

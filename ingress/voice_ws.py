@@ -57,7 +57,7 @@ LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 #: WebSocket close code for a refused token (RFC 6455: policy violation).
 POLICY_VIOLATION = 1008
 #: A frame later than the stream's clock by more than this, seconds, means the client paused sending.
-CLOCK_RESET_SECONDS = 0.5
+CLOCK_RESET_SECONDS = 0.25
 #: How long one wait for a client frame lasts before the connection's state is looked at again, seconds.
 RECEIVE_SLICE_SECONDS = 5.0
 
@@ -155,7 +155,8 @@ class AudioStream:
 
     def arrival_of(self, sample: int) -> float:
         """When stream position ``sample`` reached the server (``time.monotonic()``), by the stream's own clock:
-        a client streams at real time, so its samples count time without the delays of processing them."""
+        a client streams at real time, so its samples count time, free of the delays of processing them (to the
+        sample, where arrival stamps would be to the frame)."""
         origin = self.clock_origin if self.clock_origin is not None else time.monotonic()
         return origin + (sample + 1) / SAMPLE_RATE
 

@@ -56,6 +56,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 #: WebSocket close code for a refused token (RFC 6455: policy violation).
 POLICY_VIOLATION = 1008
+#: A frame later than the stream's clock by more than this, seconds, means the client paused sending.
+CLOCK_RESET_SECONDS = 0.25
 #: How long one wait for a client frame lasts before the connection's state is looked at again, seconds.
 RECEIVE_SLICE_SECONDS = 5.0
 
@@ -126,8 +128,9 @@ class AudioStream:
     pad: int
     #: The audio kept, as (position of its first sample, samples) in stream order.
     chunks: deque[tuple[int, npt.NDArray[np.float32]]] = field(default_factory=deque)
-    #: (stream position after a frame, ``time.monotonic()`` when it arrived), for the last few seconds.
-    arrivals: deque[tuple[int, float]] = field(default_factory=deque)
+    #: The stream's clock: ``time.monotonic()`` at which its sample 0 would have arrived, had every frame come
+    #: at real time without delay (None before the first frame). See ``arrival_of``.
+    clock_origin: float | None = None
     #: Stream position where the utterance being heard begins (None: no speech now).
     utterance_from: int | None = None
     #: The speech now going on is not heard (the echo of a reply, or past the length limit).
@@ -144,16 +147,18 @@ class AudioStream:
     def append(self, samples: npt.NDArray[np.float32], arrived: float) -> None:
         self.chunks.append((self.position, samples))
         self.position += len(samples)
-        self.arrivals.append((self.position, arrived))
-        while len(self.arrivals) > 1 and self.arrivals[0][1] < arrived - 2 * PRE_ROLL_SECONDS:
-            self.arrivals.popleft()
+        # A delay on the way (a busy server, a network hiccup) makes a frame late, never early: the earliest
+        # origin seen is the truest. A client that paused (a gap well beyond any delay) starts a new clock.
+        origin = arrived - self.position / SAMPLE_RATE
+        if self.clock_origin is None or origin < self.clock_origin or origin - self.clock_origin > CLOCK_RESET_SECONDS:
+            self.clock_origin = origin
 
     def arrival_of(self, sample: int) -> float:
-        """When the frame holding stream position ``sample`` arrived (``time.monotonic()``)."""
-        for end, arrived in self.arrivals:
-            if sample < end:
-                return arrived
-        return self.arrivals[-1][1] if self.arrivals else time.monotonic()
+        """When stream position ``sample`` reached the server (``time.monotonic()``), by the stream's own clock:
+        a client streams at real time, so its samples count time, free of the delays of processing them (to the
+        sample, where arrival stamps would be to the frame)."""
+        origin = self.clock_origin if self.clock_origin is not None else time.monotonic()
+        return origin + (sample + 1) / SAMPLE_RATE
 
     def cut(self, start: int, end: int) -> npt.NDArray[np.float32]:
         """The samples from stream position ``start`` to ``end`` that are still kept."""
@@ -432,7 +437,9 @@ class VoiceConnection:
         if started is not None and started <= onset < started + guard:
             logger.debug("speech %.0f ms into the reply's speech taken for its echo", (onset - started) * 1000)
             return False
-        speaking.interrupt()
+        if speaking.interrupt():
+            into = "before" if started is None else f"{(onset - started) * 1000:.0f} ms into"
+            logger.debug("speech %s the reply's speech interrupts it", into)
         return True
 
     def _submit_utterance(self, stream: AudioStream, samples: npt.NDArray[np.float32]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,6 +45,11 @@ def accept(environ: dict[str, Any], ping_interval: float | None = 25.0, max_mess
     ``ping_interval`` seconds of quiet bring a ping; a client that does not answer it is dropped.
     """
     raw = environ.get(SOCKET_KEY)
+    for sock in (raw, environ.get(GUNICORN_SOCKET_KEY)):
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small frames in real time: no waiting to fill a segment (Nagle), which holds frames up to 40 ms.
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if isinstance(raw, socket.socket):
         # A descriptor of its own: simple_websocket closes its socket when the connection ends, and cheroot
         # shuts its own down when the view returns; each must find the one it closes still open.

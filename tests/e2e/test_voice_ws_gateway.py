@@ -20,7 +20,7 @@ import requests
 import sqlalchemy
 from simple_websocket import Client
 from simple_websocket import ConnectionError as HandshakeRefused
-from voice_ws_client import VoiceClient, assert_spoken_in_order, recording, silence
+from voice_ws_support import VoiceClient, assert_spoken_in_order, recording, silence
 
 from adapters.tokens import issue_token
 from pipeline.settings import Settings
@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ASSISTANT = str(Path(sys.executable).parent / "assistant")
 BROKER_DB, STATE_DB = 5, 6
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-MODELS = Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant" / "test-models"))
 SECRET = uuid.uuid4().hex + uuid.uuid4().hex
 DEADLINE = 90.0  # the worker loads and warms Whisper and Piper before its first utterance
 
@@ -61,9 +60,7 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    if not (MODELS / "whisper-base" / "model.bin").exists():
-        pytest.skip(f"no models in {MODELS}")
+def gateway(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     database = f"voice_ws_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -78,7 +75,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
         "JWT_SECRET": SECRET,
         "HOST": "127.0.0.1",
-        "MODELS_DIR": str(MODELS),
+        "MODELS_DIR": str(models_dir),
         "ASSISTANT_CONFIG_DIR": str(logs),  # no config files: the defaults
         "GATEWAY_ACCESS_LOG": "-",  # gunicorn's access log, to check what it writes
         "LOG_LEVEL": "INFO",

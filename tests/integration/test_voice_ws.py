@@ -7,16 +7,9 @@ binary frames only between audio_start and audio_end, audio_end last.
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,86 +17,38 @@ import numpy.typing as npt
 import pytest
 import requests
 from support import eventually
-from voice_ws_client import Received, VoiceClient, assert_spoken_in_order, kinds, of_message, recording, silence
+from voice_ws_support import (
+    CHINESE,
+    DEADLINE,
+    ENGLISH,
+    LAMP,
+    Pipeline,
+    Received,
+    VoiceClient,
+    assert_spoken_in_order,
+    kinds,
+    of_message,
+    recording,
+    running,
+    settings_for,
+    silence,
+    speech_end,
+    start,
+)
 
-from adapters.audio import decode_audio, resample
-from adapters.bundle import Adapters, SpeechEngines
-from adapters.db import TranscriptEntry
-from adapters.speech import SAMPLE_RATE
+from adapters.audio import resample
+from adapters.bundle import SpeechEngines
+from adapters.speech import SAMPLE_RATE, Recognizer, Synthesizer
 from adapters.tokens import issue_token
-from adapters.vad import Boundary, SileroVad
-from assistant.bootstrap import build_gateway, build_speech
-from assistant.embedded import build_embedded, http_server
+from adapters.vad import SileroVad
 from ingress.voice_replies import LEAD_SECONDS
-from pipeline.audio_config import AsrConfig, AudioConfig, VadConfig
-from pipeline.settings import Settings
-
-SECRET = "voice-ws-e2e-secret-" + "w" * 28
-MODELS = Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant" / "test-models"))
-ENGLISH = "living_room_light_en.wav"
-CHINESE = "living_room_light_zh.wav"
-#: 44.1 kHz stereo in the file; decoded to 16 kHz mono before it is streamed.
-LAMP = "turn_on_the_living_room_lamp.wav"
-#: Seconds a transcript, reply or the end of a spoken reply may take here (2 cores, Whisper base).
-DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
-def speech() -> SpeechEngines:
-    """Whisper base and Piper's en_US-joe-medium, loaded and warmed once for the module."""
-    if not (MODELS / "whisper-base" / "model.bin").exists():
-        pytest.skip(f"no models in {MODELS}: run `assistant models install` into it")
-    engines = build_speech(settings_for(Path("unused")))
-    engines.warm_up()
-    return engines
-
-
-def settings_for(data: Path, **changes: Any) -> Settings:
-    return Settings(
-        data_dir=data,
-        config_dir=data / "config",
-        database_url=f"sqlite:///{data / 'assistant.db'}",
-        jwt_secret=SECRET,
-        rate_limit_per_user=None,
-        rate_limit_per_ip=None,
-        audio=AudioConfig(models_dir=MODELS, **changes),
-    )
-
-
-@dataclass
-class Pipeline:
-    base: str
-    settings: Settings
-    adapters: Adapters
-
-    def token(self, subject: str) -> str:
-        return issue_token(self.settings, subject, ("user",), 3600)
-
-    def connect(self, subject: str) -> VoiceClient:
-        url = self.base.replace("http://", "ws://") + "/audio"
-        return VoiceClient(url, headers={"Authorization": f"Bearer {self.token(subject)}"})
-
-    def transcript(self, session_id: str) -> list[TranscriptEntry]:
-        """The session's transcript as stored: messages, and replies with their timings and speech."""
-        return self.adapters.repository.transcript(session_id)
-
-
-@contextmanager
-def running(settings: Settings, speech: SpeechEngines) -> Iterator[Pipeline]:
-    """The embedded pipeline with ``settings`` behind cheroot on a free port."""
-    adapters, celery_app, workers = build_embedded(settings, speech=speech)
-    app = build_gateway(settings, adapters, celery_app)
-    workers.start()
-    server = http_server(app, "127.0.0.1", 0)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield Pipeline(f"http://127.0.0.1:{server.bind_addr[1]}", settings, adapters)
-    finally:
-        server.stop()
-        workers.stop()
-        adapters.close()
+def speech(recognizer: Recognizer, synthesizer: Synthesizer) -> SpeechEngines:
+    """The test run's Whisper base and Piper (loaded once for the run, from ``models_dir``) as the stages get them."""
+    synthesizer.warm_up()
+    return SpeechEngines(lambda _workers: recognizer, lambda: synthesizer)
 
 
 @pytest.fixture(scope="module")
@@ -115,29 +60,6 @@ def pipeline(speech: SpeechEngines, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def vad() -> SileroVad:
     return SileroVad()
-
-
-def espeak(text: str, tmp_path: Path) -> npt.NDArray[np.float32]:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    wav = tmp_path / "espeak.wav"
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), text], check=True, capture_output=True)
-    audio = decode_audio(wav.read_bytes(), 60)
-    loud = np.flatnonzero(np.abs(audio) > 0.01)
-    return audio[loud[0] : loud[-1] + 1]  # the words, without espeak's own silence around them
-
-
-def speech_end(vad: SileroVad, audio: npt.NDArray[np.float32]) -> float:
-    """Seconds into ``audio`` where its (first) utterance's speech ends, as the server's endpointer finds it."""
-    endpointer = vad.endpointer(VadConfig())
-    for boundary in endpointer.feed(np.concatenate((audio, silence(1.0)))):
-        if boundary.kind == Boundary.SPEECH_END:
-            return boundary.sample / SAMPLE_RATE
-    raise AssertionError("no end of speech in the audio")
-
-
-def start(client: VoiceClient, **fields: Any) -> None:
-    client.send({"type": "start", "sample_rate": SAMPLE_RATE, "format": "pcm16", "reply_audio": True, **fields})
 
 
 def assert_paced(frames: list[Received], sample_rate: int) -> float:
@@ -320,29 +242,6 @@ def test_barge_in_while_the_reply_is_synthesized(pipeline: Pipeline) -> None:
         client.close()
 
 
-def test_echo_guard(pipeline: Pipeline, tmp_path: Path) -> None:
-    """Speech that begins within echo_guard_ms of the reply's first frame is taken for its echo: the reply plays
-    to its end and that speech is not heard as an utterance."""
-    client = pipeline.connect("fay")
-    echo = espeak("Sorry I do not understand", tmp_path)
-    try:
-        start(client)
-        client.send_audio(np.concatenate((recording(ENGLISH), silence(1.2))))
-        first = client.event("transcript", DEADLINE)
-        client.event("audio_start", DEADLINE)
-        client.next("binary", DEADLINE)
-        client.send_audio(np.concatenate((echo, silence(1.2))))  # at once: inside the 300 ms guard
-        ended = client.event("audio_end", DEADLINE)
-        assert ended["message_id"] == first["message_id"] and ended["interrupted"] is False
-        assert_spoken_in_order(client, first["message_id"])
-        time.sleep(3.0)  # time enough for a transcript if the echo had been taken for an utterance
-        assert [item.event["message_id"] for item in client.received if item.kind == "transcript"] == [
-            first["message_id"]
-        ], client.summary()
-    finally:
-        client.close()
-
-
 def test_end_of_speech_to_first_reply_audio(pipeline: Pipeline, vad: SileroVad) -> None:
     """The figure users ask for: from the end of the speech to the first frame of the spoken reply, measured at
     the client; with the server's VAD ending the utterance (which waits end_of_speech_ms of silence), and with the
@@ -373,19 +272,3 @@ def test_end_of_speech_to_first_reply_audio(pipeline: Pipeline, vad: SileroVad) 
               f"runs {[round(v * 1000) for v in values]} ms")  # fmt: skip
     assert statistics.median(figures["end"]) < statistics.median(figures["vad"])
     assert all(value > 0 for value in figures["end"] + figures["vad"])
-
-
-def test_with_vad_off_only_end_ends_an_utterance(speech: SpeechEngines, tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, asr=AsrConfig(vad=VadConfig(enabled=False)))
-    with running(settings, speech) as pipeline:
-        client = pipeline.connect("hal")
-        try:
-            start(client, reply_audio=False)
-            client.send_audio(np.concatenate((recording(ENGLISH), silence(1.5))))
-            time.sleep(1.0)
-            assert client.received == []  # the silence ended nothing
-            client.send({"type": "end"})
-            assert "living room" in client.event("transcript", DEADLINE)["text"].lower()
-            client.event("reply", DEADLINE)
-        finally:
-            client.close()

@@ -13,7 +13,7 @@ import pytest
 import requests
 from simple_websocket import Client
 from simple_websocket import ConnectionError as HandshakeRefused
-from voice_ws_client import VoiceClient, silence
+from voice_ws_support import VoiceClient, silence
 
 from adapters.audio import float32_to_pcm16
 from adapters.tokens import issue_token
@@ -247,7 +247,7 @@ def test_an_utterance_over_the_length_limit_is_refused(server: Server, monkeypat
     try:
         client.send({"type": "start", "sample_rate": 16000, "format": "pcm16", "reply_audio": False})
         # A steady vowel-like tone is speech enough for the VAD only if it says so; use recorded speech repeated.
-        from voice_ws_client import recording
+        from voice_ws_support import recording
 
         speech = recording("living_room_light_en.wav")
         loud = speech[int(0.3 * 16000) : int(1.4 * 16000)]

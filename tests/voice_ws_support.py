@@ -1,11 +1,16 @@
-"""A WebSocket ``/audio`` client for the tests: sends frames paced at real time, records everything received."""
+"""For the tests of WebSocket ``/audio``: a client that paces frames at real time and records what comes back, the
+embedded pipeline behind the real server, and checks of the order of a spoken reply."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,15 @@ import numpy.typing as npt
 from simple_websocket import Client, ConnectionClosed
 
 from adapters.audio import decode_audio, float32_to_pcm16
+from adapters.bundle import Adapters, SpeechEngines
+from adapters.db import TranscriptEntry
 from adapters.speech import SAMPLE_RATE
+from adapters.tokens import issue_token
+from adapters.vad import Boundary, SileroVad
+from assistant.bootstrap import build_gateway
+from assistant.embedded import build_embedded, http_server
+from pipeline.audio_config import AudioConfig, VadConfig
+from pipeline.settings import Settings
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 #: 20 ms of 16 kHz audio, as a browser's audio worklet hands it over.
@@ -51,6 +64,8 @@ class VoiceClient:
 
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.ws = Client.connect(url, headers=headers)
+        # Frames go out as they are sent, as a browser's do, not held back to fill a segment.
+        self.ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.received: list[Received] = []
         self._arrived = threading.Condition()
         self._taken: set[int] = set()
@@ -179,3 +194,83 @@ def assert_spoken_in_order(client: VoiceClient, message_id: str, speech_in: bool
     assert all(item.kind != "partial" for item in items[first_other:])
     assert items[-1].event == {**items[-1].event, "type": "audio_end", "interrupted": False}
     return [item for item in items if item.kind == "binary"]
+
+
+SECRET = "voice-ws-e2e-secret-" + "w" * 28
+#: Where the ``models_dir`` fixture installs the models (the engines come from its fixtures; settings name it).
+MODELS = Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant" / "test-models"))
+ENGLISH = "living_room_light_en.wav"
+CHINESE = "living_room_light_zh.wav"
+#: 44.1 kHz stereo in the file; decoded to 16 kHz mono before it is streamed.
+LAMP = "turn_on_the_living_room_lamp.wav"
+#: Seconds a transcript, reply or the end of a spoken reply may take here (2 cores, Whisper base).
+DEADLINE = 60.0
+
+
+def settings_for(data: Path, **changes: Any) -> Settings:
+    return Settings(
+        data_dir=data,
+        config_dir=data / "config",
+        database_url=f"sqlite:///{data / 'assistant.db'}",
+        jwt_secret=SECRET,
+        rate_limit_per_user=None,
+        rate_limit_per_ip=None,
+        audio=AudioConfig(models_dir=MODELS, **changes),
+    )
+
+
+@dataclass
+class Pipeline:
+    base: str
+    settings: Settings
+    adapters: Adapters
+
+    def token(self, subject: str) -> str:
+        return issue_token(self.settings, subject, ("user",), 3600)
+
+    def connect(self, subject: str) -> VoiceClient:
+        url = self.base.replace("http://", "ws://") + "/audio"
+        return VoiceClient(url, headers={"Authorization": f"Bearer {self.token(subject)}"})
+
+    def transcript(self, session_id: str) -> list[TranscriptEntry]:
+        """The session's transcript as stored: messages, and replies with their timings and speech."""
+        return self.adapters.repository.transcript(session_id)
+
+
+@contextmanager
+def running(settings: Settings, speech: SpeechEngines) -> Iterator[Pipeline]:
+    """The embedded pipeline with ``settings`` behind cheroot on a free port."""
+    adapters, celery_app, workers = build_embedded(settings, speech=speech)
+    app = build_gateway(settings, adapters, celery_app)
+    workers.start()
+    server = http_server(app, "127.0.0.1", 0)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        yield Pipeline(f"http://127.0.0.1:{server.bind_addr[1]}", settings, adapters)
+    finally:
+        server.stop()
+        workers.stop()
+        adapters.close()
+
+
+def from_speech_onset(vad: SileroVad, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``audio`` from where the server's endpointer finds its speech begin."""
+    for boundary in vad.endpointer(VadConfig()).feed(audio):
+        if boundary.kind == Boundary.SPEECH_START:
+            return audio[boundary.sample :]
+    raise AssertionError("no speech in the audio")
+
+
+def speech_end(vad: SileroVad, audio: npt.NDArray[np.float32]) -> float:
+    """Seconds into ``audio`` where its (first) utterance's speech ends, as the server's endpointer finds it."""
+    endpointer = vad.endpointer(VadConfig())
+    for boundary in endpointer.feed(np.concatenate((audio, silence(1.0)))):
+        if boundary.kind == Boundary.SPEECH_END:
+            return boundary.sample / SAMPLE_RATE
+    raise AssertionError("no end of speech in the audio")
+
+
+def start(client: VoiceClient, **fields: Any) -> None:
+    client.send({"type": "start", "sample_rate": SAMPLE_RATE, "format": "pcm16", "reply_audio": True, **fields})

@@ -1,0 +1,82 @@
+"""WebSocket ``/audio`` under other voice settings: a longer echo guard, VAD off. Each test runs its own embedded
+pipeline (the in-memory broker is one per process: no other pipeline may run beside it)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from voice_ws_support import (
+    DEADLINE,
+    ENGLISH,
+    LAMP,
+    assert_spoken_in_order,
+    from_speech_onset,
+    recording,
+    running,
+    settings_for,
+    silence,
+    start,
+)
+
+from adapters.bundle import SpeechEngines
+from adapters.speech import Recognizer, Synthesizer
+from adapters.vad import SileroVad
+from pipeline.audio_config import AsrConfig, VadConfig
+
+
+@pytest.fixture(scope="module")
+def speech(recognizer: Recognizer, synthesizer: Synthesizer) -> SpeechEngines:
+    """The test run's Whisper base and Piper (loaded once for the run) as the stages get them."""
+    synthesizer.warm_up()
+    return SpeechEngines(lambda _workers: recognizer, lambda: synthesizer)
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad()
+
+
+def test_echo_guard(speech: SpeechEngines, vad: SileroVad, tmp_path: Path) -> None:
+    """Speech that begins within echo_guard_ms of the reply's first frame is taken for its echo: the reply plays
+    to its end and that speech is not heard as an utterance.
+
+    The guard is a second here, not the default 300 ms: client and server share this process and its models, and
+    the client may take a few hundred milliseconds to answer the first frame.
+    """
+    echo = from_speech_onset(vad, recording(LAMP))  # its first frame is speech already
+    with running(settings_for(tmp_path, echo_guard_ms=1000), speech) as pipeline:
+        client = pipeline.connect("fay")
+        try:
+            start(client)
+            client.send_audio(np.concatenate((recording(ENGLISH), silence(1.2))))
+            first = client.event("transcript", DEADLINE)
+            client.event("audio_start", DEADLINE)
+            client.next("binary", DEADLINE)
+            client.send_audio(np.concatenate((echo, silence(1.2))))  # at once, as a loudspeaker's echo comes
+            ended = client.event("audio_end", DEADLINE)
+            assert ended["message_id"] == first["message_id"] and ended["interrupted"] is False
+            assert_spoken_in_order(client, first["message_id"])
+            time.sleep(3.0)  # time enough for a transcript if the echo had been taken for an utterance
+            transcripts = [item.event["message_id"] for item in client.received if item.kind == "transcript"]
+            assert transcripts == [first["message_id"]], client.summary()
+        finally:
+            client.close()
+
+
+def test_with_vad_off_only_end_ends_an_utterance(speech: SpeechEngines, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, asr=AsrConfig(vad=VadConfig(enabled=False)))
+    with running(settings, speech) as pipeline:
+        client = pipeline.connect("hal")
+        try:
+            start(client, reply_audio=False)
+            client.send_audio(np.concatenate((recording(ENGLISH), silence(1.5))))
+            time.sleep(1.0)
+            assert client.received == []  # the silence ended nothing
+            client.send({"type": "end"})
+            assert "living room" in client.event("transcript", DEADLINE)["text"].lower()
+            client.event("reply", DEADLINE)
+        finally:
+            client.close()

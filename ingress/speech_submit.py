@@ -67,13 +67,15 @@ def submit_speech(
     channel: str = Channel.WEB,
     metrics: GatewayMetrics | None = None,
     message_id: str | None = None,
+    provisional: bool = False,
 ) -> Registration:
     """Store an utterance (16 kHz mono 16-bit PCM) and send it to the ``asr`` stage, as ``submit`` does.
 
     ``session_id`` None opens a new session. ``timings`` are the edge's own (``("decode", ms)``); the stages add
     theirs. ``message_id``: the id to give the message, when the caller waits for its reply already (a fresh one
-    by default). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted
-    at once.
+    by default). ``provisional``: sent at a pause, before the end of the utterance is confirmed (see
+    ``Envelope.provisional``). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's
+    session, is deleted at once.
     """
     message_id = message_id or new_id()
     key = inbound_audio_key(message_id)
@@ -90,6 +92,7 @@ def submit_speech(
         wants=wants,
         language=language,
         timings=tuple((stage, round(ms, 3)) for stage, ms in timings),
+        provisional=provisional,
     )
     try:
         registration = submit(adapters, forwarder, draft, session_id is None, Stage.ASR, metrics)

@@ -23,11 +23,14 @@ from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import Forbidden, HTTPException, NotFound
 
 from adapters.audio import float32_to_pcm16, pcm16_to_float32, resample
+from adapters.blobs import inbound_audio_key
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
 from adapters.speech import SAMPLE_RATE
+from adapters.state import Registration
 from adapters.tokens import Identity
 from adapters.vad import Boundary, Endpointer, SileroVad
+from adapters.voice_events import ENDPOINT, WITHDRAWN
 from ingress.auth import TokenRefused, current_identity, require_token
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
 from ingress.speech_submit import submit, submit_speech
@@ -137,6 +140,11 @@ class AudioStream:
     ignoring: bool = False
     #: An utterance of this stream was submitted already.
     submitted: bool = False
+    #: The utterance sent at a pause, before its end was confirmed (``Envelope.provisional``): confirmed at the
+    #: end of speech, withdrawn when speech resumes first.
+    provisional: Registration | None = None
+    #: Whose it is (the token subject it was registered for), to withdraw it.
+    provisional_user: str = ""
     #: Milliseconds spent on the utterance being heard: VAD, and converting and resampling its frames.
     vad_ms: float = 0.0
     decode_ms: float = 0.0
@@ -312,6 +320,13 @@ class VoiceConnection:
         stream = self._stream
         if stream is None:
             return False
+        if stream.provisional is not None:
+            # Sent at the pause, and nothing was said since: that was the whole utterance.
+            if stream.endpointer is not None:
+                stream.endpointer.end_speech()
+            stream.utterance_from = None
+            self._confirm(stream)
+            return True
         if stream.utterance_from is not None and not stream.ignoring:
             samples = stream.cut(stream.utterance_from, stream.position)
         elif not stream.submitted and not stream.ignoring:
@@ -409,13 +424,21 @@ class VoiceConnection:
                 stream.ignoring = not self._speech_started(stream.arrival_of(boundary.sample))
                 if not stream.ignoring:
                     stream.utterance_from = max(stream.kept_start(), boundary.sample - stream.pad)
+            elif boundary.kind == Boundary.PAUSE:
+                if not stream.ignoring and stream.utterance_from is not None:
+                    self._speculate(stream, stream.cut(stream.utterance_from, boundary.sample + stream.pad))
+            elif boundary.kind == Boundary.RESUME:
+                self._withdraw(stream)
             elif stream.ignoring:
                 stream.ignoring = False
                 stream.utterance_from = None
             elif stream.utterance_from is not None:
                 samples = stream.cut(stream.utterance_from, boundary.sample + stream.pad)
                 stream.utterance_from = None
-                self._submit_utterance(stream, samples)
+                if stream.provisional is not None:
+                    self._confirm(stream)  # sent at the pause already: the same audio
+                else:
+                    self._submit_utterance(stream, samples)
         if stream.utterance_from is not None and stream.position - stream.utterance_from > stream.max_samples:
             seconds = self._audio_config.max_audio_seconds
             self._error("utterance_too_long", f"an utterance may last at most {seconds:g} s; this one was dropped")
@@ -467,6 +490,62 @@ class VoiceConnection:
             speech_in=True,
             wants_speech=stream.reply_audio,
         )
+
+    def _speculate(self, stream: AudioStream, samples: npt.NDArray[np.float32]) -> None:
+        """A pause: send the utterance to be recognised now, so the model works while the end is confirmed.
+
+        Nothing is sent to the client until ``_confirm``. If it cannot be sent, the end of speech sends it as usual.
+        """
+        identity = self._verify()
+        if identity is None or len(samples) == 0:
+            return
+        timings = (("decode", round(stream.decode_ms, 3)), ("vad", round(stream.vad_ms, 3)))
+        try:
+            registration = submit_speech(
+                self._adapters, self._forwarder, user_id=identity.subject, roles=identity.roles,
+                pcm16=float32_to_pcm16(samples), session_id=self._session_id, client_msg_id=None,
+                wants=_wants(stream.reply_audio), language=stream.language, timings=timings, provisional=True,
+            )  # fmt: skip
+        except HTTPException as exc:  # an unknown session, a broker that refused: the end says so
+            logger.debug("an utterance could not be sent at its pause: %s", type(exc).__name__)
+            return
+        except UNAVAILABLE as exc:
+            logger.debug("an utterance could not be sent at its pause: %s", type(exc).__name__)
+            return
+        if registration.status == "ok":
+            stream.provisional, stream.provisional_user = registration, identity.subject
+            self._session_id = registration.session_id
+
+    def _confirm(self, stream: AudioStream) -> None:
+        """The utterance sent at the pause did end there: follow it, and let the asr stage forward it."""
+        registration = stream.provisional
+        if registration is None:
+            return
+        stream.provisional = None
+        stream.submitted = True
+        stream.decode_ms = stream.vad_ms = 0.0
+        self._output.follow(registration.message_id, registration.session_id, True, stream.reply_audio)
+        try:
+            self._adapters.voice_events.publish(registration.message_id, {"type": ENDPOINT})
+        except UNAVAILABLE as exc:  # the asr stage goes on by itself after a few seconds
+            logger.warning("could not confirm message %s: %s", registration.message_id, type(exc).__name__)
+
+    def _withdraw(self, stream: AudioStream) -> None:
+        """Speech resumed after the pause: the utterance sent then is not the whole one. It is withdrawn (its place
+        in the session with it), and the whole utterance goes when it ends."""
+        registration = stream.provisional
+        if registration is None:
+            return
+        stream.provisional = None
+        adapters = self._adapters
+        try:
+            adapters.voice_events.cancel(registration.message_id)
+            adapters.voice_events.publish(registration.message_id, {"type": WITHDRAWN})
+            ttl = adapters.settings.session_ttl_seconds
+            adapters.coordination.withdraw_message(stream.provisional_user, registration, None, ttl)
+            adapters.blobs.delete(inbound_audio_key(registration.message_id))
+        except UNAVAILABLE as exc:
+            logger.warning("could not withdraw message %s: %s", registration.message_id, type(exc).__name__)
 
     def _submitted(self, send: Callable[[], Any], speech_in: bool, wants_speech: bool) -> None:
         try:

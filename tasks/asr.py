@@ -35,14 +35,14 @@ def handle_audio(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) ->
     if envelope.audio_key is None or envelope.text:
         runtime.forward.to_stage(Stage.DISPATCH, envelope)  # recognised already (a rescued copy): nothing to do
         return
-    pcm16 = adapters.blobs.get(envelope.audio_key)
-    if pcm16 is None:
-        raise GiveUp("the audio expired or was deleted before it was recognised")
     events = adapters.voice_events
     message_id = envelope.message_id
     if envelope.provisional and events.cancelled(message_id):
         logger.debug("message %s was withdrawn before it was recognised", message_id)
         return
+    pcm16 = adapters.blobs.get(envelope.audio_key)
+    if pcm16 is None:
+        raise GiveUp("the audio expired or was deleted before it was recognised")
 
     def partial(text: str) -> None:
         # Best effort: a client that misses a partial transcript still gets the whole one.

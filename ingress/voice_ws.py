@@ -409,6 +409,7 @@ class VoiceConnection:
                 stream.ignoring = not self._speech_started(stream.arrival_of(boundary.sample))
                 if not stream.ignoring:
                     stream.utterance_from = max(stream.kept_start(), boundary.sample - stream.pad)
+                    stream.decode_ms = stream.vad_ms = 0.0  # the utterance's timings count from its speech
             elif stream.ignoring:
                 stream.ignoring = False
                 stream.utterance_from = None

@@ -424,6 +424,7 @@ class VoiceConnection:
                 stream.ignoring = not self._speech_started(stream.arrival_of(boundary.sample))
                 if not stream.ignoring:
                     stream.utterance_from = max(stream.kept_start(), boundary.sample - stream.pad)
+                    stream.decode_ms = stream.vad_ms = 0.0  # the utterance's timings count from its speech
             elif boundary.kind == Boundary.PAUSE:
                 if not stream.ignoring and stream.utterance_from is not None:
                     self._speculate(stream, stream.cut(stream.utterance_from, boundary.sample + stream.pad))

@@ -33,12 +33,6 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def is_upgrade(environ: dict[str, Any]) -> bool:
-    """True when the request asks to become a WebSocket."""
-    connection = {part.strip().lower() for part in environ.get("HTTP_CONNECTION", "").split(",")}
-    return environ.get("HTTP_UPGRADE", "").lower() == "websocket" and "upgrade" in connection
-
-
 def accept(environ: dict[str, Any], ping_interval: float | None = 25.0, max_message_size: int | None = None) -> Server:
     """Answer the upgrade on the request's socket; the connection is the WebSocket's from here on.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -88,6 +89,8 @@ def run_embedded(settings: Settings) -> int:
         print(f"assistant: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION
     adapters, celery_app, workers = build_embedded(settings)
+    # One utterance per core is recognised at a time; more would only share the cores' time.
+    adapters.speech.share_recognizer(os.cpu_count() or 1)
     flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     # The models load while the server starts; an utterance that comes first waits for them.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,6 @@ from voice_ws_support import (
     Received,
     VoiceClient,
     assert_spoken_in_order,
-    from_speech_onset,
     kinds,
     of_message,
     recording,
@@ -274,49 +272,3 @@ def test_end_of_speech_to_first_reply_audio(pipeline: Pipeline, vad: SileroVad) 
               f"runs {[round(v * 1000) for v in values]} ms")  # fmt: skip
     assert statistics.median(figures["end"]) < statistics.median(figures["vad"])
     assert all(value > 0 for value in figures["end"] + figures["vad"])
-
-
-class CancelsSeen:
-    """The pipeline's voice events, noting which messages the edge cancelled."""
-
-    def __init__(self, events: Any) -> None:
-        self._events = events
-        self.cancel_calls: list[str] = []
-
-    def cancel(self, message_id: str) -> None:
-        self.cancel_calls.append(message_id)
-        self._events.cancel(message_id)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._events, name)
-
-
-def test_a_pause_shorter_than_the_end_sends_early_and_takes_it_back(
-    speech: SpeechEngines, vad: SileroVad, tmp_path: Path
-) -> None:
-    """A pause past speculate_ms (250) but short of end_of_speech_ms (600): the utterance so far goes to be
-    recognised; the speech that follows withdraws it. The client sees one transcript of the whole utterance and one
-    reply; the withdrawn message is neither answered nor recorded."""
-    with running(settings_for(tmp_path), speech) as pipeline:
-        seen = CancelsSeen(pipeline.adapters.voice_events)
-        pipeline.adapters.voice_events = seen  # type: ignore[assignment]
-        client = pipeline.connect("pat")
-        try:
-            start(client, reply_audio=False)
-            first = recording(ENGLISH)[: int(1.7 * SAMPLE_RATE)]  # its speech ends at about 1.54 s
-            second = from_speech_onset(vad, recording(LAMP))
-            client.send_audio(np.concatenate((silence(0.3), first, silence(0.3), second, silence(1.2))))
-            transcript = client.event("transcript", DEADLINE)
-            reply = client.event("reply", DEADLINE)
-            assert reply["message_id"] == transcript["message_id"]
-            text = transcript["text"].lower()
-            assert "light" in text and "lamp" in text, text
-            time.sleep(1.0)
-            answered = [item for item in client.received if item.kind in ("transcript", "reply")]
-            assert kinds(answered) == ["transcript", "reply"], client.summary()
-            assert len(seen.cancel_calls) == 1 and seen.cancel_calls[0] != transcript["message_id"]
-            entries = eventually(lambda: pipeline.transcript(transcript["session_id"]), 10, "the transcript")
-            assert [e.kind for e in entries] == ["message", "reply"]
-            assert [e.message_id for e in entries] == [transcript["message_id"]] * 2
-        finally:
-            client.close()

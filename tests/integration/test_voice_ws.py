@@ -270,5 +270,7 @@ def test_end_of_speech_to_first_reply_audio(pipeline: Pipeline, vad: SileroVad) 
     for mode, values in figures.items():
         print(f"\nend of speech → first reply audio ({mode}): p50 {statistics.median(values) * 1000:.0f} ms, "
               f"runs {[round(v * 1000) for v in values]} ms")  # fmt: skip
-    assert statistics.median(figures["end"]) < statistics.median(figures["vad"])
+    # The `end` client sends 0.2 s after the speech; the server's VAD waits 0.6 s of silence, but recognition starts
+    # after 0.25 s of it (speculate_ms). Without that head start the VAD figure would trail by about 0.4 s.
+    assert statistics.median(figures["vad"]) < statistics.median(figures["end"]) + 0.25
     assert all(value > 0 for value in figures["end"] + figures["vad"])

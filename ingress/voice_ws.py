@@ -32,12 +32,12 @@ from adapters.tokens import Identity
 from adapters.vad import Boundary, Endpointer, SileroVad
 from adapters.voice_events import ENDPOINT, WITHDRAWN
 from ingress.auth import TokenRefused, current_identity, require_token
-from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
+from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID, wanted
 from ingress.speech_submit import submit, submit_speech
 from ingress.voice_replies import Outlet, ReplyOutput
 from ingress.websocket import accept, query_token_to_header, taken_over
 from pipeline.envelope import Envelope, new_id, storable_text
-from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
+from pipeline.stages import Channel, Stage
 from tasks.forward import Forwarder
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ class VoiceConnection:
             roles=identity.roles,
             text=text.strip(),
             client_msg_id=client_msg_id,
-            wants=_wants(reply_audio),
+            wants=wanted(reply_audio),
             language=_language(message),
         )
         self._submitted(
@@ -484,7 +484,7 @@ class VoiceConnection:
                 pcm16=pcm16,
                 session_id=session_id,
                 client_msg_id=None,
-                wants=_wants(stream.reply_audio),
+                wants=wanted(stream.reply_audio),
                 language=stream.language,
                 timings=timings,
             ),
@@ -505,7 +505,7 @@ class VoiceConnection:
             registration = submit_speech(
                 self._adapters, self._forwarder, user_id=identity.subject, roles=identity.roles,
                 pcm16=float32_to_pcm16(samples), session_id=self._session_id, client_msg_id=None,
-                wants=_wants(stream.reply_audio), language=stream.language, timings=timings, provisional=True,
+                wants=wanted(stream.reply_audio), language=stream.language, timings=timings, provisional=True,
             )  # fmt: skip
         except HTTPException as exc:  # an unknown session, a broker that refused: the end says so
             logger.debug("an utterance could not be sent at its pause: %s", type(exc).__name__)
@@ -589,10 +589,6 @@ def _language_problem(message: dict[str, Any]) -> str | None:
 def _language(message: dict[str, Any]) -> str | None:
     language = message.get("language")
     return None if language in (None, "auto") else str(language)
-
-
-def _wants(reply_audio: bool) -> tuple[str, ...]:
-    return (WANTS_TEXT, WANTS_SPEECH) if reply_audio else (WANTS_TEXT,)
 
 
 def _error_code(exc: HTTPException) -> str:

@@ -31,7 +31,7 @@ from simple_websocket import Client, ConnectionClosed
 
 from bench.layout import ROOT, Embedded
 
-AUDIO_DIR = ROOT.parent / "shared" / "audio"
+AUDIO_DIR = ROOT / "tests" / "audio"
 DEFAULT_MODELS_DIR = Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache/assistant/test-models"))
 #: The English request every run sends, and the reply text piper speaks in the direct measurement.
 RECORDING = "living_room_light_en.wav"

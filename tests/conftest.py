@@ -1,5 +1,5 @@
 """Shared fixtures: WSGI apps on real local ports, a fake Open-Meteo, a PostgreSQL database per test session, the real
-speech models (installed once into a cache folder) and the recordings in ``../shared/audio``."""
+speech models (installed once into a cache folder) and the recordings in ``tests/audio``."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ TEST_MODELS_DIR = Path(
     os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant" / "test-models")
 )
 #: Real recordings (see its README), beside the repository as the workplace lays it out.
-SHARED_AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+SHARED_AUDIO_DIR = Path(__file__).resolve().parent / "audio"
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +181,5 @@ def synthesizer(models_dir: Path) -> PiperSynthesizer:
 
 @pytest.fixture(scope="session")
 def shared_audio() -> Path:
-    """The folder of real recordings; tests that need it are skipped where it is not laid out."""
-    if not (SHARED_AUDIO_DIR / "living_room_light_en.wav").is_file():
-        pytest.skip(f"the shared recordings are not at {SHARED_AUDIO_DIR}")
+    """The folder of real recordings (``tests/audio``)."""
     return SHARED_AUDIO_DIR

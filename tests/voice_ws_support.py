@@ -30,13 +30,13 @@ from assistant.embedded import build_embedded, http_server
 from pipeline.audio_config import AudioConfig, VadConfig
 from pipeline.settings import Settings
 
-AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+AUDIO = Path(__file__).resolve().parent / "audio"
 #: 20 ms of 16 kHz audio, as a browser's audio worklet hands it over.
 FRAME_SAMPLES = 320
 
 
 def recording(name: str) -> npt.NDArray[np.float32]:
-    """One of the real recordings in ``../shared/audio`` as 16 kHz mono float32."""
+    """One of the real recordings in ``tests/audio`` as 16 kHz mono float32."""
     return decode_audio((AUDIO / name).read_bytes(), 60)
 
 

@@ -16,7 +16,7 @@ from adapters.speech import SAMPLE_RATE
 from adapters.vad import WINDOW, Boundary, SileroVad, SpeechBoundary
 from pipeline.audio_config import VadConfig
 
-AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "audio"
 RECORDINGS = ["living_room_light_en.wav", "living_room_light_zh.wav", "turn_on_the_living_room_lamp.wav"]
 #: 20 ms, what a browser's audio worklet hands over at a time.
 FRAME = 320
@@ -30,10 +30,7 @@ def vad() -> SileroVad:
 
 
 def recording(name: str) -> npt.NDArray[np.float32]:
-    path = AUDIO / name
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
-    return decode_audio(path.read_bytes(), 60)
+    return decode_audio((AUDIO / name).read_bytes(), 60)
 
 
 def espeak(text: str, tmp_path: Path) -> npt.NDArray[np.float32]:

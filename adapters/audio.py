@@ -63,7 +63,8 @@ def decode_audio(data: bytes, max_seconds: float) -> npt.NDArray[np.float32]:
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise UndecodableAudio(f"the data is not audio that can be decoded: {exc}") from exc
+        # FFmpeg's own words ("[Errno 1094995529] Invalid data found ...") tell a client nothing more.
+        raise UndecodableAudio("the data is not audio in a format that decodes (WAV, OGG/Opus, MP3, WebM)") from exc
     if not pieces:
         raise UndecodableAudio("no audio could be decoded from the data")
     return np.concatenate(pieces).astype(np.float32, copy=False)

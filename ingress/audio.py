@@ -53,7 +53,7 @@ def post_audio() -> tuple[dict[str, Any], int]:
     try:
         samples = decode_audio(data, audio.max_audio_seconds)
     except UndecodableAudio as exc:
-        raise UnsupportedMediaType(f"not audio that can be decoded: {exc}") from None
+        raise UnsupportedMediaType(str(exc)) from None
     except AudioTooLong:
         raise RequestEntityTooLarge(
             f"the audio is longer than {audio.max_audio_seconds:g} seconds (MAX_AUDIO_SECONDS)"

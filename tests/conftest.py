@@ -18,7 +18,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:
+    from adapters.bundle import SpeechEngines
     from adapters.piper import PiperSynthesizer
+    from adapters.vad import SileroVad
     from adapters.whisper import WhisperRecognizer
 
 # The test servers' access log is noise in failure reports.
@@ -177,6 +179,23 @@ def synthesizer(models_dir: Path) -> PiperSynthesizer:
     from pipeline.audio_config import TtsConfig
 
     return PiperSynthesizer(TtsConfig(), models_dir)
+
+
+@pytest.fixture(scope="session")
+def speech(recognizer: WhisperRecognizer, synthesizer: PiperSynthesizer) -> SpeechEngines:
+    """The run's Whisper base and Piper, warmed, as the stages get them from ``Adapters.speech``."""
+    from adapters.bundle import SpeechEngines
+
+    synthesizer.warm_up()
+    return SpeechEngines(lambda _workers: recognizer, lambda: synthesizer)
+
+
+@pytest.fixture(scope="session")
+def vad() -> SileroVad:
+    """Silero VAD as the WebSocket edge runs it, loaded once for the run."""
+    from adapters.vad import SileroVad
+
+    return SileroVad()
 
 
 @pytest.fixture(scope="session")

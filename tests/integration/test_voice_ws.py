@@ -38,28 +38,16 @@ from voice_ws_support import (
 
 from adapters.audio import resample
 from adapters.bundle import SpeechEngines
-from adapters.speech import SAMPLE_RATE, Recognizer, Synthesizer
+from adapters.speech import SAMPLE_RATE
 from adapters.tokens import issue_token
 from adapters.vad import SileroVad
 from ingress.voice_replies import LEAD_SECONDS
 
 
 @pytest.fixture(scope="module")
-def speech(recognizer: Recognizer, synthesizer: Synthesizer) -> SpeechEngines:
-    """The test run's Whisper base and Piper (loaded once for the run, from ``models_dir``) as the stages get them."""
-    synthesizer.warm_up()
-    return SpeechEngines(lambda _workers: recognizer, lambda: synthesizer)
-
-
-@pytest.fixture(scope="module")
 def pipeline(speech: SpeechEngines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     with running(settings_for(tmp_path_factory.mktemp("voice-ws")), speech) as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
 
 
 def assert_paced(frames: list[Received], sample_rate: int) -> float:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from support import eventually
 from voice_ws_support import (
     DEADLINE,
@@ -26,21 +25,9 @@ from voice_ws_support import (
 )
 
 from adapters.bundle import SpeechEngines
-from adapters.speech import SAMPLE_RATE, Recognizer, Synthesizer
+from adapters.speech import SAMPLE_RATE
 from adapters.vad import SileroVad
 from pipeline.audio_config import AsrConfig, VadConfig
-
-
-@pytest.fixture(scope="module")
-def speech(recognizer: Recognizer, synthesizer: Synthesizer) -> SpeechEngines:
-    """The test run's Whisper base and Piper (loaded once for the run) as the stages get them."""
-    synthesizer.warm_up()
-    return SpeechEngines(lambda _workers: recognizer, lambda: synthesizer)
-
-
-@pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
 
 
 def test_echo_guard(speech: SpeechEngines, vad: SileroVad, tmp_path: Path) -> None:

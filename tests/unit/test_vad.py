@@ -24,11 +24,6 @@ FRAME = 320
 CONFIG = VadConfig(speculate_ms=0)
 
 
-@pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
-
-
 def recording(name: str) -> npt.NDArray[np.float32]:
     return decode_audio((AUDIO / name).read_bytes(), 60)
 

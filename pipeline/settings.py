@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.audio_config import AudioConfig
 from pipeline.errors import ConfigurationError
+from pipeline.model_config import IntentConfig, ModelConfig
 
 MIN_SECRET_LENGTH = 32
 #: The longest skill time limit: a skill holds its session's turn, and every later message of it, while it runs.
@@ -92,6 +93,10 @@ class Settings:
     log_level: str = "INFO"
     #: Speech recognition and synthesis (``config/audio.yml``), models and audio limits.
     audio: AudioConfig = field(default_factory=AudioConfig)
+    #: The generative backend of the inference stage (``MODEL_*``).
+    model: ModelConfig = field(default_factory=ModelConfig)
+    #: The intent classifier of the dispatch stage (``INTENT_*``).
+    intents: IntentConfig = field(default_factory=IntentConfig)
 
     @property
     def embedded(self) -> bool:
@@ -155,6 +160,8 @@ class Settings:
             port=_int(env, "PORT", defaults.port),
             channels=_read_channels(config_dir / "channels.json"),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            model=ModelConfig.from_env(env),
+            intents=IntentConfig.from_env(env, data_dir),
         )
         if not 0 < settings.skill_timeout_seconds <= MAX_SKILL_TIMEOUT_SECONDS:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")

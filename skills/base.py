@@ -50,7 +50,9 @@ class SkillResult:
 class BaseSkill:
     """A capability the assistant selects by trigger words. Subclasses implement ``execute``."""
 
-    def __init__(self, name: str, description: str = "", triggers: Iterable[str] = ()) -> None:
+    def __init__(
+        self, name: str, description: str = "", triggers: Iterable[str] = (), examples: Iterable[str] = ()
+    ) -> None:
         if not name:
             raise ValueError("a skill needs a name")
         if isinstance(triggers, str):
@@ -61,6 +63,10 @@ class BaseSkill:
         # Blank triggers are dropped: an empty pattern would match every message.
         self.triggers = [t.strip() for t in triggers if t and t.strip()]
         self._patterns = [_trigger_pattern(t) for t in self.triggers]
+        if isinstance(examples, str):
+            examples = [examples]
+        #: Whole sentences that should reach this skill; the intent classifier learns from them and the triggers.
+        self.examples = [e.strip() for e in examples if e and e.strip()]
         self._lengths = [len(normalize(t)) for t in self.triggers]
 
     def execute(self, context: dict[str, Any]) -> str | SkillResult:

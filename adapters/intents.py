@@ -44,6 +44,7 @@ NGRAM_RANGE = (1, 3)
 REGULARIZATION_C = 20.0
 _OPSET = {"": 17, "ai.onnx.ml": 3}
 _SPACES = re.compile(r"\s+")
+_SCORES = ("intent_scores", "intent_logits")
 
 
 class IntentModelError(Exception):
@@ -77,6 +78,19 @@ def normalize_text(text: str) -> str:
     kept = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in folded)
     words = _SPACES.sub(" ", kept).strip()
     return f" {words} " if words else ""
+
+
+def read_labelled(path: Path) -> list[tuple[str, str]]:
+    """``text<TAB>label`` lines of a file (``#`` comments and blank lines skipped), as the held-out set is written."""
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, tab, label = line.rpartition("\t")
+        if not tab or not text.strip() or not label.strip():
+            raise ValueError(f"{path}:{number}: expected text<TAB>label")
+        pairs.append((text.strip(), label.strip()))
+    return pairs
 
 
 def train_intent_model(
@@ -247,6 +261,11 @@ def _export(vectorizer: Any, classifier: Any, labels: tuple[str, ...], samples: 
             helper.make_node("Add", ["intent_scores", "intent_bias"], ["intent_logits"], name="IntentAdd"),
             helper.make_node("Softmax", ["intent_logits"], [OUTPUT_NAME], axis=-1, name="IntentSoftmax"),
         ]
+    )
+    # Typed intermediate values: onnxruntime's quantizer cannot infer types past the contrib Tokenizer node.
+    graph.value_info.extend(
+        [graph.output[0]]
+        + [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(labels)]) for name in _SCORES]
     )
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, len(labels)]))

@@ -98,6 +98,8 @@ skills = sa.Table(
     sa.Column("webhook", sa.String(2048), nullable=True),
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # A JSON list of sentences; NULL in rows stored before skills had examples.
+    sa.Column("examples", LongText, nullable=True),
     **_MYSQL_TABLE_OPTIONS,
 )
 
@@ -527,6 +529,7 @@ class Repository:
             "webhook": skill.webhook,
             "created_by": skill.created_by,
             "created_at": _to_datetime(skill.created_at),
+            "examples": json.dumps(list(skill.examples), ensure_ascii=False),
         }
         return self._upsert(skills, skills.c.name, skill.name, updates=fields, inserts={})
 
@@ -647,6 +650,7 @@ def _skill_from_row(row: sa.Row[Any]) -> SkillDefinition:
         triggers=tuple(json.loads(row.triggers)),
         response=row.response,
         webhook=row.webhook,
+        examples=tuple(json.loads(row.examples)) if row.examples else (),
         created_by=row.created_by,
         created_at=_to_epoch(row.created_at),
     )

@@ -14,7 +14,7 @@ from adapters.tokens import ROLES
 from ingress.audio import LANGUAGES, MESSAGE_ID
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
 from pipeline.settings import Settings
-from pipeline.skilldefs import NAME_MAX
+from pipeline.skilldefs import EXAMPLE_CHARS_MAX, EXAMPLES_MAX, NAME_MAX
 
 bp = Blueprint("openapi", __name__)
 
@@ -582,6 +582,13 @@ def _schemas() -> dict[str, Any]:
                 "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": "^[^/]*\\S[^/]*$"},
                 "description": {"type": "string"},
                 "triggers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"\S"}},
+                "examples": {
+                    "type": "array",
+                    "maxItems": EXAMPLES_MAX,
+                    "items": {"type": "string", "pattern": r"\S", "maxLength": EXAMPLE_CHARS_MAX},
+                    "description": "Whole sentences that should reach the skill without a trigger word; the intent "
+                    "classifier is retrained with them in the background.",
+                },
                 "response": {"type": "string", "pattern": r"\S", "description": "A fixed answer."},
                 "webhook": {
                     "type": "string",
@@ -593,11 +600,22 @@ def _schemas() -> dict[str, Any]:
         },
         "RegisteredSkill": {
             "type": "object",
-            "required": ["name", "description", "triggers", "response", "webhook", "created_by", "created_at", "kind"],
+            "required": [
+                "name",
+                "description",
+                "triggers",
+                "examples",
+                "response",
+                "webhook",
+                "created_by",
+                "created_at",
+                "kind",
+            ],
             "properties": {
                 "name": {"type": "string"},
                 "description": {"type": "string"},
                 "triggers": {"type": "array", "items": {"type": "string"}},
+                "examples": {"type": "array", "items": {"type": "string"}},
                 "response": _nullable("string"),
                 "webhook": _nullable("string"),
                 "created_by": {"type": "string"},
@@ -612,6 +630,7 @@ def _schemas() -> dict[str, Any]:
                 "name": {"type": "string"},
                 "description": {"type": "string"},
                 "triggers": {"type": "array", "items": {"type": "string"}},
+                "examples": {"type": "array", "items": {"type": "string"}},
                 "kind": {"const": "loaded"},
             },
         },

@@ -39,7 +39,10 @@ def register_skill() -> tuple[dict[str, Any], int]:
     adapters = _adapters()
     body = request.get_json(silent=True)
     if body is None:
-        raise BadRequest("the body must be a JSON object with name, description, triggers and response or webhook")
+        raise BadRequest(
+            "the body must be a JSON object with name, description, triggers, response or webhook, and optionally "
+            "examples"
+        )
     try:
         definition = SkillDefinition.from_request(body, created_by=current_identity().subject)
     except SkillDefinitionError as exc:

@@ -10,6 +10,10 @@ from pipeline.envelope import now, storable_text
 from pipeline.errors import AssistantError
 
 NAME_MAX = 64
+#: At most this many ``examples`` per skill; enough to teach the intent classifier a few dozen phrasings.
+EXAMPLES_MAX = 200
+#: Characters per example: a sentence someone would say, not a document.
+EXAMPLE_CHARS_MAX = 200
 #: The database column's size.
 WEBHOOK_MAX = 2048
 
@@ -46,6 +50,8 @@ class SkillDefinition:
     response: str | None = None
     #: URL the dispatch worker POSTs the context to; its JSON ``{"text": ...}`` (or plain text) is the answer.
     webhook: str | None = None
+    #: Whole sentences that should reach this skill without a trigger word; the intent classifier learns them.
+    examples: tuple[str, ...] = ()
     #: Subject of the admin who registered it.
     created_by: str = ""
     #: When it was registered (epoch seconds).
@@ -58,6 +64,7 @@ class SkillDefinition:
             "triggers": list(self.triggers),
             "response": self.response,
             "webhook": self.webhook,
+            "examples": list(self.examples),
             "created_by": self.created_by,
             "created_at": self.created_at,
         }
@@ -82,6 +89,7 @@ class SkillDefinition:
             or not all(isinstance(t, str) and t.strip() for t in triggers)
         ):
             raise SkillDefinitionError("'triggers' must be a non-empty list of non-empty strings")
+        examples = _examples(data.get("examples", []))
         response = data.get("response")
         webhook = data.get("webhook")
         if (response is None) == (webhook is None):
@@ -90,7 +98,7 @@ class SkillDefinition:
             raise SkillDefinitionError("'response' must be a non-empty string")
         if webhook is not None and not _http_url(webhook):
             raise SkillDefinitionError(f"'webhook' must be an http(s):// URL of at most {WEBHOOK_MAX} characters")
-        if not all(storable_text(text) for text in (name, description, response or "", *triggers)):
+        if not all(storable_text(text) for text in (name, description, response or "", *triggers, *examples)):
             raise SkillDefinitionError("skill fields must not contain NUL characters or unpaired surrogates")
         return cls(
             name=name.strip(),
@@ -98,8 +106,23 @@ class SkillDefinition:
             triggers=tuple(t.strip() for t in triggers),
             response=response,
             webhook=webhook,
+            examples=examples,
             created_by=created_by,
         )
+
+
+def _examples(value: Any) -> tuple[str, ...]:
+    """The ``examples`` of a request, stripped and without repeats; raises naming the rule broken."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(e, str) and e.strip() for e in value):
+        raise SkillDefinitionError("'examples' must be a list of non-empty strings")
+    if len(value) > EXAMPLES_MAX:
+        raise SkillDefinitionError(f"'examples' may hold at most {EXAMPLES_MAX} sentences")
+    if any(len(e) > EXAMPLE_CHARS_MAX for e in value):
+        raise SkillDefinitionError(f"each of 'examples' must be at most {EXAMPLE_CHARS_MAX} characters")
+    # Order kept, repeats dropped: a repeated sentence only weighs more in training.
+    return tuple(dict.fromkeys(e.strip() for e in value))
 
 
 def _http_url(value: Any) -> bool:

@@ -83,7 +83,12 @@ class BaseSkill:
 
     def describe(self) -> dict[str, Any]:
         """The skill as ``GET /api/skills`` lists it."""
-        return {"name": self.name, "description": self.description, "triggers": list(self.triggers)}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "triggers": list(self.triggers),
+            "examples": list(self.examples),
+        }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

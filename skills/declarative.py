@@ -27,7 +27,12 @@ class DeclarativeSkill(BaseSkill):
     declarative = True
 
     def __init__(self, definition: SkillDefinition, post_json: PostJson | None = None) -> None:
-        super().__init__(name=definition.name, description=definition.description, triggers=definition.triggers)
+        super().__init__(
+            name=definition.name,
+            description=definition.description,
+            triggers=definition.triggers,
+            examples=definition.examples,
+        )
         self.definition = definition
         self._post_json = post_json
 

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.dialogue import DialogueState, PendingTask, Turn
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import SkillError
+from pipeline.intents import IntentGuess
 from pipeline.language import detect_language, normalize
 from pipeline.logsafe import trace_without_messages
 from skills.base import BaseSkill, SkillResult
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 #: Runs a skill with the stage's safeguards (time limit); raises ``SkillError`` on failure.
 SkillRunner = Callable[[BaseSkill, dict[str, Any]], "str | SkillResult"]
+#: The intent classifier's top guess for a message, None when it has no model (yet).
+Classify = Callable[[str], IntentGuess | None]
 
 CANCEL_WORDS = frozenset({"取消", "算了", "不用了", "cancel", "never mind", "nevermind", "forget it"})
 
@@ -44,8 +47,19 @@ class Outcome:
     reply: Reply | None
 
 
-def dispatch(envelope: Envelope, state: DialogueState, registry: SkillRegistry, run_skill: SkillRunner) -> Outcome:
-    """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do."""
+def dispatch(
+    envelope: Envelope,
+    state: DialogueState,
+    registry: SkillRegistry,
+    run_skill: SkillRunner,
+    classify: Classify | None = None,
+    threshold: float = 0.5,
+) -> Outcome:
+    """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do.
+
+    A trigger match wins. With none, and no question open, ``classify``'s top intent selects its skill when its
+    confidence is at least ``threshold``; otherwise the reply is None and inference answers.
+    """
     text = envelope.text.strip()
     language = detect_language(text, envelope.language or state.language)
     # Questions of skills that are gone (an admin deleted them) are never offered again.
@@ -75,9 +89,34 @@ def dispatch(envelope: Envelope, state: DialogueState, registry: SkillRegistry, 
     if pending:
         # The user changed the subject: serve the new request, offer the old one again afterwards.
         state = replace(state, pending=None, interrupted=(*state.interrupted, pending))
+    if matched is None and classify is not None:
+        # Only here, with no question open: a bare answer ("上海") must fill its slot, not be classified away.
+        matched = _classified(envelope, text, registry, classify, threshold)
+    elif matched is not None:
+        logger.debug("message %s: trigger of %s", envelope.message_id, matched.name)
     if matched is None:
         return Outcome(state, None)
     return _run(envelope, state, matched, run_skill, language, {})
+
+
+def _classified(
+    envelope: Envelope, text: str, registry: SkillRegistry, classify: Classify, threshold: float
+) -> BaseSkill | None:
+    """The skill the classifier's top intent names, if it is sure enough and the skill is still registered."""
+    try:
+        guess = classify(text)
+    except Exception as exc:
+        # A broken model costs the message its classification, not its answer.
+        logger.error("intent classifier failed on message %s: %s", envelope.message_id, trace_without_messages(exc))
+        return None
+    if guess is None:
+        return None
+    skill = registry.get(guess.skill) if guess.confidence >= threshold else None
+    logger.debug(
+        "message %s: intent %s at %.2f (threshold %.2f) -> %s",
+        envelope.message_id, guess.skill, guess.confidence, threshold, skill.name if skill else "inference",
+    )  # fmt: skip
+    return skill
 
 
 def _run(

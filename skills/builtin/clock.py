@@ -18,6 +18,29 @@ _MONTHS_EN = (
 )  # fmt: skip
 
 
+#: Everyday ways of asking for the time, the date or the weekday; the intent classifier learns from them.
+EXAMPLES = (
+    # Chinese: the time
+    "现在几点了", "几点啦", "现在是什么时候", "告诉我现在的时间", "看一下钟", "现在几点钟",
+    "这会儿几点了", "帮我看看几点了", "现在是上午还是下午", "离中午还有多久", "北京时间现在是多少",
+    "现在几时了", "请报一下时间", "我想知道现在是几点",
+    # Chinese: the date and weekday
+    "今天是几月几号", "今天几号啊", "今天星期几来着", "今天是礼拜几", "今天什么日子", "今天是哪一天",
+    "今天的日期是多少", "现在是几月份", "今年是哪一年", "明天是星期几", "今天是周末吗", "今天是工作日吗",
+    "这周是第几周", "今天农历几号",
+    # English: the time
+    "what time is it", "what's the time", "got the time", "do you know what time it is",
+    "tell me the time please", "what hour is it", "how late is it", "is it morning or afternoon",
+    "current time please", "what time do you have", "can you check the clock", "is it noon yet",
+    "what o'clock is it", "time check",
+    # English: the date and weekday
+    "what day is it today", "what's today's date", "which day of the week is it", "is today monday",
+    "what month is it", "what year is it", "what is the date today", "is it the weekend yet",
+    "what day of the month is it", "tell me today's date", "which date is it", "what's the day today",
+    "is today a weekday", "what day is tomorrow",
+)  # fmt: skip
+
+
 class TimeSkill(BaseSkill):
     """Says what time and day it is."""
 
@@ -27,6 +50,7 @@ class TimeSkill(BaseSkill):
             description="查询当前时间和日期 / current time and date",
             triggers=["几点", "时间", "日期", "今天几号", "几号", "星期几", "周几", "礼拜几",
                       "time", "date", "what day", "what's the date", "today's date"],
+            examples=EXAMPLES,
         )  # fmt: skip
         self._clock = clock
         self._timezone = timezone

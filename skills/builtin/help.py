@@ -8,6 +8,24 @@ from typing import Any
 from pipeline.language import detect_language, is_cjk
 from skills.base import BaseSkill
 
+#: Everyday ways of asking what the assistant can do and how to use it; the intent classifier learns from them.
+EXAMPLES = (
+    # Chinese
+    "你能帮我干什么", "你可以做些什么", "你有哪些本事", "你会干啥", "你能干嘛", "你都能做点啥",
+    "我该怎么用你", "怎么使用这个助手", "你怎么用", "使用说明", "给我介绍一下你自己", "你是干什么的",
+    "你有什么用", "我能问你什么", "你支持哪些操作", "有哪些命令", "教我怎么用", "你的技能有哪些",
+    "你擅长什么", "我不知道该问什么", "列出你的能力", "这个东西怎么玩", "新手怎么上手", "有什么可以问你的",
+    "你能回答哪些问题", "菜单",
+    # English
+    "what are you able to do", "what can i ask you", "what are your skills", "what do you do",
+    "how does this work", "how should i use this", "show me what you can do", "what are my options",
+    "list your commands", "what commands do you know", "what features do you have", "i need some assistance",
+    "what are you good at", "tell me about yourself", "what kind of things can you help with",
+    "how can you help me", "what questions can you answer", "i don't know what to ask",
+    "give me some instructions", "where do i start", "can you help me", "what is this assistant for",
+    "user guide", "menu", "what are your capabilities", "getting started",
+)  # fmt: skip
+
 
 class HelpSkill(BaseSkill):
     """Lists the skills; reads them at call time, so skills registered later show up too."""
@@ -17,6 +35,7 @@ class HelpSkill(BaseSkill):
             name="help",
             description="列出我能做的事 / list what I can do",
             triggers=["帮助", "你能做什么", "你会什么", "功能", "help", "what can you do"],
+            examples=EXAMPLES,
         )
         self._registry_view = registry_view
 

@@ -19,6 +19,26 @@ __all__ = ["CurrentWeather", "WeatherProvider", "WeatherSkill", "WeatherUnavaila
 
 TRIGGERS = ("天气", "气温", "温度", "下雨", "weather", "temperature", "forecast")
 
+#: Everyday weather questions (rain, umbrellas, heat and cold, tomorrow, a city); the intent classifier learns from
+#: them and the triggers.
+EXAMPLES = (
+    # Chinese
+    "出门要不要带雨伞", "明天需要带伞吗", "外面在下雨吗", "今天会下雨不", "等会儿会不会下雨", "周末会下雪吗",
+    "今天冷不冷", "外面热吗", "明天热不热", "今天要穿外套吗", "出门穿什么合适", "今天穿短袖行吗",
+    "北京明天怎么样", "上海现在多少度", "广州今天几度", "深圳会不会刮台风", "成都这几天晴天吗",
+    "明天是晴天还是阴天", "今天有太阳吗", "外面风大不大", "今晚会降温吗", "这周末适合出去玩吗",
+    "空气湿度大吗", "南京冷吗", "后天会不会变天", "今天适合晒被子吗", "武汉最近热吗", "明天出门要带伞不",
+    # English
+    "do i need an umbrella", "should i bring an umbrella today", "is it raining outside", "will it rain later",
+    "is it going to snow this weekend", "is it cold outside", "how hot is it today", "will it be hot tomorrow",
+    "should i wear a jacket", "what should i wear today", "how cold is it in london", "is it sunny in paris",
+    "what's it like outside", "will it be windy tomorrow", "is there a storm coming", "how many degrees is it",
+    "is it nice out today", "any rain expected in shanghai", "is tokyo warm right now", "will it be cloudy tomorrow",
+    "what's the outlook for the weekend", "how humid is it", "will it snow in new york tomorrow",
+    "is it freezing out there", "do i need sunscreen today", "is it warm enough for shorts",
+    "chance of showers this afternoon", "what's it like in berlin today",
+)  # fmt: skip
+
 #: Short descriptions of WMO weather interpretation codes, (Chinese, English).
 WMO_CODES: MappingProxyType[int, tuple[str, str]] = MappingProxyType(
     {
@@ -107,7 +127,9 @@ class WeatherSkill(BaseSkill):
     """Current temperature and conditions for a place named in the message or asked for."""
 
     def __init__(self, provider: WeatherProvider) -> None:
-        super().__init__(name="weather", description="获取实时天气信息 / current weather", triggers=TRIGGERS)
+        super().__init__(
+            name="weather", description="获取实时天气信息 / current weather", triggers=TRIGGERS, examples=EXAMPLES
+        )
         self._provider = provider
 
     def execute(self, context: dict[str, Any]) -> str | SkillResult:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from support import server_database
 
-from adapters.db import Repository, create_engine_for, database_url, metadata
+from adapters.db import Repository, alembic_config, create_engine_for, database_url, metadata
 from pipeline.envelope import Envelope, Reply, new_id
 from pipeline.skilldefs import SkillDefinition
 
@@ -26,6 +28,8 @@ POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 CHINESE = "现在几点 ☀️"
+#: The newest migration.
+HEAD = "0002_skill_examples"
 MILLISECOND = 0.001
 
 
@@ -67,7 +71,39 @@ def envelope(session_id: str = "s1", text: str = "hello", created_at: float = 1_
 def test_migrate_twice_is_harmless(repository: Repository) -> None:
     repository.migrate()
     with repository.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001_initial"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == HEAD
+
+
+def test_skills_stored_before_examples_read_without_them(database: str) -> None:
+    """A database at the first revision, with a skill in it, migrates to examples: the old row reads as none;
+    examples saved then round-trip; the downgrade drops the column again."""
+    from alembic import command
+
+    repo = Repository.from_url(database, pool_size=2)
+    try:
+        with repo.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0001_initial")
+            connection.execute(
+                sa.text(
+                    "INSERT INTO skills (name, description, triggers, response, webhook, created_by, created_at) "
+                    "VALUES ('greet', '打招呼', :triggers, '你好！', NULL, 'admin', :at)"
+                ),
+                {"triggers": '["你好"]', "at": datetime(2026, 1, 1)},
+            )
+        repo.migrate()
+        [old] = repo.list_skills()
+        assert (old.name, old.triggers, old.response, old.examples) == ("greet", ("你好",), "你好！", ())
+        assert repo.save_skill(dataclasses.replace(old, examples=("见到你很高兴", "早上好呀 ☀️"))) is False
+        stored = repo.get_skill("greet")
+        assert stored is not None and stored.examples == ("见到你很高兴", "早上好呀 ☀️")
+
+        with repo.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001_initial")
+        with repo.engine.connect() as connection:
+            assert "examples" not in {c["name"] for c in sa.inspect(connection).get_columns("skills")}
+            assert connection.exec_driver_sql("SELECT name FROM skills").scalars().all() == ["greet"]
+    finally:
+        repo.close()
 
 
 def test_migration_matches_the_table_definitions(repository: Repository) -> None:
@@ -237,6 +273,7 @@ def test_skills_save_replace_list_get_delete(repository: Repository) -> None:
         description="天气预报",
         triggers=("天气", "weather", "下雨吗"),
         webhook="https://example.com/hook",
+        examples=("出门要带伞吗", "will it be hot tomorrow ☀️"),
         created_by="admin",
         created_at=1_700_000_000.5,
     )
@@ -248,6 +285,7 @@ def test_skills_save_replace_list_get_delete(repository: Repository) -> None:
     stored = repository.get_skill("weather")
     assert stored is not None
     assert stored.triggers == ("天气", "weather", "下雨吗")
+    assert stored.examples == ("出门要带伞吗", "will it be hot tomorrow ☀️")
     assert (stored.description, stored.webhook, stored.response, stored.created_by) == (
         "天气预报",
         "https://example.com/hook",
@@ -260,7 +298,7 @@ def test_skills_save_replace_list_get_delete(repository: Repository) -> None:
     assert repository.save_skill(replacement) is False
     replaced = repository.get_skill("weather")
     assert replaced is not None
-    assert (replaced.description, replaced.triggers) == ("新的", ("气温",))
+    assert (replaced.description, replaced.triggers, replaced.examples) == ("新的", ("气温",), ())
     assert (replaced.response, replaced.webhook) == ("晴", None)
     assert len(repository.list_skills()) == 2
 

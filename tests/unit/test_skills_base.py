@@ -91,7 +91,7 @@ def test_blank_and_bare_string_triggers() -> None:
 
 def test_describe_and_missing_execute() -> None:
     skill = BaseSkill("plain", "does nothing", ["x"])
-    assert skill.describe() == {"name": "plain", "description": "does nothing", "triggers": ["x"]}
+    assert skill.describe() == {"name": "plain", "description": "does nothing", "triggers": ["x"], "examples": []}
     with pytest.raises(NotImplementedError):
         skill.execute(context("x"))
     with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.intents import NONE_LABEL, OnnxIntentClassifier, normalize_text, read_labelled, train_intent_model
-from adapters.quantize import quantize_file
+from adapters.quantize import compare_models, quantize_file
 from assistant.intent_commands import registry_skills
 from pipeline.language import detect_language
 from pipeline.settings import Settings
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.5, help="confidence a guess needs (INTENT_THRESHOLD)")
     parser.add_argument("--passes", type=int, default=30, help="timed passes over the held-out set (default 30)")
     parser.add_argument("--misses", action="store_true", help="list the sentences the dispatch rule gets wrong")
+    parser.add_argument("--dense", type=int, default=1024, metavar="WIDTH",
+                        help="also quantize a float32 MLP of four WIDTH x WIDTH MatMul layers, for contrast "
+                        "(default 1024; 0: skip)")  # fmt: skip
     args = parser.parse_args(argv)
     written = read_labelled(args.heldout)
     # onnxruntime's quantizer logs advice on the root logger ("consider pre-processing") that does not apply here.
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"int8 model: {quantized_path.stat().st_size / 1024:.1f} KiB vs {report.size_bytes / 1024:.1f} KiB; "
               f"top-1 agreement with the float model {same}/{len(texts) + len(samples)} "
               "(held-out set and training samples)")  # fmt: skip
+        if args.dense:
+            _print_dense(folder, args.dense)
         if args.misses:
             dispatch = rules["dispatch"]
             for text, expected in heldout:
@@ -195,6 +200,42 @@ def _print_latency(name: str, call: Callable[[str], object], texts: Sequence[str
     timings.sort()
     p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
     print(f"{name:<14} p50 {statistics.median(timings):.3f} ms  p95 {p95:.3f} ms  ({len(timings)} calls)")
+
+
+def _print_dense(folder: Path, width: int) -> None:
+    """Quantization where it pays: a model that is all MatMul weights (random, so only size and speed mean much)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, current = [], [], "x"
+    for layer in range(4):
+        matrix = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        weights.append(onnx.numpy_helper.from_array(matrix, f"w{layer}"))
+        nodes.append(helper.make_node("MatMul", [current, f"w{layer}"], [f"h{layer}"]))
+        current = f"h{layer}"
+        if layer < 3:
+            nodes.append(helper.make_node("Relu", [current], [f"r{layer}"]))
+            current = f"r{layer}"
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["batch", width])],
+        initializer=weights,
+    )
+    source = folder / "dense.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    target = folder / "dense.int8.onnx"
+    quantize_file(source, target)
+    report = compare_models(source, target, runs=200)
+    (agreement,) = report.agreements
+    print(f"for contrast, a float32 MLP of four {width}x{width} MatMul layers: "
+          f"{report.size_before / 1024:.0f} KiB -> {report.size_after / 1024:.0f} KiB "
+          f"({(1 - report.size_ratio) * 100:.0f}% smaller), p50 {report.p50_ms_before:.3f} ms -> "
+          f"{report.p50_ms_after:.3f} ms ({report.speedup:.2f}x), argmax agreement {agreement.top1 * 100:.0f}% "
+          f"on {agreement.count} random inputs")  # fmt: skip
 
 
 def _top(model: OnnxIntentClassifier, text: str) -> str | None:

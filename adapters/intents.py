@@ -30,8 +30,9 @@ LABELS_FILE = "labels.json"
 #: The label of "no skill meant": ``classify`` returns it as an ``IntentGuess`` like any other label, and it names
 #: no skill, so dispatch (which takes only a guess naming a registered skill) treats it as no match.
 NONE_LABEL = "__none__"
-#: The model's input (a ``[N, 1]`` string tensor of normalized text) and output (``[N, labels]`` probabilities).
+#: The model's input: a ``[N, 1]`` string tensor of normalized text.
 INPUT_NAME = "text"
+#: The model's output: ``[N, labels]`` probabilities, each row summing to 1.
 OUTPUT_NAME = "probabilities"
 #: Names the normalization below; a model trained under another one is refused rather than silently misread.
 NORMALIZATION = "nfkc-casefold-nopunct-pad-v1"

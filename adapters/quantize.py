@@ -52,11 +52,13 @@ class QuantizeReport:
     source: Path
     #: The int8 model written.
     output: Path
-    #: File sizes in bytes.
+    #: Size of the original in bytes.
     size_before: int
+    #: Size of the int8 model in bytes.
     size_after: int
-    #: Median milliseconds per single-input run, on the same inputs for both models.
+    #: The original's median milliseconds per single-input run.
     p50_ms_before: float
+    #: The int8 model's, on the same inputs, timed in alternation with the original.
     p50_ms_after: float
     #: Timed runs per model.
     runs: int

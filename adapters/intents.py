@@ -107,7 +107,10 @@ def train_intent_model(
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
-    pairs = [(normalize_text(text), label) for text, label in samples]
+    if any(label == NONE_LABEL for _, label in samples):
+        # Its sentences would teach "no skill"; a skill by that name can never be chosen by the model.
+        logger.warning("samples of a skill named %s are not learned: the name means no skill", NONE_LABEL)
+    pairs = [(normalize_text(text), label) for text, label in samples if label != NONE_LABEL]
     pairs += [(normalize_text(text), NONE_LABEL) for text in negatives]
     pairs = [(text, label) for text, label in pairs if text and label]
     labels_seen = {label for _, label in pairs}

@@ -188,6 +188,13 @@ def test_training_needs_samples(tmp_path: Path) -> None:
     assert not (tmp_path / MODEL_FILE).exists()
 
 
+def test_a_skill_called_like_the_none_class_is_not_learned(tmp_path: Path) -> None:
+    samples = [*SAMPLES, ("讲个故事", NONE_LABEL), ("现在几点", NONE_LABEL)]
+    train_intent_model(samples, tmp_path)
+    guess = OnnxIntentClassifier.load(tmp_path).classify("现在几点")
+    assert guess is not None and guess.skill == "time"
+
+
 def test_one_skill_and_the_none_class(tmp_path: Path) -> None:
     # Two classes: scikit-learn's one-row binary model is exported as a two-column softmax.
     train_intent_model([(text, "time") for text, skill in SAMPLES if skill == "time"], tmp_path)

@@ -1,6 +1,7 @@
-"""Paraphrases without trigger words reach their skill through the real HTTP API, the embedded Celery workers and
-an ONNX intent model the dispatch worker trains in the background; registering and deleting a skill with examples
-over REST retrains it. The embedded pipeline is the only one in this module (one in-memory broker per process).
+"""Paraphrases without trigger words reach their skill through the real HTTP API, real Celery workers and an ONNX
+intent model the dispatch worker trains in the background; registering and deleting a skill with examples over REST
+retrains it. Both layouts: embedded (in-memory broker, SQLite), the only pipeline of this module while it runs (one
+in-memory broker per process), and distributed (Redis broker DB 12 and state DB 13, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from support import eventually
 
 from adapters.tokens import issue_token
-from assistant.bootstrap import build_gateway
-from assistant.embedded import build_embedded
+from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
+from assistant.embedded import EmbeddedWorkers, build_embedded
 from pipeline.settings import Settings
+from pipeline.stages import all_queues
 from tasks.celery_app import StageCelery
+
+REDIS = "redis://127.0.0.1:6379"
+BROKER_DB, STATE_DB = 12, 13
 
 DEADLINE = 20.0
 #: Training takes well under a second here; the first one also imports scikit-learn and skl2onnx, on a shared machine.
@@ -66,21 +72,47 @@ class Api:
         return reply
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, open_meteo: Any, serve: Callable[..., Any]) -> Iterator[Api]:
-    root: Path = tmp_path_factory.mktemp("intents")
-    settings = Settings.from_env(
-        {
-            "ASSISTANT_DATA_DIR": str(root / "data"),
-            "ASSISTANT_CONFIG_DIR": str(root / "config"),
-            "WEATHER_GEOCODING_URL": open_meteo.geocoding_url,
-            "WEATHER_FORECAST_URL": open_meteo.forecast_url,
-            "RATE_LIMIT_PER_USER": "100000/minute",
-            "RATE_LIMIT_PER_IP": "100000/minute",
+def flush_redis() -> None:
+    for db in (BROKER_DB, STATE_DB):
+        client = redis.Redis.from_url(f"{REDIS}/{db}")
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("distributed", marks=pytest.mark.servers)])
+def api(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    open_meteo: Any,
+    serve: Callable[..., Any],
+) -> Iterator[Api]:
+    layout: str = request.param
+    root: Path = tmp_path_factory.mktemp(f"intents-{layout}")
+    env = {
+        "ASSISTANT_DATA_DIR": str(root / "data"),
+        "ASSISTANT_CONFIG_DIR": str(root / "config"),
+        "WEATHER_GEOCODING_URL": open_meteo.geocoding_url,
+        "WEATHER_FORECAST_URL": open_meteo.forecast_url,
+        "RATE_LIMIT_PER_USER": "100000/minute",
+        "RATE_LIMIT_PER_IP": "100000/minute",
+    }
+    if layout == "embedded":
+        settings = Settings.from_env(env)
+        adapters, celery_app, workers = build_embedded(settings)
+    else:
+        flush_redis()
+        env |= {
+            "BROKER_URL": f"{REDIS}/{BROKER_DB}",
+            "REDIS_URL": f"{REDIS}/{STATE_DB}",
+            "DATABASE_URL": request.getfixturevalue("postgres_url"),
+            "JWT_SECRET": "intent-routing-test-secret-" + "x" * 24,
         }
-    )
+        settings = Settings.from_env(env)
+        # The workers build their own adapters, as separate processes would; skills reach them through the servers.
+        adapters = build_adapters(settings, migrate=True)
+        celery_app = build_worker_app(settings)
+        workers = EmbeddedWorkers(celery_app, all_queues(settings.enabled_channels))
     assert settings.intents.enabled  # on unless INTENT_MODEL=off
-    adapters, celery_app, workers = build_embedded(settings)
     flask_app = build_gateway(settings, adapters, celery_app)
     workers.start()
     try:
@@ -94,7 +126,12 @@ def api(tmp_path_factory: pytest.TempPathFactory, open_meteo: Any, serve: Callab
     finally:
         flask_app.extensions["assistant"]["hub"].close()
         workers.stop()
+        worker_adapters = celery_app.runtime.adapters
+        if worker_adapters is not adapters:
+            worker_adapters.close()
         adapters.close()
+        if layout == "distributed":
+            flush_redis()
 
 
 def reaches(api: Api, text: str, skill: str | None) -> Callable[[], dict[str, Any] | None]:

@@ -164,9 +164,11 @@ def build_intents(settings: Settings) -> IntentModel | None:
     """The intent classifier of a dispatch worker (nothing loads until its first refresh); None when it is off."""
     if not settings.intents.enabled:
         return None
-    from adapters.intents import NONE_LABEL, OnnxIntentClassifier, train_intent_model
+    from adapters.intent_training import train_in_child
+    from adapters.intents import NONE_LABEL, OnnxIntentClassifier
 
-    return IntentModel(settings.intents, OnnxIntentClassifier.load, train_intent_model, NONE_LABEL)
+    # Trained in a child process: the worker loads only the ONNX model, never scikit-learn.
+    return IntentModel(settings.intents, OnnxIntentClassifier.load, train_in_child, NONE_LABEL)
 
 
 def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:

@@ -183,3 +183,12 @@ def test_no_samples_no_model(model: IntentModel, trainer: FakeTrainer) -> None:
     model.refresh([BaseSkill("silent")])
     assert model.wait_idle(WAIT)
     assert trainer.calls == [] and model.classify("anything") is None
+
+
+def test_intent_model_off_builds_none() -> None:
+    from assistant.bootstrap import build_intents
+    from pipeline.settings import Settings
+
+    assert build_intents(Settings(intents=IntentConfig(enabled=False))) is None
+    assert isinstance(build_intents(Settings()), IntentModel)
+    assert Settings.from_env({"INTENT_MODEL": "off"}).intents.enabled is False

@@ -30,8 +30,9 @@ LABELS_FILE = "labels.json"
 #: The label of "no skill meant": ``classify`` returns it as an ``IntentGuess`` like any other label, and it names
 #: no skill, so dispatch (which takes only a guess naming a registered skill) treats it as no match.
 NONE_LABEL = "__none__"
-#: The model's input (a ``[N, 1]`` string tensor of normalized text) and output (``[N, labels]`` probabilities).
+#: The model's input: a ``[N, 1]`` string tensor of normalized text.
 INPUT_NAME = "text"
+#: The model's output: ``[N, labels]`` probabilities, each row summing to 1.
 OUTPUT_NAME = "probabilities"
 #: Names the normalization below; a model trained under another one is refused rather than silently misread.
 NORMALIZATION = "nfkc-casefold-nopunct-pad-v1"
@@ -44,6 +45,7 @@ NGRAM_RANGE = (1, 3)
 REGULARIZATION_C = 20.0
 _OPSET = {"": 17, "ai.onnx.ml": 3}
 _SPACES = re.compile(r"\s+")
+_SCORES = ("intent_scores", "intent_logits")
 
 
 class IntentModelError(Exception):
@@ -79,6 +81,19 @@ def normalize_text(text: str) -> str:
     return f" {words} " if words else ""
 
 
+def read_labelled(path: Path) -> list[tuple[str, str]]:
+    """``text<TAB>label`` lines of a file (``#`` comments and blank lines skipped), as the held-out set is written."""
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, tab, label = line.rpartition("\t")
+        if not tab or not text.strip() or not label.strip():
+            raise ValueError(f"{path}:{number}: expected text<TAB>label")
+        pairs.append((text.strip(), label.strip()))
+    return pairs
+
+
 def train_intent_model(
     samples: Sequence[tuple[str, str]], out_dir: Path, negatives: Iterable[str] = CHITCHAT
 ) -> TrainReport:
@@ -92,7 +107,10 @@ def train_intent_model(
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
-    pairs = [(normalize_text(text), label) for text, label in samples]
+    if any(label == NONE_LABEL for _, label in samples):
+        # Its sentences would teach "no skill"; a skill by that name can never be chosen by the model.
+        logger.warning("samples of a skill named %s are not learned: the name means no skill", NONE_LABEL)
+    pairs = [(normalize_text(text), label) for text, label in samples if label != NONE_LABEL]
     pairs += [(normalize_text(text), NONE_LABEL) for text in negatives]
     pairs = [(text, label) for text, label in pairs if text and label]
     labels_seen = {label for _, label in pairs}
@@ -247,6 +265,11 @@ def _export(vectorizer: Any, classifier: Any, labels: tuple[str, ...], samples: 
             helper.make_node("Add", ["intent_scores", "intent_bias"], ["intent_logits"], name="IntentAdd"),
             helper.make_node("Softmax", ["intent_logits"], [OUTPUT_NAME], axis=-1, name="IntentSoftmax"),
         ]
+    )
+    # Typed intermediate values: onnxruntime's quantizer cannot infer types past the contrib Tokenizer node.
+    graph.value_info.extend(
+        [graph.output[0]]
+        + [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(labels)]) for name in _SCORES]
     )
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, len(labels)]))

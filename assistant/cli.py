@@ -1,4 +1,4 @@
-"""The ``assistant`` command: run, token, migrate, gateway, worker, models."""
+"""The ``assistant`` command: run, token, migrate, gateway, worker, models, train-intents, quantize."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker}
+    handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker,
+               "train-intents": _train_intents, "quantize": _quantize}  # fmt: skip
     return handler[args.command](settings, args)
 
 
@@ -71,7 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("--models-dir", type=Path, default=None, help="where to put them (default MODELS_DIR)")
     listing = models_commands.add_parser("list", help="what is installed, verified, and what the config resolves to")
     listing.add_argument("--models-dir", type=Path, default=None, help="the folder to look at (default MODELS_DIR)")
+    _intent_parsers(sub)
     return parser
+
+
+def _intent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    train = sub.add_parser("train-intents", help="train the intent classifier on the skills' triggers and examples")
+    train.add_argument("--out", type=Path, default=None, help="model folder (default INTENT_MODEL_DIR)")
+    quantize = sub.add_parser("quantize", help="write an int8 copy of an ONNX model and compare it with the original")
+    quantize.add_argument("model", type=Path, metavar="MODEL.onnx")
+    quantize.add_argument("-o", "--output", type=Path, default=None, help="default MODEL.int8.onnx beside it")
+    quantize.add_argument("--runs", type=int, default=300, help="timed runs per model (default 300)")
+    quantize.add_argument("--heldout", type=Path, default=None, help="text<TAB>label file an intent model is "
+                          "compared on (default bench/data/intents_heldout.tsv of a source checkout)")  # fmt: skip
+
+
+def _train_intents(settings: Settings, args: argparse.Namespace) -> int:
+    from assistant.intent_commands import train_intents
+
+    return train_intents(settings, args.out)
+
+
+def _quantize(settings: Settings, args: argparse.Namespace) -> int:
+    from assistant.intent_commands import quantize
+
+    return quantize(settings, args.model, args.output, args.runs, args.heldout)
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from skills.discovery import load_entry_point_skills, load_folder_skills
 from skills.registry import SkillRegistry
 from tasks.celery_app import StageCelery, create_celery_app
 from tasks.forward import Forwarder
+from tasks.intent_model import IntentModel
 from tasks.rescue import Rescuer
 from tasks.runtime import StageRuntime
 
@@ -155,7 +156,19 @@ def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
     def declarative_skills() -> list[DeclarativeSkill]:
         return [DeclarativeSkill(d, adapters.post_json) for d in adapters.repository.list_skills()]
 
-    return StageRuntime(adapters.settings, adapters, registry, Forwarder(app), declarative_skills)
+    return StageRuntime(adapters.settings, adapters, registry, Forwarder(app), declarative_skills,
+                        intents=build_intents(adapters.settings))  # fmt: skip
+
+
+def build_intents(settings: Settings) -> IntentModel | None:
+    """The intent classifier of a dispatch worker (nothing loads until its first refresh); None when it is off."""
+    if not settings.intents.enabled:
+        return None
+    from adapters.intent_training import train_in_child
+    from adapters.intents import NONE_LABEL, OnnxIntentClassifier
+
+    # Trained in a child process: the worker loads only the ONNX model, never scikit-learn.
+    return IntentModel(settings.intents, OnnxIntentClassifier.load, train_in_child, NONE_LABEL)
 
 
 def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:
@@ -200,6 +213,10 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
     if not app.settings.embedded and str(Stage.DISPATCH) in consumes:
         # Dispatch workers look for accepted messages the broker lost (see tasks.rescue).
         Rescuer(runtime.adapters.coordination, runtime.forward).start()
+    if str(Stage.DISPATCH) in consumes and isinstance(sender.pool, ThreadTaskPool):
+        # The intent model loads or trains in the background; messages meanwhile go by triggers alone. (Prefork
+        # children start theirs with their first message: this process answers none.)
+        runtime.start_intents()
     if speech and isinstance(sender.pool, ThreadTaskPool):
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))

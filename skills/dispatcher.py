@@ -92,8 +92,6 @@ def dispatch(
     if matched is None and classify is not None:
         # Only here, with no question open: a bare answer ("上海") must fill its slot, not be classified away.
         matched = _classified(envelope, text, registry, classify, threshold)
-    elif matched is not None:
-        logger.debug("message %s: trigger of %s", envelope.message_id, matched.name)
     if matched is None:
         return Outcome(state, None)
     return _run(envelope, state, matched, run_skill, language, {})

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.bundle import Adapters
+from pipeline.intents import IntentGuess
 from pipeline.settings import Settings
 from skills.base import BaseSkill, SkillResult
 from skills.registry import SkillRegistry
 from tasks.forward import Forwarder
+from tasks.intent_model import IntentModel
 from tasks.skillthreads import SkillThreads
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ class StageRuntime:
     declarative_skills: Callable[[], Iterable[BaseSkill]]
     skills_version: int = -1
     skill_threads: SkillThreads = field(default_factory=SkillThreads)
+    #: The intent classifier dispatch consults when no trigger matches; None with ``INTENT_MODEL=off``.
+    intents: IntentModel | None = None
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current_registry(self, version: int) -> SkillRegistry:
@@ -41,7 +45,26 @@ class StageRuntime:
                     self.registry.replace_declarative(skills)
                     self.skills_version = version
                     logger.info("loaded %d declarative skills (version %d)", len(skills), version)
+                    if self.intents is not None:
+                        # Retrains in the background when the skills' samples changed; returns at once.
+                        self.intents.refresh(self.registry)
         return self.registry
+
+    @property
+    def classify(self) -> Callable[[str], IntentGuess | None] | None:
+        """The intent classifier's ``classify``, or None when it is off."""
+        return None if self.intents is None else self.intents.classify
+
+    def start_intents(self) -> None:
+        """Load or train the intent model now, in the background, for the skills as the database has them."""
+        if self.intents is None:
+            return
+        try:
+            self.current_registry(self.adapters.coordination.skills_version())
+        except Exception as exc:
+            # The first message loads the declarative skills again; the built-in ones are known now.
+            logger.warning("could not load the declarative skills yet: %s", type(exc).__name__)
+        self.intents.refresh(self.registry)
 
     def run_skill(
         self, skill: BaseSkill, context: dict[str, Any], keep_alive: Callable[[], None] | None = None

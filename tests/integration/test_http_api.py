@@ -482,8 +482,9 @@ class TestHttpApi:
                       "response": "程序员最讨厌的事：写文档，和别人不写文档。"}  # fmt: skip
         created = api.request("POST", "/api/skills", user="admin", json=definition)
         assert created.status_code == 201, created.text
-        assert created.json() | {"created_at": 0} == {**definition, "webhook": None, "created_by": "root",
-                                                       "created_at": 0, "kind": "registered"}  # fmt: skip
+        assert created.json() | {"created_at": 0} == {**definition, "examples": [], "webhook": None,
+                                                       "created_by": "root", "created_at": 0,
+                                                       "kind": "registered"}  # fmt: skip
 
         # The very next message uses it: nothing was restarted.
         reply = api.say("给我讲个笑话", session)

@@ -160,7 +160,7 @@ def test_the_route_is_logged_without_the_text(registry: SkillRegistry, caplog: p
         Session(registry, TableClassifier({text: IntentGuess("weather", 0.77)})).say(text)
         Session(registry, TableClassifier({})).say("现在几点")
     assert "intent weather at 0.77 (threshold 0.50) -> weather" in caplog.text
-    assert "trigger of time" in caplog.text
+    assert caplog.text.count("intent ") == 1  # a trigger's match asks no classifier
     assert "杭州" not in caplog.text and "几点" not in caplog.text
 
 

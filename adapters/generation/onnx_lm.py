@@ -93,29 +93,51 @@ class OnnxLanguageModel:
         return list(self._load().session.get_providers())
 
     def generate(self, request: GenerationRequest, on_delta: DeltaListener | None = None) -> str:
+        """The reply; ``on_delta`` gets each new run of whole characters. Exceptions ``on_delta`` raises stop the
+        reply and propagate."""
         deadline = time.monotonic() + request.timeout_seconds
         try:
             model = self._load()
         except ConfigurationError as exc:
             raise ModelUnavailable(f"onnx: {exc}") from exc
+        import onnxruntime
+
         max_new = int(request.options.get("max_tokens", self.config.max_tokens))
         temperature = float(request.options.get("temperature", self.config.temperature or 0.0))
         rng = np.random.default_rng(self.config.seed)
         ids = list(model.tokenizer.encode(prompt_text(request, self.config), add_special_tokens=False).ids)
         generated: list[int] = []
         emitted = ""
-        for _ in range(max_new):
-            if time.monotonic() >= deadline:
-                raise ModelUnavailable(f"onnx {self.folder.name}: timed out after {len(generated)} tokens")
-            token = _pick(self._next_logits(model, ids + generated), temperature, self.config.top_k, rng)
-            if token in model.stop_ids:
-                break
-            generated.append(token)
-            emitted = self._emit(model, generated, emitted, on_delta, final=False)
+        # The deadline is checked between tokens, and a step still running at the deadline is stopped by
+        # onnxruntime's terminate flag (a large model's one step can take seconds).
+        run_options = onnxruntime.RunOptions()
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _terminate, (run_options,))
+        timer.daemon = True
+        timer.start()
+        try:
+            for _ in range(max_new):
+                if time.monotonic() >= deadline:
+                    raise self._timed_out(generated)
+                try:
+                    logits = self._next_logits(model, ids + generated, run_options)
+                except ModelUnavailable as exc:
+                    if time.monotonic() >= deadline:
+                        raise self._timed_out(generated) from exc
+                    raise
+                token = _pick(logits, temperature, self.config.top_k, rng)
+                if token in model.stop_ids:
+                    break
+                generated.append(token)
+                emitted = self._emit(model, generated, emitted, on_delta, final=False)
+        finally:
+            timer.cancel()
         emitted = self._emit(model, generated, emitted, on_delta, final=True)
         if not emitted.strip():
             raise ModelUnavailable(f"onnx {self.folder.name}: empty answer")
         return emitted
+
+    def _timed_out(self, generated: list[int]) -> ModelUnavailable:
+        return ModelUnavailable(f"onnx {self.folder.name}: timed out after {len(generated)} tokens")
 
     @staticmethod
     def _emit(model: _Loaded, generated: list[int], emitted: str, on_delta: DeltaListener | None, final: bool) -> str:
@@ -137,7 +159,7 @@ class OnnxLanguageModel:
             return text
         return emitted
 
-    def _next_logits(self, model: _Loaded, ids: list[int]) -> np.ndarray:
+    def _next_logits(self, model: _Loaded, ids: list[int], run_options: Any) -> np.ndarray:
         input_ids = np.asarray([ids], dtype=np.int64)
         feeds = {"input_ids": input_ids}
         if "attention_mask" in model.inputs:
@@ -145,7 +167,7 @@ class OnnxLanguageModel:
         if "position_ids" in model.inputs:
             feeds["position_ids"] = np.arange(len(ids), dtype=np.int64)[np.newaxis, :]
         try:
-            (logits,) = model.session.run([model.logits], feeds)
+            (logits,) = model.session.run([model.logits], feeds, run_options)
         except Exception as exc:  # onnxruntime's errors have no common base worth naming
             raise ModelUnavailable(f"onnx {self.folder.name}: {type(exc).__name__} while running") from exc
         logits = np.asarray(logits)
@@ -157,6 +179,10 @@ class OnnxLanguageModel:
             if self._loaded is None:
                 self._loaded = _open(self.folder, self.config)
             return self._loaded
+
+
+def _terminate(run_options: Any) -> None:
+    run_options.terminate = True
 
 
 def _pick(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:

@@ -74,10 +74,13 @@ def build_tiny_lm(
     position_ids: bool = False,
     extra_inputs: Sequence[str] = (),
     generation_config: bool = False,
+    slow_matmuls: int = 0,
 ) -> Path:
     """Write ``model.onnx`` and ``tokenizer.json`` into ``folder`` (and ``generation_config.json`` naming the stop
     tokens if asked); returns ``folder``. ``extra_inputs`` adds required float inputs the backend does not feed
-    (``past_key_values.0.key``), like a KV-cache export."""
+    (``past_key_values.0.key``), like a KV-cache export. ``slow_matmuls`` makes each run do that many
+    1024×1024 matrix products that depend on the input (so they cannot be folded away) without changing the
+    logits: a stand-in for a large model whose one step takes long."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -95,11 +98,14 @@ def build_tiny_lm(
         table[current, following] = PEAK
     if generation_config:
         (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [end_of_text, end_of_turn]}))
-    onnx.save(_graph(table, attention_mask, position_ids, extra_inputs), str(folder / "model.onnx"))
+    graph = _graph(table, attention_mask, position_ids, extra_inputs, slow_matmuls)
+    onnx.save(graph, str(folder / "model.onnx"))
     return folder
 
 
-def _graph(table: np.ndarray, attention_mask: bool, position_ids: bool, extra_inputs: Sequence[str]) -> onnx.ModelProto:
+def _graph(
+    table: np.ndarray, attention_mask: bool, position_ids: bool, extra_inputs: Sequence[str], slow_matmuls: int
+) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])]
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["rows"], axis=0)]
     initializers = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([-1]), "last_axis")]
@@ -124,6 +130,26 @@ def _graph(table: np.ndarray, attention_mask: bool, position_ids: bool, extra_in
             helper.make_node("Add", [current, "positions_column"], ["positioned"]),
         ]
         current = "positioned"
+    if slow_matmuls:
+        size = 1024
+        square = np.full((size, size), 1.0 / size, dtype=np.float32)
+        initializers += [
+            numpy_helper.from_array(square, "square"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "nothing"),
+        ]
+        nodes += [
+            helper.make_node("ReduceSum", ["input_ids"], ["id_sum"], keepdims=0),
+            helper.make_node("Cast", ["id_sum"], ["id_sum_float"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["square", "id_sum_float"], ["product_0"]),
+        ]
+        for step in range(slow_matmuls):
+            nodes.append(helper.make_node("MatMul", [f"product_{step}", "square"], [f"product_{step + 1}"]))
+        nodes += [
+            helper.make_node("ReduceSum", [f"product_{slow_matmuls}"], ["product_sum"], keepdims=0),
+            helper.make_node("Mul", ["product_sum", "nothing"], ["product_zero"]),
+            helper.make_node("Add", [current, "product_zero"], ["slowed"]),
+        ]
+        current = "slowed"
     for name in extra_inputs:
         inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2, "past", 4]))
     nodes.append(helper.make_node("Identity", [current], ["logits"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,3 +175,13 @@ def test_build_generator_picks_onnx_and_other_backends_never_import_onnxruntime(
         "assert 'onnxruntime' not in sys.modules and 'tokenizers' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_a_long_step_is_stopped_at_the_deadline(tmp_path: Path) -> None:
+    # Each step runs 60 products of 1024×1024 matrices (over a second on one thread); the deadline ends it mid-run.
+    lm = backend(build_tiny_lm(tmp_path, slow_matmuls=60), intra_op_threads=1)
+    lm.warm_up()
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="timed out after 0 tokens"):
+        lm.generate(ask(timeout_seconds=0.3))
+    assert time.monotonic() - started < 0.9

@@ -174,6 +174,11 @@ class OnnxLanguageModel:
         # [batch, sequence, vocab], or [batch, vocab] for exports that keep the last position only.
         return logits[0, -1] if logits.ndim == 3 else logits[0]
 
+    def close(self) -> None:
+        """Drop the loaded model; the next reply loads it again."""
+        with self._lock:
+            self._loaded = None
+
     def _load(self) -> _Loaded:
         with self._lock:
             if self._loaded is None:

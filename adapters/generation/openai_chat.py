@@ -36,8 +36,14 @@ class OpenAIChat:
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Nothing to load: the connection opens with the first reply."""
+
     def generate(self, request: GenerationRequest, on_delta: DeltaListener | None = None) -> str:
-        deadline = time.monotonic() + request.timeout_seconds
+        """The reply; ``on_delta`` gets each content delta as it arrives. Exceptions ``on_delta`` raises stop the
+        reply and propagate."""
+        started = time.monotonic()
+        deadline = started + request.timeout_seconds
         body = self._body(request)
         headers = {"Accept": "text/event-stream, application/json", "Accept-Encoding": "identity"}
         if self.config.api_key:
@@ -63,6 +69,7 @@ class OpenAIChat:
             response.close()
         if not text.strip():
             raise self._unavailable("empty answer")
+        logger.debug("openai reply: %d characters in %.0f ms", len(text), (time.monotonic() - started) * 1000)
         return text
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:

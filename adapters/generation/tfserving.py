@@ -41,6 +41,9 @@ class TFServing:
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Nothing to load: the connection opens with the first reply."""
+
     def generate(self, request: GenerationRequest, on_delta: DeltaListener | None = None) -> str:
         started = time.monotonic()
         deadline = started + request.timeout_seconds

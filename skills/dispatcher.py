@@ -126,7 +126,8 @@ def _run(
     if isinstance(result, str):
         result = SkillResult(text=result)
     if result.ask:
-        task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots=dict(result.slots))
+        # What this turn knew ("明天订酒店": the day) stays while the question is open, under the skill's own slots.
+        task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots={**slots, **result.slots})
         return _answer(envelope, replace(state, pending=task), result.text, skill.name, True, result.actions)
     text = result.text
     if state.interrupted:

@@ -155,8 +155,8 @@ class WeatherSkill(BaseSkill):
         if now is not None:
             today = _format_day(picked[0], rain, zh)
             return f"{format_weather(now, zh)}今天{today}。" if zh else f"{format_weather(now, zh)} Today: {today}."
-        if len(wanted) > 1:
-            # A weekend: each day under its own name.
+        if day.endswith("weekend"):
+            # Each day under its own name, even when only Sunday is left.
             days = [f"{_weekday(d.date, zh)}{'' if zh else ' '}{_format_day(d, rain, zh)}" for d in picked]
             body = "；".join(days) if zh else "; ".join(days)
         else:

@@ -238,3 +238,23 @@ def test_the_answer_wins_and_reserved_keys_are_never_replaced() -> None:
     last = trip.contexts[2]
     assert last["slots"]["channel"] == "发邮件" and last["channel"] == "web"
     assert (last["location"], last["answering"], last["session_id"]) == ("上海", "channel", chat.session_id)
+
+
+class Hotel(BaseSkill):
+    """Asks for the city when the message names none; carries nothing itself."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hotel", triggers=["酒店"])
+
+    def execute(self, context: dict[str, Any]) -> str | SkillResult:
+        if "location" not in context:
+            return SkillResult.question("哪个城市？", slot="location")
+        return f"{context['location']}，{context.get('day', 'today')}"
+
+
+def test_what_the_asking_message_named_is_kept_for_the_answer() -> None:
+    chat = Chat(Hotel())
+    assert chat.say("明天订酒店") == "哪个城市？"
+    assert chat.state.pending is not None and chat.state.pending.slots == {"day": "tomorrow"}
+    assert chat.say("上海吧") == "上海，tomorrow"
+    assert chat.say("杭州的酒店") == "杭州，today"  # a new request starts afresh

@@ -104,6 +104,7 @@ _ZH_PHRASES = _ZH_DAY_WORDS | _words("""
     请问 查询 查一下 查查 一下 告诉我 我想知道 想知道 帮我 给我 看看 看一下
     会不会 是不是 有没有 要不要 外面 那边 这边 那里 这里
 """)
+_ZH_PHRASE_PATTERN = re.compile("|".join(re.escape(p) for p in sorted(_ZH_PHRASES, key=lambda p: (-len(p), p))))
 # Single characters that are fillers only at the edges of what is left ("北京的", "在上海"),
 # never removed from the middle, where they may belong to a place name.
 _ZH_LEADING = frozenset("请查问在去到")
@@ -171,9 +172,10 @@ def extract_slots(text: str, ignore: Iterable[str] = ()) -> dict[str, str]:
 
 
 def _extract_zh(text: str, ignore: Iterable[str]) -> str:
-    extra = {word for word in ignore if any(is_cjk(ch) for ch in word)}
-    for phrase in sorted(_ZH_PHRASES | extra, key=lambda phrase: (-len(phrase), phrase)):
+    # A skill's own words first, then the common ones in one pass: at each position the longest phrase goes.
+    for phrase in sorted({w for w in ignore if any(is_cjk(ch) for ch in w)}, key=lambda w: (-len(w), w)):
         text = text.replace(phrase, " ")
+    text = _ZH_PHRASE_PATTERN.sub(" ", text)
     # English words can sit in a Chinese sentence too ("上海 weather").
     text = _ZH_ENGLISH_WORDS.sub(" ", text)
     pieces = []

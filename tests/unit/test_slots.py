@@ -6,6 +6,8 @@ from datetime import date
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.dialogue import DialogueState
 from pipeline.envelope import Envelope, new_id
@@ -153,6 +155,16 @@ def test_leftovers_that_are_not_places(message: str) -> None:
 def test_a_skill_s_triggers_are_not_the_place() -> None:
     assert known_location("查一下深圳降温预警", ["降温预警"]) == "深圳"
     assert known_location("查一下深圳降温预警") == ""
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(st.text(), st.lists(st.text(max_size=6), max_size=3))
+def test_any_text_gives_slots_without_raising(text: str, ignore: list[str]) -> None:
+    """The dispatcher runs this on every message before a skill: it must take anything."""
+    slots = extract_slots(text, ignore)
+    assert set(slots) <= {"location", "day"} and all(slots.values())
+    assert slots.get("day", "today") in DAYS
+    assert isinstance(extract_location(text, ignore), str)
 
 
 def test_extract_slots() -> None:

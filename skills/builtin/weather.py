@@ -101,7 +101,7 @@ class WeatherProvider(Protocol):
 
 
 class WeatherSkill(BaseSkill):
-    """Current temperature and conditions, or a day's forecast, for a place named in the message or asked for."""
+    """Current temperature and conditions for a place named in the message or asked for."""
 
     def __init__(self, provider: WeatherProvider) -> None:
         super().__init__(name="weather", description="获取实时天气信息 / current weather", triggers=TRIGGERS)

@@ -32,6 +32,7 @@ from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, 
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
 from pipeline.errors import ConfigurationError
+from pipeline.generation import Generator
 from pipeline.settings import Settings
 from pipeline.stages import Stage
 from skills.builtin import builtin_skills
@@ -155,7 +156,15 @@ def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
     def declarative_skills() -> list[DeclarativeSkill]:
         return [DeclarativeSkill(d, adapters.post_json) for d in adapters.repository.list_skills()]
 
-    return StageRuntime(adapters.settings, adapters, registry, Forwarder(app), declarative_skills)
+    def generator() -> Generator | None:
+        # Imported on first use: a worker that never answers with a model never loads a backend.
+        from adapters.generation import build_generator
+
+        return build_generator(adapters.settings.model)
+
+    return StageRuntime(
+        adapters.settings, adapters, registry, Forwarder(app), declarative_skills, build_generator=generator
+    )
 
 
 def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:

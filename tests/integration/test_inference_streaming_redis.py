@@ -36,9 +36,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def api(
-    fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory, serve: Any, postgres_url: str
-) -> Iterator[Api]:
+def api(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory, serve: Any, postgres_url: str) -> Iterator[Api]:
     flush(BROKER_DB, STATE_DB)
     servers = {"BROKER_URL": f"{REDIS}/{BROKER_DB}", "REDIS_URL": f"{REDIS}/{STATE_DB}", "DATABASE_URL": postgres_url}
     try:

@@ -7,24 +7,18 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from adapters.generation.httpbody import body_chunks, host_of, pooled_session
 from adapters.generation.prompt import chat_messages
 from pipeline.generation import DeltaListener, GenerationRequest, ModelUnavailable
 from pipeline.model_config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-#: The most a reply may weigh on the wire, bytes: a server that never stops is cut off here.
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
-#: Connections kept open to the server, per process (one per concurrently generating thread).
-POOL_SIZE = 16
 #: How long the end of a finished stream is waited for, so the connection can go back to the pool.
 DRAIN_SECONDS = 0.05
-_READ_SIZE = 16 * 1024
 
 
 class OpenAIChat:
@@ -38,14 +32,18 @@ class OpenAIChat:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self.url = config.endpoint.rstrip("/") + "/chat/completions"
-        parts = urlsplit(self.url)
-        # Errors name this, never the URL: credentials or a key may sit in it.
-        self.host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        self.host = host_of(self.url)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Nothing to load: the connection opens with the first reply."""
+
     def generate(self, request: GenerationRequest, on_delta: DeltaListener | None = None) -> str:
-        deadline = time.monotonic() + request.timeout_seconds
+        """The reply; ``on_delta`` gets each content delta as it arrives. Exceptions ``on_delta`` raises stop the
+        reply and propagate."""
+        started = time.monotonic()
+        deadline = started + request.timeout_seconds
         body = self._body(request)
         headers = {"Accept": "text/event-stream, application/json", "Accept-Encoding": "identity"}
         if self.config.api_key:
@@ -71,6 +69,7 @@ class OpenAIChat:
             response.close()
         if not text.strip():
             raise self._unavailable("empty answer")
+        logger.debug("openai reply: %d characters in %.0f ms", len(text), (time.monotonic() - started) * 1000)
         return text
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
@@ -89,7 +88,7 @@ class OpenAIChat:
         buffer = b""
         event: list[bytes] = []
         finished = False
-        for data in self._chunks(response, deadline):
+        for data in body_chunks(response, deadline, self._unavailable):
             buffer += data
             *lines, buffer = buffer.split(b"\n")
             for raw_line in lines:
@@ -148,7 +147,7 @@ class OpenAIChat:
 
     def _read_completion(self, response: requests.Response, deadline: float, on_delta: DeltaListener | None) -> str:
         """A whole ``chat.completion`` object, from a server that does not stream."""
-        body = b"".join(self._chunks(response, deadline))
+        body = b"".join(body_chunks(response, deadline, self._unavailable))
         try:
             completion = json.loads(body)
             content = completion["choices"][0]["message"]["content"]
@@ -160,31 +159,11 @@ class OpenAIChat:
             on_delta(content)
         return content
 
-    def _chunks(self, response: requests.Response, deadline: float) -> Any:
-        """The body as it arrives; each read waits at most until ``deadline``."""
-        total = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._unavailable("timed out")
-            _limit_next_read(response, remaining)
-            try:
-                data = response.raw.read1(_READ_SIZE)
-            except Exception as exc:  # urllib3's timeout and protocol errors, OSError: all mean no usable answer
-                failure = "timed out" if time.monotonic() >= deadline or "Timeout" in type(exc).__name__ else None
-                raise self._unavailable(failure or f"{type(exc).__name__} while reading") from exc
-            if not data:
-                return
-            total += len(data)
-            if total > MAX_ANSWER_BYTES:
-                raise self._unavailable("answer too large")
-            yield data
-
     def _drain(self, response: requests.Response, deadline: float) -> None:
         """Read the stream's end so the connection can be reused; give up quietly if it does not come at once."""
         with_drain = min(deadline, time.monotonic() + DRAIN_SECONDS)
         try:
-            for _ in self._chunks(response, with_drain):
+            for _ in body_chunks(response, with_drain, self._unavailable):
                 pass
         except ModelUnavailable:
             pass  # the reply is complete; the connection is just not reused
@@ -196,10 +175,7 @@ class OpenAIChat:
         # Built on first use, not in __init__: constructing the backend opens nothing.
         with self._lock:
             if self._session is None:
-                session = requests.Session()
-                session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
-                session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
-                self._session = session
+                self._session = pooled_session()
             return self._session
 
     def close(self) -> None:
@@ -208,11 +184,3 @@ class OpenAIChat:
             if self._session is not None:
                 self._session.close()
                 self._session = None
-
-
-def _limit_next_read(response: requests.Response, remaining: float) -> None:
-    """Make the socket's next read wait at most ``remaining`` seconds (requests' read timeout is per read)."""
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        sock.settimeout(max(remaining, 0.001))

@@ -24,8 +24,10 @@ def recent_turns(request: GenerationRequest, config: ModelConfig) -> tuple[ChatT
 
 
 def chat_messages(request: GenerationRequest, config: ModelConfig) -> list[dict[str, str]]:
-    """OpenAI chat messages: system, then each recent turn as user and assistant, then the message."""
-    messages = [{"role": "system", "content": system_text(request, config)}]
+    """OpenAI chat messages: system (when there is one), then each recent turn as user and assistant, then the
+    message."""
+    system = system_text(request, config)
+    messages = [{"role": "system", "content": system}] if system else []
     for turn in recent_turns(request, config):
         messages.append({"role": "user", "content": turn.user})
         messages.append({"role": "assistant", "content": turn.assistant})
@@ -44,9 +46,9 @@ def prompt_text(request: GenerationRequest, config: ModelConfig) -> str:
     """
     messages = chat_messages(request, config)
     if config.prompt_format == "plain":
-        names = {"user": "User", "assistant": "Assistant"}
-        lines = [messages[0]["content"], ""]
-        lines += [f"{names[m['role']]}: {m['content']}" for m in messages[1:]]
+        names = {"system": "", "user": "User: ", "assistant": "Assistant: "}
+        # The system prompt, when there is one, is its own paragraph.
+        lines = [names[m["role"]] + m["content"] + ("\n" if m["role"] == "system" else "") for m in messages]
         return "\n".join(lines) + "\nAssistant:"
     parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
     return "".join(parts) + "<|im_start|>assistant\n"

@@ -72,6 +72,12 @@ class FakeOpenAI:
     close_after: int | None = None
     #: Send a chunk that is not JSON after the first token.
     malformed: bool = False
+    #: Send ``data: {"error": {...}}`` after the first token, as servers do when generation fails part-way.
+    error_in_stream: bool = False
+    #: Line ending of the event stream (``"\r\n"`` is allowed by the SSE format).
+    newline: str = "\n"
+    #: Send a ``: keep-alive`` comment line before each token.
+    keepalive: bool = False
     #: False: ignore ``stream`` and answer one ``chat.completion`` JSON object.
     stream: bool = True
     #: End without ``data: [DONE]`` (the finish chunk is still sent unless ``close_after`` cuts it).
@@ -159,7 +165,10 @@ class FakeOpenAI:
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
             }
-            return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+            return event("data: " + json.dumps(data, ensure_ascii=False))
+
+        def event(line: str) -> bytes:
+            return (line + self.newline * 2).encode()
 
         yield chunk({"role": "assistant", "content": ""})
         for index, token in enumerate(self.tokens):
@@ -170,17 +179,21 @@ class FakeOpenAI:
                 return
             if self.pace:
                 time.sleep(self.pace)
+            if self.keepalive:
+                yield (": keep-alive" + self.newline).encode()
             with self._lock:
                 self.sent.append(SentToken(number, index, token, time.monotonic(), time.time()))
             yield chunk({"content": token})
             if index == 0 and self.malformed:
-                yield b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
+                yield event('data: {"id": "chatcmpl-broken", "choices": [')
+            if index == 0 and self.error_in_stream:
+                yield event('data: {"error": {"message": "CUDA out of memory", "type": "server_error"}}')
         if self.close_after is not None and self.close_after >= len(self.tokens) and sock is not None:
             sock.shutdown(socket.SHUT_RDWR)
             return
         yield chunk({}, "stop")
         if self.send_done:
-            yield b"data: [DONE]\n\n"
+            yield event("data: [DONE]")
 
     def _completion(self, completion_id: str, model: str, number: int) -> Response:
         text = "".join(self.tokens)

@@ -205,3 +205,21 @@ def test_build_generator_picks_the_backend_from_settings(fake: FakeOpenAI) -> No
     generator = build_generator(ModelConfig.from_env({"MODEL_BACKEND": "openai", "MODEL_ENDPOINT": fake.endpoint}))
     assert isinstance(generator, OpenAIChat)
     assert generator.generate(ask()) == "你好，world"
+
+
+def test_crlf_lines_and_keep_alive_comments_are_read(fake: FakeOpenAI) -> None:
+    fake.newline, fake.keepalive = "\r\n", True
+    deltas: list[str] = []
+    assert backend(fake).generate(ask(), deltas.append) == "你好，world"
+    assert deltas == ["你好", "，", "world"]
+
+
+def test_an_error_inside_the_stream_is_unavailable(fake: FakeOpenAI) -> None:
+    fake.error_in_stream = True
+    with pytest.raises(ModelUnavailable, match=r"error in stream$"):
+        backend(fake).generate(ask())
+
+
+def test_no_system_message_when_there_is_no_system_prompt(fake: FakeOpenAI) -> None:
+    backend(fake, system_prompt="").generate(ask("hello", language="fr"))
+    assert fake.requests[0].body["messages"] == [{"role": "user", "content": "hello"}]

@@ -14,6 +14,7 @@ each event arrives. Both clocks are this machine's wall clock, read in this proc
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import queue
@@ -104,7 +105,11 @@ def run_messages(layout: Layout, base_url: str, fake: Any, messages: int) -> dic
         result: dict[str, Any] = answer.json()
         return result
 
-    first_token, per_token, final, rates, posted_to_first = [], [], [], [], []  # type: ignore[var-annotated]
+    first_token: list[float] = []
+    per_token: list[float] = []
+    final: list[float] = []
+    rates: list[float] = []
+    posted_to_first: list[float] = []
     missing = 0
     # One session and one stream for all the messages, as a chat page holds it open.
     opened = post("现在几点", None, 10)
@@ -182,13 +187,14 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures to this file too")
     args = parser.parse_args()
 
-    from tests.fakes.openai_server import FakeOpenAI
+    # The test fake, loaded by name: its werkzeug-decorated handler is not for this tree's type checks.
+    fake_server: Any = importlib.import_module("tests.fakes.openai_server")
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fake server's access log
 
     tokens = tuple(f" word{n}" if n else "word0" for n in range(args.tokens))
     results: dict[str, Any] = {"tokens": args.tokens, "pace_s": args.pace, "target_ms": TARGET_MS, "layouts": {}}
-    with FakeOpenAI(tokens=tokens, pace=args.pace) as fake:
+    with fake_server.FakeOpenAI(tokens=tokens, pace=args.pace) as fake:
         for name in args.layout or ["embedded", "redis"]:
             print(f"{name}: {args.messages} messages, {args.tokens} tokens {args.pace * 1000:g} ms apart ...",
                   flush=True)  # fmt: skip

@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
 
+from adapters.db import TranscriptEntry
 from adapters.state import Partial
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import AssistantError, SkillTimeout
@@ -133,19 +133,6 @@ class PartialAnnouncer:
             self._closed = True
 
 
-class _Entry(Protocol):
-    """A transcript line as ``Repository.transcript`` gives it."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def message_id(self) -> str: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-
-
 def recent_turns(runtime: StageRuntime, envelope: Envelope, count: int) -> tuple[ChatTurn, ...]:
     """The session's last ``count`` exchanges before this message, oldest first, read from the transcript.
 
@@ -159,7 +146,7 @@ def recent_turns(runtime: StageRuntime, envelope: Envelope, count: int) -> tuple
     return turns_before(entries, envelope.message_id, count)
 
 
-def turns_before(entries: Sequence[_Entry], message_id: str, count: int) -> tuple[ChatTurn, ...]:
+def turns_before(entries: Sequence[TranscriptEntry], message_id: str, count: int) -> tuple[ChatTurn, ...]:
     """Exchanges (a message and its reply) among ``entries`` that come before ``message_id``'s line; apologies and
     messages still without a reply are left out, as they tell the model nothing of the conversation."""
     position = next((i for i, e in enumerate(entries) if e.kind == "message" and e.message_id == message_id), None)

@@ -92,7 +92,12 @@ def _generate(
     text = runtime.skill_threads.run(lambda: generator.generate(request, partials.announce), timeout, "model")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the model answered no text")
-    return text.strip()
+    return storable(text.strip())
+
+
+def storable(text: str) -> str:
+    """``text`` without what the transcript and the broker refuse (NUL, unpaired surrogates, which become ``?``)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 class PartialAnnouncer:
@@ -117,7 +122,7 @@ class PartialAnnouncer:
         with self._lock:
             if self._closed:
                 return
-            partial = Partial(self._session_id, self._message_id, self._index, delta)
+            partial = Partial(self._session_id, self._message_id, self._index, storable(delta))
             self._index += 1
             try:
                 self._replies.publish_partial(partial)

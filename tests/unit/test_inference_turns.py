@@ -1,4 +1,4 @@
-"""Which earlier exchanges of a session the inference stage sends the model as context."""
+"""Which earlier exchanges of a session the inference stage sends the model as context, and the text it keeps."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ def test_a_message_missing_from_the_transcript_gets_every_exchange() -> None:
 
 def test_a_reply_whose_message_fell_out_of_the_window_is_left_out() -> None:
     assert turns_before(TRANSCRIPT[1:], "m5", 10) == (ChatTurn("你好", "你好！"),)
+
+
+def test_model_text_is_made_storable() -> None:
+    from pipeline.envelope import storable_text
+    from tasks.inference import storable
+
+    cleaned = storable("a\x00b\ud800c，你好")
+    assert cleaned == "ab?c，你好" and storable_text(cleaned)

@@ -1,4 +1,4 @@
-"""Which earlier exchanges of a session the inference stage sends the model as context, and the text it keeps."""
+"""Parts of the inference stage: the exchanges it sends the model as context, the text it keeps, its time limit."""
 
 from __future__ import annotations
 
@@ -51,3 +51,12 @@ def test_model_text_is_made_storable() -> None:
 
     cleaned = storable("a\x00b\ud800c，你好")
     assert cleaned == "ab?c，你好" and storable_text(cleaned)
+
+
+def test_the_inference_task_outlives_the_model_s_timeout() -> None:
+    from pipeline.settings import Settings
+    from tasks.celery_app import TASK_TIME_LIMIT, inference_time_limit
+
+    assert inference_time_limit(Settings()) == TASK_TIME_LIMIT
+    long = Settings.from_env({"MODEL_TIMEOUT_SECONDS": "300"})
+    assert inference_time_limit(long) > 300

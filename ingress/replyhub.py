@@ -48,9 +48,9 @@ class SessionListener:
     """The replies of one session as they arrive, for one stream or long-poll; never misses one.
 
     ``next`` yields the replies after the cursor given at the start, in order and each once: what the
-    announcements bring, and what the stream holds whenever the announcements may have skipped some. A listener
-    listened to with ``partials`` (``ReplyHub.listen``) also yields through ``events`` the partials announced, in
-    the order they came, among the replies.
+    announcements bring, and what the stream holds whenever the announcements may have skipped some. Made with
+    ``partials`` (``ReplyHub.listen``), its ``events`` also yields the partials announced, in the order they came,
+    among the replies.
     """
 
     def __init__(self, hub: ReplyHub, session_id: str, after: str | None) -> None:

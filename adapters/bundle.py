@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from adapters.blobs import BlobStore
 from adapters.db import Repository
+from adapters.metrics import StageMetrics
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
 from adapters.speech import Recognizer, Synthesizer
@@ -97,6 +98,8 @@ class Adapters:
     voice_events: VoiceEvents
     #: The speech models, loaded on first use.
     speech: SpeechEngines
+    #: What the stages of this process count (model errors); the embedded gateway's ``/metrics`` shows it too.
+    metrics: StageMetrics = field(default_factory=StageMetrics)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -27,10 +27,14 @@ class IntentTrainingError(Exception):
 def train_in_child(samples: Sequence[tuple[str, str]], out_dir: Path) -> None:
     """Train on ``samples`` into ``out_dir`` in a child Python process; raises ``IntentTrainingError``."""
     payload = json.dumps([list(pair) for pair in samples], ensure_ascii=False)
+    # The child imports this package from where the worker did, whatever its working folder (a source checkout).
+    root = str(Path(__file__).resolve().parents[1])
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     try:
         child = subprocess.run(
             [sys.executable, "-m", __name__, str(out_dir)],
             input=payload,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
             capture_output=True,
             text=True,
             encoding="utf-8",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from typing import Any
@@ -12,13 +13,25 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from adapters.state import EarlierReplyPending, GapListener, Registration, ReplyListener, Stalled, Turn, TurnStart
+from adapters.state import (
+    EarlierReplyPending,
+    GapListener,
+    Partial,
+    PartialListener,
+    Registration,
+    ReplyListener,
+    Stalled,
+    Turn,
+    TurnStart,
+)
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
 
 #: The one pub/sub channel replies are announced on; each gateway process subscribes once.
 REPLIES_CHANNEL = "assistant:replies"
+#: The channel partial text of replies being generated is announced on, read by the same subscription.
+PARTIALS_CHANNEL = "assistant:partials"
 #: The client name of that subscription's connection.
 SUBSCRIBER_NAME = "assistant-replies"
 #: Seconds any Redis call may take (and a caller may wait for a free connection) before it fails.
@@ -344,10 +357,13 @@ class _GapAwarePubSub(redis.client.PubSub):
 class _RedisSubscription:
     """One pub/sub connection and the thread (a greenlet under gevent) that reads it."""
 
-    def __init__(self, client: redis.Redis, listener: ReplyListener, on_gap: GapListener) -> None:
+    def __init__(
+        self, client: redis.Redis, listener: ReplyListener, on_gap: GapListener, on_partial: PartialListener | None
+    ) -> None:
         self._client = client
         self._listener = listener
         self._on_gap = on_gap
+        self._on_partial = on_partial
         self._closed = threading.Event()
         self._pubsub: Any = None
         self._thread = threading.Thread(target=self._run, name="reply-subscriber", daemon=True)
@@ -362,14 +378,19 @@ class _RedisSubscription:
                 # Replies announced while the subscription was down are missed here, but the streams hold them:
                 # after every reconnection (redis-py's own, or this loop's) the listeners read them back.
                 self._pubsub = _GapAwarePubSub(self._client, self._gap)
-                self._pubsub.subscribe(REPLIES_CHANNEL)
+                channels = [REPLIES_CHANNEL] if self._on_partial is None else [REPLIES_CHANNEL, PARTIALS_CHANNEL]
+                self._pubsub.subscribe(*channels)
                 self._ready.set()
                 if connected_before:
                     self._gap()
                 connected_before = True
                 while not self._closed.is_set():
                     message = self._pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message["channel"] == PARTIALS_CHANNEL:
+                        self._deliver_partial(message["data"])
+                    else:
                         self._deliver(message["data"])
             except redis.RedisError:
                 if self._closed.is_set():
@@ -393,6 +414,20 @@ class _RedisSubscription:
             self._listener(cursor, Reply.from_json(body))
         except Exception:
             logger.exception("reply listener failed")
+
+    def _deliver_partial(self, data: str) -> None:
+        if self._on_partial is None:
+            return
+        try:
+            fields = json.loads(data)
+            partial = Partial(str(fields["s"]), str(fields["m"]), int(fields["i"]), str(fields["d"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("undecodable partial announcement dropped")
+            return
+        try:
+            self._on_partial(partial)
+        except Exception:
+            logger.exception("partial listener failed")
 
     def close(self) -> None:
         self._closed.set()
@@ -445,8 +480,15 @@ class RedisReplyStream:
         cursor, _, body = raw.partition("|")
         return cursor, Reply.from_json(body)
 
-    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> _RedisSubscription:
-        return _RedisSubscription(self._subscriber_client, listener, on_gap)
+    def subscribe(
+        self, listener: ReplyListener, on_gap: GapListener, on_partial: PartialListener | None = None
+    ) -> _RedisSubscription:
+        return _RedisSubscription(self._subscriber_client, listener, on_gap, on_partial)
+
+    def publish_partial(self, partial: Partial) -> None:
+        # Pub/sub only: a partial nobody listens to is gone, which is what it is for (the reply has the whole text).
+        fields = {"s": partial.session_id, "m": partial.message_id, "i": partial.index, "d": partial.delta}
+        self._redis.publish(PARTIALS_CHANNEL, json.dumps(fields, ensure_ascii=False))
 
     def ping(self) -> None:
         self._redis.ping()

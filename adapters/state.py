@@ -2,7 +2,8 @@
 
 ``Coordination`` holds per-session keys (owner, sequence, turn lock, dialogue state), idempotency
 keys and counters; ``ReplyStream`` holds each session's replies in order, delivers each message's
-reply at most once, and wakes the gateways waiting for it.
+reply at most once, and wakes the gateways waiting for it. It also passes on the partial text of replies
+still being generated: announced to the gateways listening, never stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,24 @@ K = TypeVar("K")
 ReplyListener = Callable[[str, Reply], None]
 #: Called by a reply subscription after it missed announcements (it reconnected): re-read the streams.
 GapListener = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A piece of a reply still being generated, for the clients streaming the session's events."""
+
+    #: The session the reply belongs to.
+    session_id: str
+    #: The message being answered.
+    message_id: str
+    #: Position of the piece among the message's pieces: 0, 1, 2, ...
+    index: int
+    #: The text added since the previous piece.
+    delta: str
+
+
+#: Called by a reply subscription with each partial announced (``subscribe``'s ``on_partial``).
+PartialListener = Callable[[Partial], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +170,16 @@ class ReplyStream(Protocol):
 
     def reply_for(self, message_id: str) -> tuple[str, Reply] | None: ...
 
-    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> Subscription: ...
+    def subscribe(
+        self, listener: ReplyListener, on_gap: GapListener, on_partial: PartialListener | None = None
+    ) -> Subscription:
+        """Announce each appended reply to ``listener`` (and each partial to ``on_partial``) on one subscription."""
+        ...
+
+    def publish_partial(self, partial: Partial) -> None:
+        """Announce a piece of a reply still being generated. Not stored: whoever is not listening misses it, and
+        the final reply carries the whole text."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -387,12 +415,13 @@ class MemoryCoordination:
 
 
 class _MemorySubscription:
-    def __init__(self, stream: MemoryReplyStream, listener: ReplyListener) -> None:
+    def __init__(self, stream: MemoryReplyStream, listener: ReplyListener, on_partial: PartialListener | None) -> None:
         self._stream = stream
-        self._listener = listener
+        self.listener = listener
+        self.on_partial = on_partial
 
     def close(self) -> None:
-        self._stream._unsubscribe(self._listener)
+        self._stream._unsubscribe(self)
 
 
 class MemoryReplyStream:
@@ -411,7 +440,7 @@ class MemoryReplyStream:
         self._sessions: dict[str, list[tuple[str, Reply]]] = {}
         self._by_message: dict[str, tuple[str, Reply]] = {}
         self._delivered: dict[str, int] = {}
-        self._listeners: list[ReplyListener] = []
+        self._subscriptions: list[_MemorySubscription] = []
         self._last = (0, 0)
 
     def append(self, reply: Reply, ttl: int, force: bool = True) -> str | None:
@@ -433,7 +462,7 @@ class MemoryReplyStream:
             self._by_message[reply.message_id] = (cursor, reply)
             self._expiry.touch(("session", reply.session_id), ttl)
             self._expiry.touch(("reply", reply.message_id), ttl)
-            listeners = list(self._listeners)
+            listeners = [subscription.listener for subscription in self._subscriptions]
         for listener in listeners:
             try:
                 listener(cursor, reply)
@@ -462,16 +491,29 @@ class MemoryReplyStream:
             self._drop_expired()
             return self._by_message.get(message_id)
 
-    def subscribe(self, listener: ReplyListener, on_gap: GapListener) -> Subscription:
+    def subscribe(
+        self, listener: ReplyListener, on_gap: GapListener, on_partial: PartialListener | None = None
+    ) -> Subscription:
         # In-process listeners are called for every append: they never miss one, so ``on_gap`` is never due.
+        subscription = _MemorySubscription(self, listener, on_partial)
         with self._lock:
-            self._listeners.append(listener)
-        return _MemorySubscription(self, listener)
+            self._subscriptions.append(subscription)
+        return subscription
 
-    def _unsubscribe(self, listener: ReplyListener) -> None:
+    def _unsubscribe(self, subscription: _MemorySubscription) -> None:
         with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+
+    def publish_partial(self, partial: Partial) -> None:
+        # Called in the generating thread: listeners only queue the piece (``ReplyHub``), they never block it.
+        with self._lock:
+            listeners = [s.on_partial for s in self._subscriptions if s.on_partial is not None]
+        for listener in listeners:
+            try:
+                listener(partial)
+            except Exception:
+                logger.exception("partial listener failed")
 
     def ping(self) -> None:
         return None

@@ -32,6 +32,7 @@ from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, 
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
 from pipeline.errors import ConfigurationError
+from pipeline.generation import Generator
 from pipeline.settings import Settings
 from pipeline.stages import Stage
 from skills.builtin import builtin_skills
@@ -156,8 +157,21 @@ def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
     def declarative_skills() -> list[DeclarativeSkill]:
         return [DeclarativeSkill(d, adapters.post_json) for d in adapters.repository.list_skills()]
 
-    return StageRuntime(adapters.settings, adapters, registry, Forwarder(app), declarative_skills,
-                        intents=build_intents(adapters.settings))  # fmt: skip
+    def generator() -> Generator | None:
+        # Imported on first use: a worker that never answers with a model never loads a backend.
+        from adapters.generation import build_generator
+
+        return build_generator(adapters.settings.model)
+
+    return StageRuntime(
+        adapters.settings,
+        adapters,
+        registry,
+        Forwarder(app),
+        declarative_skills,
+        build_generator=generator,
+        intents=build_intents(adapters.settings),
+    )
 
 
 def build_intents(settings: Settings) -> IntentModel | None:
@@ -217,6 +231,8 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
         # The intent model loads or trains in the background; messages meanwhile go by triggers alone. (Prefork
         # children start theirs with their first message: this process answers none.)
         runtime.start_intents()
+    if str(Stage.INFERENCE) in consumes:
+        warm_model_in_background(runtime)
     if speech and isinstance(sender.pool, ThreadTaskPool):
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
@@ -251,6 +267,26 @@ def check_speech_models(settings: Settings) -> None:
 def warm_speech_in_background(engines: SpeechEngines) -> threading.Thread:
     """Load and run both engines in a thread (``assistant run``), so the first utterance does not wait for them."""
     thread = threading.Thread(target=_logged(engines.warm_up), name="speech-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_model_in_background(runtime: StageRuntime) -> threading.Thread | None:
+    """Build the model backend and load it (its ``warm_up``) in a thread, when one is configured: the first reply
+    does not wait for a local model to load, and a model folder that cannot load is reported at start-up."""
+    if runtime.settings.model.backend is None:
+        return None
+
+    def warm() -> None:
+        try:
+            warm_up = getattr(runtime.generator(), "warm_up", None)
+            if callable(warm_up):
+                warm_up()
+        except Exception as exc:
+            # Each message tries again, and gets the "model unavailable" reply while the model cannot load.
+            logger.error("loading the model backend failed: %s", exc)
+
+    thread = threading.Thread(target=warm, name="model-warm-up", daemon=True)
     thread.start()
     return thread
 

@@ -16,6 +16,7 @@ from assistant.bootstrap import (
     build_gateway,
     build_worker_app,
     check_speech_models,
+    warm_model_in_background,
     warm_speech_in_background,
 )
 from pipeline.errors import ConfigurationError
@@ -95,6 +96,7 @@ def run_embedded(settings: Settings) -> int:
     workers.start()
     # The models load while the server starts; an utterance that comes first waits for them.
     warm_speech_in_background(adapters.speech)
+    warm_model_in_background(celery_app.runtime)
     server = http_server(flask_app, settings.host, settings.port)
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host

@@ -81,7 +81,12 @@ def train_builtin_model(folder: Path) -> tuple[Any, float]:
 
 
 class _NoWeather:
+    """Training and these texts never ask for the weather."""
+
     def current(self, place: str, language: str) -> None:
+        return None
+
+    def daily(self, place: str, language: str, days: int) -> None:
         return None
 
 

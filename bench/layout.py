@@ -404,6 +404,9 @@ class DistributedConfig:
     #: Log GC pauses (``bench/diag``) and gevent hub blocking in the servers.
     diag: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Redis databases of the broker and the state (flushed before and after).
+    broker_db: int = BROKER_DB
+    state_db: int = STATE_DB
 
 
 class Distributed(Layout):
@@ -415,8 +418,8 @@ class Distributed(Layout):
         self.database = f"bench_{os.getpid()}"
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
-        self.broker_url = f"{REDIS}/{BROKER_DB}"
-        self.redis_url = f"{REDIS}/{STATE_DB}"
+        self.broker_url = f"{REDIS}/{self.config.broker_db}"
+        self.redis_url = f"{REDIS}/{self.config.state_db}"
         self.env = (
             base_env(root, self.config.diag)
             | {
@@ -439,7 +442,7 @@ class Distributed(Layout):
         self._hostname = socket.gethostname()
 
     def start(self) -> Distributed:
-        _flush_redis(BROKER_DB, STATE_DB)
+        _flush_redis(self.config.broker_db, self.config.state_db)
         _create_database(self.database)
         self._db_created = True
         migrate = subprocess.run(
@@ -532,7 +535,7 @@ class Distributed(Layout):
     def cleanup(self) -> None:
         if self._db_created:
             _drop_database(self.database)
-        _flush_redis(BROKER_DB, STATE_DB)
+        _flush_redis(self.config.broker_db, self.config.state_db)
 
 
 class Embedded(Layout):

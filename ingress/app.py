@@ -36,7 +36,8 @@ def create_app(
         "hub": ReplyHub(adapters.replies),
         "forwarder": forwarder,
         "check_broker": check_broker,
-        "metrics": GatewayMetrics(),
+        # The stages' counters too when they run in this process (embedded); a distributed gateway runs none.
+        "metrics": GatewayMetrics(adapters.metrics.registry if settings.embedded else None),
     }
     app.register_blueprint(auth_api.bp)
     app.register_blueprint(messages.bp)

@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 
 from adapters.bundle import Adapters
-from adapters.state import Registration
+from adapters.state import Partial, Registration
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
@@ -38,6 +39,8 @@ MAX_TEXT = 4000
 MAX_CLIENT_MSG_ID = 128
 #: Seconds between SSE keep-alive comments, so proxies and clients don't close an idle stream.
 KEEPALIVE_SECONDS = 15.0
+#: Messages an event stream remembers as answered, so their late partials are not sent after the reply.
+ANSWERED_REMEMBERED = 256
 
 
 def edge_parts() -> tuple[Adapters, ReplyHub, Forwarder]:
@@ -196,7 +199,11 @@ def get_replies(session_id: str) -> dict[str, Any]:
 @bp.get("/api/sessions/<session_id>/events")
 @require_token()
 def stream_events(session_id: str) -> Response:
-    """Server-Sent Events; a reconnect with ``Last-Event-ID`` resumes after the last event seen."""
+    """Server-Sent Events; a reconnect with ``Last-Event-ID`` resumes after the last event seen.
+
+    ``reply`` events carry an ``id:`` (the cursor); ``partial`` events, the pieces of a reply being generated,
+    carry none, so a reconnect resumes after the last reply and gets the whole text in the next one.
+    """
     adapters, hub, _ = edge_parts()
     authorized_session(adapters, session_id)
     after = _cursor_param(request.headers.get("Last-Event-ID") or request.args.get("after"))
@@ -204,14 +211,23 @@ def stream_events(session_id: str) -> Response:
     def events() -> Iterator[str]:
         # Jittered retry so a gateway restart does not bring every client back in the same instant.
         yield f"retry: {random.randint(1000, 4000)}\n\n"
-        with hub.listen(session_id, after) as listener:
+        answered: OrderedDict[str, None] = OrderedDict()
+        with hub.listen(session_id, after, partials=True) as listener:
             for cursor, reply in listener.catch_up():
+                _remember(answered, reply.message_id)
                 yield _sse(cursor, reply)
             while True:
-                entries = listener.next(KEEPALIVE_SECONDS)
-                if not entries:
+                found = listener.events(KEEPALIVE_SECONDS)
+                if not found:
                     yield ": keep-alive\n\n"
-                for cursor, reply in entries:
+                for event in found:
+                    if isinstance(event, Partial):
+                        # A piece still queued when its reply went out (read back after a gap) is not sent after it.
+                        if event.message_id not in answered:
+                            yield _sse_partial(event)
+                        continue
+                    cursor, reply = event
+                    _remember(answered, reply.message_id)
                     yield _sse(cursor, reply)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -262,6 +278,18 @@ def audio_url(session_id: str, message_id: str, audio: dict[str, Any] | None) ->
 def _sse(cursor: str, reply: Reply) -> str:
     data = json.dumps(reply_json(cursor, reply), ensure_ascii=False)
     return f"id: {cursor}\nevent: reply\ndata: {data}\n\n"
+
+
+def _sse_partial(partial: Partial) -> str:
+    data = json.dumps({"message_id": partial.message_id, "index": partial.index, "delta": partial.delta},
+                      ensure_ascii=False)  # fmt: skip
+    return f"event: partial\ndata: {data}\n\n"
+
+
+def _remember(answered: OrderedDict[str, None], message_id: str) -> None:
+    answered[message_id] = None
+    if len(answered) > ANSWERED_REMEMBERED:
+        answered.popitem(last=False)
 
 
 def authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:

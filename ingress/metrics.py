@@ -9,9 +9,12 @@ from prometheus_client.process_collector import ProcessCollector
 class GatewayMetrics:
     """Counters and histograms that ``/metrics`` exposes."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: CollectorRegistry | None = None) -> None:
+        """``stages``: the registry of stage metrics this process shares (embedded mode), shown alongside."""
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        if stages is not None:
+            self.registry.register(stages)
         self.messages = Counter(
             "assistant_messages_total",
             "Messages received, by outcome (accepted, duplicate, rejected).",

@@ -218,7 +218,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/sessions/{session_id}/events": {
             "parameters": [session_id],
             "get": _operation(
-                "Server-Sent Events: one `event: reply` per reply, its `id:` the reply's cursor.",
+                "Server-Sent Events: one `event: reply` per reply, its `id:` the reply's cursor. While a model "
+                "generates a reply, `event: partial` events (no `id:`) carry its text as it comes: "
+                '`{"message_id", "index", "delta"}`, the deltas in `index` order joining to the reply\'s text.',
                 parameters=[
                     {
                         "name": "Last-Event-ID",
@@ -231,7 +233,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 ],
                 responses={
                     200: {
-                        "description": "An endless stream of `reply` events and keep-alive comments.",
+                        "description": "An endless stream of `reply` and `partial` events and keep-alive comments.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     }
                 },

@@ -2,6 +2,8 @@
 
 Announcements are only a wake-up: the reply streams hold every reply. When a listener may have missed one
 (its buffer overflowed, or the subscription reconnected), it reads the stream again from its last cursor.
+Partial text of replies being generated goes only to the listeners that asked for it, and is dropped rather
+than buffered past a slow listener's room: the final reply carries the whole text.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from adapters.state import ReplyStream, Subscription, cursor_key
+from adapters.state import Partial, ReplyStream, Subscription, cursor_key
 from pipeline.envelope import Reply
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ STREAM_BUFFER = 256
 CATCH_UP_LIMIT = 1000
 
 Entry = tuple[str, Reply]
+#: What a listener that takes partials yields: a reply with its cursor, or a piece of one being generated.
+Event = Entry | Partial
 
 
 class _Waiter:
@@ -44,14 +48,16 @@ class SessionListener:
     """The replies of one session as they arrive, for one stream or long-poll; never misses one.
 
     ``next`` yields the replies after the cursor given at the start, in order and each once: what the
-    announcements bring, and what the stream holds whenever the announcements may have skipped some.
+    announcements bring, and what the stream holds whenever the announcements may have skipped some. Made with
+    ``partials`` (``ReplyHub.listen``), its ``events`` also yields the partials announced, in the order they came,
+    among the replies.
     """
 
     def __init__(self, hub: ReplyHub, session_id: str, after: str | None) -> None:
         self._hub = hub
         self.session_id = session_id
         self.last = after
-        self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=STREAM_BUFFER)
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=STREAM_BUFFER)
         self._gap = threading.Event()
 
     def offer(self, entry: Entry) -> None:
@@ -59,6 +65,11 @@ class SessionListener:
             self._queue.put_nowait(entry)
         except queue.Full:
             self.mark_gap()
+
+    def offer_partial(self, partial: Partial) -> None:
+        """Queue a partial; dropped when the reader is that far behind (never blocks the subscription)."""
+        with suppress(queue.Full):
+            self._queue.put_nowait(partial)
 
     def mark_gap(self) -> None:
         """Announcements may have been missed: re-read the stream on the next call."""
@@ -75,15 +86,21 @@ class SessionListener:
 
     def next(self, timeout: float) -> list[Entry]:
         """The replies that arrive within ``timeout`` seconds (usually one; several after a gap); [] if none."""
+        return [event for event in self.events(timeout) if not isinstance(event, Partial)]
+
+    def events(self, timeout: float) -> list[Event]:
+        """What arrives within ``timeout`` seconds: replies as ``next`` gives them, and partials; [] if none."""
         if self._gap.is_set():
-            return self.catch_up()
+            return list(self.catch_up())
         try:
-            entry = self._queue.get(timeout=timeout)
+            event = self._queue.get(timeout=timeout)
         except queue.Empty:
             return []
-        if entry is None or self._gap.is_set():
-            return self.catch_up()
-        return self._accept([entry])
+        if event is None or self._gap.is_set():
+            return list(self.catch_up())
+        if isinstance(event, Partial):
+            return [event]
+        return list(self._accept([event]))
 
     def _accept(self, entries: list[Entry]) -> list[Entry]:
         fresh = []
@@ -103,6 +120,8 @@ class ReplyHub:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[_Waiter]] = {}
         self._listeners: dict[str, set[SessionListener]] = {}
+        #: Listeners that take partials, by session: most streams' sessions have none, so most partials stop here.
+        self._partial_listeners: dict[str, set[SessionListener]] = {}
         self._subscription: Subscription | None = None
 
     def ensure_started(self) -> None:
@@ -110,7 +129,7 @@ class ReplyHub:
         if self._subscription is None:
             with self._lock:
                 if self._subscription is None:
-                    self._subscription = self._replies.subscribe(self._on_reply, self._on_gap)
+                    self._subscription = self._replies.subscribe(self._on_reply, self._on_gap, self._on_partial)
 
     def close(self) -> None:
         if self._subscription is not None:
@@ -126,6 +145,12 @@ class ReplyHub:
             waiter.event.set()
         for listener in listeners:
             listener.offer((cursor, reply))
+
+    def _on_partial(self, partial: Partial) -> None:
+        with self._lock:
+            listeners = list(self._partial_listeners.get(partial.session_id, ()))
+        for listener in listeners:
+            listener.offer_partial(partial)
 
     def _on_gap(self) -> None:
         """The subscription missed announcements: every stream re-reads, every waiting request looks its reply up."""
@@ -178,21 +203,25 @@ class ReplyHub:
         return self._replies.reply_for(message_id)
 
     @contextmanager
-    def listen(self, session_id: str, after: str | None) -> Iterator[SessionListener]:
-        """A listener on the session's replies after cursor ``after``, for as long as the block runs."""
+    def listen(self, session_id: str, after: str | None, partials: bool = False) -> Iterator[SessionListener]:
+        """A listener on the session's replies after cursor ``after`` (and its partials, with ``partials``), for as
+        long as the block runs."""
         self.ensure_started()
         listener = SessionListener(self, session_id, after)
+        groups = [self._listeners, self._partial_listeners] if partials else [self._listeners]
         with self._lock:
-            self._listeners.setdefault(session_id, set()).add(listener)
+            for group in groups:
+                group.setdefault(session_id, set()).add(listener)
         try:
             yield listener
         finally:
             with self._lock:
-                listeners = self._listeners.get(session_id)
-                if listeners is not None:
-                    listeners.discard(listener)
-                    if not listeners:
-                        del self._listeners[session_id]
+                for group in groups:
+                    listeners = group.get(session_id)
+                    if listeners is not None:
+                        listeners.discard(listener)
+                        if not listeners:
+                            del group[session_id]
 
     def read_after(self, session_id: str, cursor: str | None, limit: int = 100) -> list[Entry]:
         return self._replies.read_after(session_id, cursor, limit)

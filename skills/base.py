@@ -7,12 +7,15 @@
             super().__init__(name="weather", description="获取实时天气信息", triggers=["天气", "气温"])
 
         def execute(self, context):
-            location = context["slots"].get("location") or "北京"
+            location = context.get("location", "北京")
             return f"{location}当前气温：25℃"
 
 ``context`` is a dict: ``message`` (the text), ``language`` (``zh`` or ``en``), ``session_id``,
-``user_id``, ``roles``, ``channel``, ``message_id``, ``slots`` (answers collected by follow-up
-questions), ``answering`` (the slot the message answers, or None) and ``history`` (recent turns).
+``user_id``, ``roles``, ``channel``, ``message_id``, ``slots``, ``answering`` (the slot the message
+answers, or None) and ``history`` (recent turns). ``slots`` holds what the message names (``location``:
+"上海气温" → "上海"; ``day``: ``today``, ``tomorrow``, ``weekend``, ... as ``pipeline.slots.DAYS`` lists),
+the answers to follow-up questions, and slots kept while a question is open. Each slot is also a key
+of ``context`` itself, unless it has one of the names above.
 ``execute`` returns a string, or a ``SkillResult`` to ask a follow-up question or send actions.
 """
 

@@ -13,6 +13,7 @@ from pipeline.errors import SkillError
 from pipeline.intents import IntentGuess
 from pipeline.language import detect_language, normalize
 from pipeline.logsafe import trace_without_messages
+from pipeline.slots import LOCATION, extract_slots, location_answer
 from skills.base import BaseSkill, SkillResult
 from skills.registry import SkillRegistry
 
@@ -126,18 +127,29 @@ def _run(
     slots: dict[str, str],
     answering: str | None = None,
 ) -> Outcome:
-    context = {
-        "message": envelope.text.strip(),
+    message = envelope.text.strip()
+    # Slots the message itself names (its place, its day) beat ones carried from earlier turns; the answer to the
+    # open question beats both, cleaned when it is a place ("上海吧" → "上海").
+    slots = dict(slots)
+    answer = slots.pop(answering, None) if answering else None
+    slots |= extract_slots(message, skill.triggers)
+    if answering and answer is not None:
+        slots[answering] = location_answer(answer, skill.triggers) if answering == LOCATION else answer
+    context: dict[str, Any] = {
+        "message": message,
         "language": language,
         "session_id": envelope.session_id,
         "user_id": envelope.user_id,
         "roles": list(envelope.roles),
         "channel": envelope.channel,
         "message_id": envelope.message_id,
-        "slots": dict(slots),
+        "slots": slots,
         "answering": answering,
         "history": [{"user": t.user, "assistant": t.assistant, "skill": t.skill} for t in state.history],
     }
+    # Slots are top-level keys too, as skills read them (context.get("location", "北京")); never over a key above.
+    for name, value in slots.items():
+        context.setdefault(name, value)
     try:
         result = run_skill(skill, context)
         if not isinstance(result, str | SkillResult):
@@ -151,7 +163,8 @@ def _run(
     if isinstance(result, str):
         result = SkillResult(text=result)
     if result.ask:
-        task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots=dict(result.slots))
+        # What this turn knew ("明天订酒店": the day) stays while the question is open, under the skill's own slots.
+        task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots={**slots, **result.slots})
         return _answer(envelope, replace(state, pending=task), result.text, skill.name, True, result.actions)
     text = result.text
     if state.interrupted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -21,6 +22,9 @@ TASK_MODULES = ["tasks.asr", "tasks.dispatch", "tasks.inference", "tasks.tts", "
 #: stop a thread, so there every stage bounds itself: skills by ``SKILL_TIMEOUT_SECONDS``, HTTP calls by
 #: ``HTTP_TIMEOUT_SECONDS``, Redis calls by socket timeouts, database calls by connect and statement timeouts.
 TASK_TIME_LIMIT = 120
+#: Seconds the inference stage may run past ``MODEL_TIMEOUT_SECONDS``: reading the transcript, sending the reply.
+#: Its limit is the larger of this sum and ``TASK_TIME_LIMIT``, so a slow model is answered for, not killed.
+INFERENCE_TIME_MARGIN = 30
 
 #: Publishing gives up after about two seconds of a broker that does not answer: the edge answers 503 and a
 #: stage retries later, rather than hanging.
@@ -74,12 +78,18 @@ class StageCelery(Celery):
         return self._runtime
 
 
+def inference_time_limit(settings: Settings) -> int:
+    """Seconds the inference task may run: always past the model's own timeout."""
+    return max(TASK_TIME_LIMIT, math.ceil(settings.model.timeout_seconds) + INFERENCE_TIME_MARGIN)
+
+
 def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery], StageRuntime]) -> StageCelery:
     """The Celery app for ``settings``; its stages get their runtime from ``runtime_factory``."""
     app = StageCelery(settings, runtime_factory)
     routes: dict[str, dict[str, str]] = {TASK_NAMES[stage]: {"queue": str(stage)} for stage in STAGE_QUEUES}
     routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in delivered_channels(settings.enabled_channels)}
     broker_url = settings.broker_url or "memory://localhost/"
+    inference_limit = inference_time_limit(settings)
     app.conf.update(
         broker_url=broker_url,
         broker_transport=transport_for(broker_url),
@@ -87,6 +97,9 @@ def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery
         **RELIABILITY,
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 10,
+        task_annotations={
+            TASK_NAMES[Stage.INFERENCE]: {"time_limit": inference_limit, "soft_time_limit": inference_limit - 10}
+        },
         task_queues=[Queue(name) for name in all_queues(settings.enabled_channels)],
         task_default_queue=str(Stage.DISPATCH),
         task_routes=routes,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.bundle import Adapters
+from pipeline.generation import Generator
 from pipeline.intents import IntentGuess
 from pipeline.settings import Settings
 from skills.base import BaseSkill, SkillResult
@@ -35,6 +36,18 @@ class StageRuntime:
     #: The intent classifier dispatch consults when no trigger matches; None with ``INTENT_MODEL=off``.
     intents: IntentModel | None = None
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Builds the generative model backend (None when none is configured); called on first use, once per process.
+    build_generator: Callable[[], Generator | None] = lambda: None
+    _generator: Generator | None = None
+    _generator_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def generator(self) -> Generator | None:
+        """The model backend, built on first use; a build that fails raises, and the next message tries again."""
+        if self._generator is None:
+            with self._generator_lock:
+                if self._generator is None:
+                    self._generator = self.build_generator()
+        return self._generator
 
     def current_registry(self, version: int) -> SkillRegistry:
         """The registry, with the declarative skills reloaded if ``version`` says an admin changed them."""

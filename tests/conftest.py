@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,23 +52,46 @@ def serve() -> ServeWsgi:
     return serve_wsgi
 
 
+def _daily_table(first: tuple[float, float, int, int | None], tomorrow: tuple[float, float, int, int | None]) -> Any:
+    """Sixteen days of (high, low, WMO code, precipitation chance): the two given, then a fixed pattern; like the
+    real service, no chance of precipitation past the tenth day."""
+    later = [(10.0 + i % 4, 2.0 + i % 3, (0, 3, 61, 80)[i % 4], (5, 20, 70, 55)[i % 4]) for i in range(14)]
+    return [first, tomorrow, *((h, lo, c, p if i < 8 else None) for i, (h, lo, c, p) in enumerate(later))]
+
+
 class FakeOpenMeteo:
     """Open-Meteo's geocoding and forecast APIs, shaped like the real ones, on two local servers.
 
     The forecast runs on its own port so a test can close it (``forecast_closed``). Every answer says
-    ``Connection: close``: a kept-alive connection would outlive the closed port.
+    ``Connection: close``: a kept-alive connection would outlive the closed port. Daily forecasts start on
+    ``TODAY`` (a Wednesday) wherever the place is, as the real service's start on the place's own today.
     """
 
+    TODAY = "2026-11-25"
     PLACES: dict[tuple[str, str], dict[str, Any]] = {  # noqa: RUF012 - read-only table
         ("上海", "zh"): {"name": "上海", "latitude": 31.22222, "longitude": 121.45806},
         ("北京", "zh"): {"name": "北京", "latitude": 39.9075, "longitude": 116.39723},
+        ("杭州", "zh"): {"name": "杭州", "latitude": 30.29365, "longitude": 120.16142},
         ("London", "en"): {"name": "London", "latitude": 51.50853, "longitude": -0.12574},
+        # The real geocoder answers these in English for language=en.
+        ("Shanghai", "en"): {"name": "Shanghai", "latitude": 31.22222, "longitude": 121.45806},
+        ("Beijing", "en"): {"name": "Beijing", "latitude": 39.9075, "longitude": 116.39723},
+        ("Hangzhou", "en"): {"name": "Hangzhou", "latitude": 30.29365, "longitude": 120.16142},
     }
     CURRENT: dict[tuple[float, float], dict[str, Any]] = {  # noqa: RUF012 - read-only table
         (31.22222, 121.45806): {"temperature_2m": 12.0, "weather_code": 61},
         (39.9075, 116.39723): {"temperature_2m": -3.5, "weather_code": 0},
+        (30.29365, 120.16142): {"temperature_2m": 27.4, "weather_code": 1},
         (51.50853, -0.12574): {"temperature_2m": 8.3, "weather_code": 3},
     }
+    #: Per place, 16 days from TODAY of (high, low, WMO code, precipitation chance %).
+    DAILY: dict[tuple[float, float], Any] = {  # noqa: RUF012 - read-only table
+        (31.22222, 121.45806): _daily_table((13.0, 8.0, 3, 40), (14.0, 9.0, 61, 80)),
+        (39.9075, 116.39723): _daily_table((2.1, -6.3, 0, 0), (1.0, -7.0, 71, 30)),
+        (30.29365, 120.16142): _daily_table((29.6, 21.2, 1, 10), (30.2, 22.0, 95, 65)),
+        (51.50853, -0.12574): _daily_table((9.0, 4.0, 3, 35), (11.0, 6.0, 63, 90)),
+    }
+    DAILY_VARIABLES = "temperature_2m_max,temperature_2m_min,weather_code,precipitation_probability_max"
 
     def __init__(self) -> None:
         self._geocoding = serve_wsgi(self._geocode)
@@ -81,7 +105,7 @@ class FakeOpenMeteo:
         return f"http://127.0.0.1:{self._forecast_port}/v1/forecast"
 
     def _open_forecast(self) -> None:
-        self._forecast = serve_wsgi(self._current, self._forecast_port)
+        self._forecast = serve_wsgi(self._weather, self._forecast_port)
         self._forecast_port = int(self._forecast.__enter__().rsplit(":", 1)[1])
 
     def _close_forecast(self) -> None:
@@ -115,12 +139,37 @@ class FakeOpenMeteo:
         return self._json({"results": [{"id": 1, **found}]} if found else {"generationtime_ms": 0.3})
 
     @Request.application  # type: ignore[arg-type]
-    def _current(self, request: Request) -> Response:
+    def _weather(self, request: Request) -> Response:
         key = (float(request.args["latitude"]), float(request.args["longitude"]))
+        if "daily" in request.args:
+            return self._daily(request, key)
         if request.args.get("current") != "temperature_2m,weather_code" or key not in self.CURRENT:
             return self._json({"error": True, "reason": "bad parameters"}, 400)
         return self._json({"latitude": key[0], "longitude": key[1], "current": {"time": "2026-11-25T14:00",
                                                                                  **self.CURRENT[key]}})  # fmt: skip
+
+    def _daily(self, request: Request, key: tuple[float, float]) -> Response:
+        days = request.args.get("forecast_days", "7")
+        if (request.args["daily"] != self.DAILY_VARIABLES or request.args.get("timezone") != "auto"
+                or not days.isdigit() or not 0 <= int(days) <= 16 or key not in self.DAILY):  # fmt: skip
+            return self._json({"error": True, "reason": "bad parameters"}, 400)
+        table = self.DAILY[key][: int(days)]
+        start = date.fromisoformat(self.TODAY)
+        columns = list(zip(*table, strict=True)) if table else [(), (), (), ()]
+        return self._json(
+            {
+                "latitude": key[0],
+                "longitude": key[1],
+                "timezone": "Asia/Shanghai",
+                "daily_units": {"time": "iso8601", "temperature_2m_max": "°C", "temperature_2m_min": "°C",
+                                "weather_code": "wmo code", "precipitation_probability_max": "%"},
+                "daily": {
+                    "time": [(start + timedelta(days=i)).isoformat() for i in range(len(table))],
+                    **{name: list(values) for name, values in zip(self.DAILY_VARIABLES.split(","), columns,
+                                                                   strict=True)},
+                },
+            }
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

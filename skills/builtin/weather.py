@@ -1,23 +1,28 @@
-"""The built-in weather skill: finds the place in the message and asks a weather provider."""
+"""The built-in weather skill: finds the place and the day in the message and asks a weather provider."""
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
+from datetime import date
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from pipeline.language import detect_language, is_cjk
+from pipeline.language import detect_language, normalize
 from pipeline.logsafe import trace_without_messages
-from pipeline.weather import CurrentWeather, WeatherUnavailable
+from pipeline.slots import DAY, DAYS, LOCATION, WEEKDAYS, extract_day, location_answer, resolve_day
+from pipeline.slots import extract_location as slots_extract_location
+from pipeline.weather import CurrentWeather, DailyForecast, DayForecast, WeatherUnavailable
 from skills.base import BaseSkill, SkillResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CurrentWeather", "WeatherProvider", "WeatherSkill", "WeatherUnavailable", "extract_location"]
+__all__ = [
+    "CurrentWeather", "DailyForecast", "WeatherProvider", "WeatherSkill", "WeatherUnavailable", "extract_location"
+]  # fmt: skip
 
-TRIGGERS = ("天气", "气温", "温度", "下雨", "weather", "temperature", "forecast")
+# English ones match whole words only, so "rain" does not fire on "brain" or "train".
+TRIGGERS = ("天气", "气温", "温度", "下雨", "带伞", "weather", "temperature", "forecast", "rain", "raining", "umbrella")
 
 #: Everyday weather questions (rain, umbrellas, heat and cold, tomorrow, a city); the intent classifier learns from
 #: them and the triggers.
@@ -74,41 +79,28 @@ WMO_CODES: MappingProxyType[int, tuple[str, str]] = MappingProxyType(
 )
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Chinese words around the place name: removed wherever they appear, longest first so that
-# "天气预报" goes before "天气" and leaves no "预报" behind.
-_ZH_PHRASES = tuple(
-    sorted(
-        frozenset(t for t in TRIGGERS if any(is_cjk(c) for c in t))
-        | _words("""
-        天气预报 天气情况 预报 下雪 刮风 冷不冷 热不热 几度 多少度 多少
-        今天 今日 现在 目前 当前 实时 此刻 明天 后天 昨天 今晚 这几天 最近
-        怎么样 怎样 如何 怎么 什么样 咋样 情况
-        请问 查询 查一下 查查 一下 告诉我 我想知道 想知道 帮我 给我 看看 看一下
-        会不会 是不是 有没有 要不要 外面 那边 这边 那里 这里
-    """),
-        key=lambda phrase: (-len(phrase), phrase),
-    )
+# Questions about rain get the day's chance of it.
+_RAIN = re.compile(r"雨|伞|降水|\b(?:rain\w*|umbrellas?|showers?|drizzl\w*|precipitation)\b")
+#: The slot that carries "the question was about rain" across a follow-up question.
+ABOUT = "about"
+# How many forecast days each kind of day needs, counting today.
+_SPAN = MappingProxyType({"today": 1, "tomorrow": 2, "day_after_tomorrow": 3, "in_3_days": 4, "weekend": 7})
+_WEEKDAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
+_WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_LABELS = MappingProxyType(
+    {
+        "today": ("今天", "today"),
+        "tomorrow": ("明天", "tomorrow"),
+        "day_after_tomorrow": ("后天", "the day after tomorrow"),
+        "in_3_days": ("大后天", "in three days"),
+        "weekend": ("周末", "this weekend"),
+        "next_weekend": ("下周末", "next weekend"),
+        **{day: (_WEEKDAYS_ZH[i], f"on {_WEEKDAYS_EN[i]}") for i, day in enumerate(WEEKDAYS)},
+        **{f"next_{day}": (f"下{_WEEKDAYS_ZH[i]}", f"next {_WEEKDAYS_EN[i]}") for i, day in enumerate(WEEKDAYS)},
+    }
 )
-# Single characters that are fillers only at the edges of what is left ("北京的", "在上海"),
-# never removed from the middle, where they may belong to a place name.
-_ZH_LEADING = frozenset("请查问在去到")
-_ZH_TRAILING = frozenset("的吗呢啊呀吧么嘛了会是有要")
-
-# English words that are never the place: stripped from both ends of the candidate.
-_EN_FILLERS = frozenset(t for t in TRIGGERS if not any(is_cjk(c) for c in t)) | _words("""
-    a about an and any are at be but can check could current currently degrees do does find for get give
-    going gonna hey hi hot cold warm sunny windy how how's hows i in is it it's its know let let's lets like
-    look me now of out outside please rain raining snow snowing right show tell the there this to up want
-    today tonight tomorrow morning afternoon evening night week weekend what what's whats will would you
-    weather's conditions s
-""")
-_EN_PREPOSITIONS = ("in", "for", "at")
-_EN_TOKEN = re.compile(r"\w[\w'’.\-]*")
-
+_NOT_FOUND = ("找不到这个地方：{place}。", "I couldn't find a place called {place}.")
+_NO_FORECAST = ("{place}暂时没有{label}的预报。", "There is no forecast for {place} {label} yet.")
 _UNAVAILABLE = (
     "抱歉，天气服务暂时无法访问，请稍后再试。",
     "Sorry, the weather service is unavailable right now. Please try again later.",
@@ -120,6 +112,11 @@ class WeatherProvider(Protocol):
 
     def current(self, place: str, language: str) -> CurrentWeather | None:
         """The weather at ``place`` now, None when no such place exists; raises ``WeatherUnavailable``."""
+        ...
+
+    def daily(self, place: str, language: str, days: int) -> DailyForecast | None:
+        """``days`` days of forecast (1 to 16) from the place's today, None for no such place; raises
+        ``WeatherUnavailable``."""
         ...
 
 
@@ -135,11 +132,23 @@ class WeatherSkill(BaseSkill):
     def execute(self, context: dict[str, Any]) -> str | SkillResult:
         message = str(context.get("message") or "")
         zh = (context.get("language") or detect_language(message)) == "zh"
+        slots = context.get("slots") or {}
+        # The message's own day first; then one carried over a follow-up question (or read by the dispatcher).
+        day = extract_day(message) or (slots.get(DAY) if slots.get(DAY) in DAYS else None)
+        rain = _RAIN.search(normalize(message)) is not None or slots.get(ABOUT) == "rain"
         location = self._location(context, message)
         if not location:
-            return SkillResult.question("哪个城市？" if zh else "Which city?", slot="location")
+            # Today is what an answer without a day gives anyway.
+            carried = {DAY: day} if day and day != "today" else {}
+            if rain:
+                carried[ABOUT] = "rain"
+            return SkillResult.question("哪个城市？" if zh else "Which city?", slot=LOCATION, slots=carried)
         try:
-            weather = self._provider.current(location, "zh" if zh else "en")
+            if day is None and not rain:
+                weather = self._provider.current(location, "zh" if zh else "en")
+                return format_weather(weather, zh) if weather else _say(_NOT_FOUND, zh, place=location)
+            # A rain question without a day is about the rest of today.
+            return self._forecast(location, day or "today", rain, zh)
         except WeatherUnavailable as exc:
             # Not the place: it comes from the user's message.
             logger.warning("weather service unavailable: %s", exc)
@@ -148,16 +157,40 @@ class WeatherSkill(BaseSkill):
             # A provider bug must not cost the user an answer. No exception message: it may quote the place.
             logger.error("weather provider failed: %s", trace_without_messages(exc))
             return _UNAVAILABLE[0] if zh else _UNAVAILABLE[1]
-        if weather is None:
-            return f"找不到这个地方：{location}。" if zh else f"I couldn't find a place called {location}."
-        return format_weather(weather, zh)
+
+    def _forecast(self, location: str, day: str, rain: bool, zh: bool) -> str:
+        language = "zh" if zh else "en"
+        now = None
+        if day == "today":
+            # Today's answer leads with the weather now, then the rest of the day.
+            now = self._provider.current(location, language)
+            if now is None:
+                return _say(_NOT_FOUND, zh, place=location)
+        forecast = self._provider.daily(location, language, _SPAN.get(day, 14 if day.startswith("next_") else 7))
+        if forecast is None or not forecast.days:
+            return _say(_NOT_FOUND, zh, place=location)
+        wanted = resolve_day(day, forecast.days[0].date)
+        picked = [d for d in forecast.days if d.date in wanted]
+        label = _LABELS[day][0 if zh else 1]
+        if not picked:
+            return _say(_NO_FORECAST, zh, place=forecast.place, label=label)
+        if now is not None:
+            today = _format_day(picked[0], rain, zh)
+            return f"{format_weather(now, zh)}今天{today}。" if zh else f"{format_weather(now, zh)} Today: {today}."
+        if day.endswith("weekend"):
+            # Each day under its own name, even when only Sunday is left.
+            days = [f"{_weekday(d.date, zh)}{'' if zh else ' '}{_format_day(d, rain, zh)}" for d in picked]
+            body = "；".join(days) if zh else "; ".join(days)
+        else:
+            body = _format_day(picked[0], rain, zh)
+        return f"{forecast.place}{label}：{body}。" if zh else f"{forecast.place} {label}: {body}."
 
     def _location(self, context: dict[str, Any], message: str) -> str:
         slots = context.get("slots") or {}
-        answered = str(slots.get("location") or "").strip()
-        if context.get("answering") == "location" and answered:
+        answered = str(slots.get(LOCATION) or "").strip()
+        if context.get("answering") == LOCATION and answered:
             # A bare answer such as "上海" or "London" is already the place; keep it if cleaning leaves nothing.
-            return extract_location(answered) or _strip_punctuation(answered)
+            return location_answer(answered, TRIGGERS)
         return extract_location(message) or extract_location(answered)
 
 
@@ -172,68 +205,34 @@ def format_weather(weather: CurrentWeather, zh: bool) -> str:
     return f"{weather.place}: {temperature}°C{condition}."
 
 
+def _format_day(day: DayForecast, rain: bool, zh: bool) -> str:
+    """One day without its name: "小雨，最高 14℃，最低 9℃，降水概率 80%" or "light rain, high 14°C, low 9°C"."""
+    names = WMO_CODES.get(day.weather_code)
+    high, low = _format_temperature(day.temperature_max_c), _format_temperature(day.temperature_min_c)
+    if zh:
+        parts = [names[0]] if names else []
+        parts += [f"最高 {high}℃", f"最低 {low}℃"]
+        if rain and day.precipitation_probability is not None:
+            parts.append(f"降水概率 {day.precipitation_probability}%")
+        return "，".join(parts)
+    parts = [names[1]] if names else []
+    parts += [f"high {high}°C", f"low {low}°C"]
+    if rain and day.precipitation_probability is not None:
+        parts.append(f"{day.precipitation_probability}% chance of rain")
+    return ", ".join(parts)
+
+
+def _weekday(when: date, zh: bool) -> str:
+    return _WEEKDAYS_ZH[when.weekday()] if zh else _WEEKDAYS_EN[when.weekday()]
+
+
+def _say(messages: tuple[str, str], zh: bool, **values: str) -> str:
+    return (messages[0] if zh else messages[1]).format(**values)
+
+
 def extract_location(text: str) -> str:
-    """The place a weather question is about, or "" when it names none."""
-    text = unicodedata.normalize("NFKC", text).strip()
-    if not text:
-        return ""
-    if any(is_cjk(ch) for ch in text):
-        return _extract_zh(text)
-    return _extract_en(text)
-
-
-def _extract_zh(text: str) -> str:
-    for phrase in _ZH_PHRASES:
-        text = text.replace(phrase, " ")
-    # English trigger words can sit in a Chinese sentence too ("上海 weather").
-    text = re.sub(r"(?i)\b(weather|temperature|forecast)\b", " ", text)
-    pieces = []
-    for piece in re.split(r"[\s\W_]+", text):
-        while piece and piece[0] in _ZH_LEADING:
-            piece = piece[1:]
-        while piece and piece[-1] in _ZH_TRAILING:
-            piece = piece[:-1]
-        if piece:
-            pieces.append(piece)
-    # Chinese place names hold no spaces; Latin ones ("New York") keep theirs.
-    joiner = "" if all(any(is_cjk(ch) for ch in p) for p in pieces) else " "
-    return joiner.join(pieces)
-
-
-def _extract_en(text: str) -> str:
-    tokens = _EN_TOKEN.findall(text)
-    folded = [_fold_en(t) for t in tokens]
-    # "weather in London today": the place follows the first preposition that has one after it.
-    for index, word in enumerate(folded):
-        if word in _EN_PREPOSITIONS:
-            found = _strip_fillers(tokens[index + 1 :])
-            if found:
-                return found
-    return _strip_fillers(tokens)
-
-
-def _strip_fillers(tokens: list[str]) -> str:
-    start, end = 0, len(tokens)
-    while start < end and _fold_en(tokens[start]) in _EN_FILLERS:
-        start += 1
-    while end > start and _fold_en(tokens[end - 1]) in _EN_FILLERS:
-        end -= 1
-    words = tokens[start:end]
-    if not words:
-        return ""
-    # Inner dots stay ("St. Louis"); the sentence's own punctuation and a possessive go.
-    words[-1] = words[-1].rstrip(".'’-")
-    if _fold_en(words[-1]).endswith("'s"):
-        words[-1] = words[-1][:-2]  # "London's weather"
-    return " ".join(w for w in words if w)
-
-
-def _fold_en(token: str) -> str:
-    return token.casefold().replace("’", "'").rstrip(".'-")
-
-
-def _strip_punctuation(text: str) -> str:
-    return re.sub(r"^[\W_]+|[\W_]+$", "", text)
+    """The place a weather question is about, or "" when it names none (``pipeline.slots.extract_location``)."""
+    return slots_extract_location(text, TRIGGERS)
 
 
 def _format_temperature(value: float) -> str:

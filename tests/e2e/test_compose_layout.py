@@ -24,6 +24,8 @@ import sqlalchemy
 import yaml
 from celery import Celery
 
+from pipeline.model_config import ModelConfig
+
 pytestmark = pytest.mark.servers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,6 +268,26 @@ def test_the_voice_workers_get_the_models_read_only() -> None:
         assert "./models:/models:ro" in service["volumes"]
         # Still the shared settings: the same broker, Redis and database as every other service.
         assert service["environment"]["BROKER_URL"] == services["gateway"]["environment"]["BROKER_URL"]
+
+
+def test_the_inference_workers_get_every_model_setting_with_the_code_s_defaults() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    service = services["worker-inference"]
+    assert service["command"][:4] == ["assistant", "worker", "--queues", "inference"]
+    environment = service["environment"]
+    assert environment["BROKER_URL"] == services["gateway"]["environment"]["BROKER_URL"]
+    read = set(re.findall(r'"(MODEL_[A-Z_]+)"', (ROOT / "pipeline" / "model_config.py").read_text()))
+    passed = {name for name in environment if name.startswith("MODEL_")}
+    assert passed == read
+    # Each from .env, or else a value that means what leaving it out means to the code.
+    unset = {}
+    for name in passed:
+        match = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(environment[name]))
+        assert match is not None and match[1] == name, environment[name]
+        unset[name] = match[2]
+    assert ModelConfig.from_env(unset) == ModelConfig.from_env({})
+    documented = set(re.findall(r"\b(MODEL_[A-Z_]+)=", (ROOT / "deploy" / "env.example").read_text()))
+    assert documented == read
 
 
 def test_an_utterance_is_heard_answered_and_spoken_across_the_workers(

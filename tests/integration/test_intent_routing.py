@@ -146,7 +146,8 @@ def reaches(api: Api, text: str, skill: str | None) -> Callable[[], dict[str, An
 
 def test_a_paraphrase_of_a_weather_question_reaches_weather(api: Api) -> None:
     # Nothing trains on demand: the model the worker started training at start-up is swapped in when ready.
-    reply = eventually(reaches(api, "今天要带伞吗", "weather"), TRAINED_WITHIN, "the trained intent model", 0.2)
+    # "今天要带伞吗" has a trigger now (带伞); these do not.
+    reply = eventually(reaches(api, "出门要拿把伞吗", "weather"), TRAINED_WITHIN, "the trained intent model", 0.2)
     assert reply["error"] is None
     shanghai = api.say("上海冷不冷")
     assert shanghai["skill"] == "weather"
@@ -187,7 +188,8 @@ def test_a_registered_skill_with_examples_is_learned_and_forgotten(api: Api) -> 
     assert registered.json()["examples"] == COFFEE_EXAMPLES
     listed = {s["name"]: s for s in api.request("GET", "/api/skills").json()["skills"]}
     assert listed["coffee"]["examples"] == COFFEE_EXAMPLES
-    assert "今天要带伞吗" not in listed["weather"]["examples"]  # what the tests ask is not what the model learned
+    for asked in ("出门要拿把伞吗", "上海冷不冷", "外面冷不冷"):
+        assert asked not in listed["weather"]["examples"]  # what the tests ask is not what the model learned
     assert len(listed["weather"]["examples"]) >= 40
 
     # The trigger works at once; the paraphrases once the worker retrained in the background.
@@ -195,7 +197,7 @@ def test_a_registered_skill_with_examples_is_learned_and_forgotten(api: Api) -> 
     for text in COFFEE_PARAPHRASES:
         reply = eventually(reaches(api, text, "coffee"), TRAINED_WITHIN, f"a retrained model ({text})", 0.2)
         assert reply["text"] == COFFEE["response"]
-    assert api.say("今天要带伞吗")["skill"] == "weather"  # the built-ins are still known
+    assert api.say("出门要拿把伞吗")["skill"] == "weather"  # the built-ins are still known
 
     assert api.request("DELETE", "/api/skills/coffee", user="admin").status_code == 204
     for text in COFFEE_PARAPHRASES:

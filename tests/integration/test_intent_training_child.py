@@ -29,3 +29,27 @@ def test_a_failed_training_reports_its_status_only(tmp_path: Path) -> None:
     assert "exited with status" in str(raised.value)
     assert private not in str(raised.value)
     assert not (tmp_path / "model" / "intents.onnx").exists()
+
+
+def test_a_worker_loads_a_model_trained_before_instead_of_training(tmp_path: Path) -> None:
+    """What `assistant train-intents` wrote into INTENT_MODEL_DIR serves at once when it knows the same skills."""
+    from pipeline.model_config import IntentConfig
+    from skills.base import BaseSkill
+    from skills.intents import training_samples
+    from tasks.intent_model import IntentModel
+
+    skills = [BaseSkill("time", triggers=["几点", "what time is it"]), BaseSkill("weather", triggers=["天气"])]
+    train_in_child(training_samples(skills), tmp_path / "intents")
+    trainings: list[int] = []
+
+    def no_training(samples: object, folder: Path) -> None:
+        trainings.append(1)
+        raise AssertionError("trained although a fitting model was on disk")
+
+    model = IntentModel(IntentConfig(model_dir=tmp_path / "intents"), OnnxIntentClassifier.load, no_training,
+                        NONE_LABEL)  # fmt: skip
+    model.refresh(skills)
+    assert model.wait_idle(30)
+    assert trainings == [] and model.skills == {"time", "weather"}
+    guess = model.classify("现在几点")
+    assert guess is not None and guess.skill == "time"

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date
 from functools import partial
 from typing import Any
 
@@ -17,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
 from pipeline.skilldefs import SkillDefinition
-from pipeline.weather import CurrentWeather, WeatherUnavailable
+from pipeline.weather import CurrentWeather, DailyForecast, DayForecast, WeatherUnavailable
 from skills.builtin.weather import WeatherSkill
 from skills.declarative import DeclarativeSkill
 
@@ -49,7 +50,46 @@ def geocoding(request: Request) -> Response:
     return as_json({"results": [{"id": 1, **found}], "generationtime_ms": 0.5} if found else {"generationtime_ms": 0.4})
 
 
+DAILY_VARIABLES = "temperature_2m_max,temperature_2m_min,weather_code,precipitation_probability_max"
+# Per place: (date, high, low, WMO code, chance of precipitation) for the days the service has.
+DAILY = {
+    (51.50853, -0.12574): [
+        ("2026-11-25", 9.4, 4.1, 3, 35),
+        ("2026-11-26", 11.0, 6.2, 63, 90),
+        ("2026-11-27", 10.5, 5.0, 80, None),  # no chance figure for this day
+        ("2026-11-28", 8.0, 2.5, 0, 5),
+    ],
+}
+
+
+def daily_forecast(request: Request, variant: str = "") -> Response:
+    days = request.args.get("forecast_days", "7")
+    if request.args["daily"] != DAILY_VARIABLES or request.args.get("timezone") != "auto" or not days.isdigit():
+        return as_json({"error": True, "reason": "bad parameters"}, 400)
+    table = DAILY[(float(request.args["latitude"]), float(request.args["longitude"]))][: int(days)]
+    columns = dict(zip(["time", *DAILY_VARIABLES.split(",")], [list(c) for c in zip(*table, strict=True)], strict=True))
+    units = {"time": "iso8601", "temperature_2m_max": "°C", "temperature_2m_min": "°C", "weather_code": "wmo code",
+             "precipitation_probability_max": "%"}  # fmt: skip
+    if variant == "uneven":
+        columns["weather_code"].pop()
+    elif variant == "late-nulls":  # past the model's range: nulls from the third day on
+        for name in DAILY_VARIABLES.split(",")[:3]:
+            columns[name][2:] = [None] * len(columns[name][2:])
+    elif variant == "all-nulls":
+        columns["temperature_2m_max"] = [None] * len(table)
+    elif variant == "bad-date":
+        columns["time"][0] = "25/11/2026"
+    elif variant == "fahrenheit":
+        units["temperature_2m_max"] = units["temperature_2m_min"] = "°F"
+    elif variant == "no-daily":
+        return as_json({"latitude": 51.5, "longitude": -0.1, "daily_units": units})
+    return as_json({"latitude": 51.5, "longitude": -0.1, "timezone": "Europe/London", "daily_units": units,
+                    "daily": columns})  # fmt: skip
+
+
 def forecast(request: Request) -> Response:
+    if "daily" in request.args:
+        return daily_forecast(request)
     if request.args.get("current") != "temperature_2m,weather_code" or request.args.get("timezone") != "auto":
         return as_json({"error": True, "reason": "bad parameters"}, 400)
     key = (float(request.args["latitude"]), float(request.args["longitude"]))
@@ -102,6 +142,8 @@ def application(request: Request) -> Response:
         return as_json({"results": [PLACES[("London", "en")]], "current": {"temperature_2m": None, "weather_code": 3}})
     if endpoint == "v1/search":
         return geocoding(request)
+    if prefix.startswith("daily-") and endpoint == "v1/forecast":
+        return daily_forecast(request, prefix.removeprefix("daily-"))
     if endpoint == "v1/forecast":
         return forecast(request)
     return Response("not found", status=404)
@@ -173,6 +215,62 @@ def test_weather_skill_end_to_end(server: str) -> None:
     assert skill.execute({"message": "weather in London", "language": "en", "slots": {}}) == "London: 8.3°C, overcast."
     down = WeatherSkill(provider(f"http://127.0.0.1:{closed_port()}"))
     assert down.execute({"message": "上海天气", "language": "zh"}) == "抱歉，天气服务暂时无法访问，请稍后再试。"
+
+
+# --- daily forecasts --------------------------------------------------------------------------
+
+
+def test_daily_forecast(server: str) -> None:
+    weather = provider(server)
+    assert weather.daily("London", "en", 3) == DailyForecast(
+        place="London",
+        days=(
+            DayForecast(date(2026, 11, 25), 9.4, 4.1, 3, 35),
+            DayForecast(date(2026, 11, 26), 11.0, 6.2, 63, 90),
+            DayForecast(date(2026, 11, 27), 10.5, 5.0, 80, None),
+        ),
+    )
+    assert len(weather.daily("London", "en", 16).days) == 4  # what the service has
+    assert weather.daily("Atlantis", "en", 2) is None
+    assert weather.daily("  ", "en", 2) is None
+    weather.close()
+
+
+@pytest.mark.parametrize("days", [0, 17, -1])
+def test_daily_forecast_days_out_of_range(server: str, days: int) -> None:
+    with pytest.raises(ValueError, match="1 to 16"):
+        provider(server).daily("London", "en", days)
+
+
+def test_daily_forecast_ends_at_the_first_day_without_figures(server: str) -> None:
+    found = provider(server, "daily-late-nulls").daily("London", "en", 4)
+    assert found is not None and [d.date.day for d in found.days] == [25, 26]
+
+
+@pytest.mark.parametrize(
+    "prefix", ["fail", "garbage", "wrong-shape", "daily-uneven", "daily-all-nulls", "daily-bad-date",
+               "daily-fahrenheit", "daily-no-daily"],
+)  # fmt: skip
+def test_daily_server_errors_and_bad_answers_are_unavailable(server: str, prefix: str) -> None:
+    with pytest.raises(WeatherUnavailable):
+        provider(server, prefix).daily("London", "en", 4)
+
+
+def test_daily_timeout_and_refusal_are_unavailable(server: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(WeatherUnavailable):
+        provider(server, "slow").daily("London", "en", 2)
+    assert time.monotonic() - started < SLOW
+    with pytest.raises(WeatherUnavailable):
+        provider(f"http://127.0.0.1:{closed_port()}").daily("London", "en", 2)
+
+
+def test_weather_skill_answers_a_day_end_to_end(server: str) -> None:
+    skill = WeatherSkill(provider(server))
+    answer = skill.execute({"message": "will it rain tomorrow in London", "language": "en", "slots": {}})
+    assert answer == "London tomorrow: rain, high 11°C, low 6.2°C, 90% chance of rain."
+    answer = skill.execute({"message": "London weather this weekend", "language": "en", "slots": {}})
+    assert answer == "London this weekend: Saturday clear sky, high 8°C, low 2.5°C."  # Sunday is past the forecast
 
 
 # --- webhook skills with the real post_json ----------------------------------------------------

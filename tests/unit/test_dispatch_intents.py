@@ -75,12 +75,12 @@ def skill_of(outcome: Outcome) -> str | None:
 # The rule table: message, the classifier's guess for it, threshold, the skill that answers (None: inference).
 RULES = [
     pytest.param("现在几点", IntentGuess("weather", 0.99), 0.5, "time", id="a trigger wins over a sure guess"),
-    pytest.param("今天要带伞吗", IntentGuess("weather", 0.81), 0.5, "weather", id="no trigger, a sure guess"),
+    pytest.param("杭州热不热", IntentGuess("weather", 0.81), 0.5, "weather", id="no trigger, a sure guess"),
     pytest.param("how do I use you", IntentGuess("help", 0.5), 0.5, "help", id="exactly at the threshold"),
-    pytest.param("今天要带伞吗", IntentGuess("weather", 0.49), 0.5, None, id="below the threshold: inference"),
+    pytest.param("杭州热不热", IntentGuess("weather", 0.49), 0.5, None, id="below the threshold: inference"),
     pytest.param("讲个笑话", None, 0.5, None, id="no guess: inference"),
     pytest.param("开灯", IntentGuess("lamp", 0.97), 0.5, None, id="a guess of a skill not registered: inference"),
-    pytest.param("今天要带伞吗", IntentGuess("weather", 0.81), 0.9, None, id="a higher threshold"),
+    pytest.param("杭州热不热", IntentGuess("weather", 0.81), 0.9, None, id="a higher threshold"),
     pytest.param("how do I use you", IntentGuess("help", 0.01), 0.0, "help", id="threshold 0 takes any guess"),
 ]
 
@@ -165,5 +165,5 @@ def test_the_route_is_logged_without_the_text(registry: SkillRegistry, caplog: p
 
 
 def test_without_a_classifier_dispatch_is_triggers_alone(registry: SkillRegistry) -> None:
-    envelope = Envelope(message_id=new_id(), session_id="s", channel="web", user_id="a", text="今天要带伞吗", seq=1)
+    envelope = Envelope(message_id=new_id(), session_id="s", channel="web", user_id="a", text="杭州热不热", seq=1)
     assert dispatch(envelope, DialogueState(), registry, _run).reply is None

@@ -73,6 +73,12 @@ class QuantizeReport:
         return self.size_after / self.size_before if self.size_before else 1.0
 
     @property
+    def size_change(self) -> str:
+        """``31% smaller``, or ``19% larger`` when quantization added more than it saved."""
+        change = (1 - self.size_ratio) * 100
+        return f"{change:.0f}% smaller" if change >= 0 else f"{-change:.0f}% larger"
+
+    @property
     def speedup(self) -> float:
         """Before / after latency: 3.0 means three times faster."""
         return self.p50_ms_before / self.p50_ms_after if self.p50_ms_after else 0.0

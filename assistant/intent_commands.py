@@ -94,7 +94,7 @@ def quantize(settings: Settings, model: Path, output: Path | None, runs: int, he
         report = compare_models(model, target, runs)
     print(f"wrote {report.output}")
     print(f"size:    {report.size_before / 1024:.1f} KiB -> {report.size_after / 1024:.1f} KiB "
-          f"({(1 - report.size_ratio) * 100:.0f}% smaller)")  # fmt: skip
+          f"({report.size_change})")  # fmt: skip
     print(f"latency: p50 {report.p50_ms_before:.3f} ms -> {report.p50_ms_after:.3f} ms "
           f"({report.speedup:.2f}x, {report.runs} runs each, one input a run)")  # fmt: skip
     for agreement in report.agreements:

@@ -233,7 +233,7 @@ def _print_dense(folder: Path, width: int) -> None:
     (agreement,) = report.agreements
     print(f"for contrast, a float32 MLP of four {width}x{width} MatMul layers: "
           f"{report.size_before / 1024:.0f} KiB -> {report.size_after / 1024:.0f} KiB "
-          f"({(1 - report.size_ratio) * 100:.0f}% smaller), p50 {report.p50_ms_before:.3f} ms -> "
+          f"({report.size_change}), p50 {report.p50_ms_before:.3f} ms -> "
           f"{report.p50_ms_after:.3f} ms ({report.speedup:.2f}x), argmax agreement {agreement.top1 * 100:.0f}% "
           f"on {agreement.count} random inputs")  # fmt: skip
 

@@ -23,7 +23,13 @@ from adapters.intents import (
     read_labelled,
     train_intent_model,
 )
-from adapters.quantize import compare_intent_models, compare_models, is_intent_model, quantize_file
+from adapters.quantize import (
+    QuantizeReport,
+    compare_intent_models,
+    compare_models,
+    is_intent_model,
+    quantize_file,
+)
 from pipeline.intents import IntentClassifier, IntentGuess
 from skills.base import BaseSkill
 from skills.intents import training_samples
@@ -310,3 +316,12 @@ def test_quantize_refuses_missing_or_same_file(tmp_path: Path, model_dir: Path) 
         quantize_file(tmp_path / "absent.onnx", tmp_path / "out.onnx")
     with pytest.raises(ValueError, match="another file name"):
         quantize_file(model_dir / MODEL_FILE, model_dir / MODEL_FILE)
+
+
+def test_report_says_larger_when_quantization_grew_the_file(tmp_path: Path) -> None:
+    def report(before: int, after: int) -> QuantizeReport:
+        return QuantizeReport(tmp_path, tmp_path, before, after, 3.0, 1.0, 10, False)
+
+    assert report(1000, 300).size_change == "70% smaller"
+    assert report(1000, 1190).size_change == "19% larger"
+    assert report(1000, 300).speedup == pytest.approx(3.0)

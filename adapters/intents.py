@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adapters.intent_chitchat import CHITCHAT
-from pipeline.intents import IntentGuess
+from pipeline.intents import NONE_LABEL, IntentGuess
 from pipeline.language import normalize
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ MODEL_FILE = "intents.onnx"
 LABELS_FILE = "labels.json"
 #: The label of "no skill meant": ``classify`` returns it as an ``IntentGuess`` like any other label, and it names
 #: no skill, so dispatch (which takes only a guess naming a registered skill) treats it as no match.
-NONE_LABEL = "__none__"
 #: The model's input: a ``[N, 1]`` string tensor of normalized text.
 INPUT_NAME = "text"
 #: The model's output: ``[N, labels]`` probabilities, each row summing to 1.

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+#: The classifier's label for messages meant for no skill (small talk); no skill may take this name.
+NONE_LABEL = "__none__"
+
 
 @dataclass(frozen=True, slots=True)
 class IntentGuess:

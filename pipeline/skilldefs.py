@@ -79,6 +79,9 @@ class SkillDefinition:
             raise SkillDefinitionError(
                 f"'name' must be a non-empty string of at most {NAME_MAX} characters without '/'"
             )
+        if name.startswith("__"):
+            # Reserved: the intent classifier's "no skill" label is one of these.
+            raise SkillDefinitionError("'name' must not start with '__' (reserved)")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise SkillDefinitionError("'description' must be a string")

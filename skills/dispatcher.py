@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.dialogue import DialogueState, PendingTask, Turn
 from pipeline.envelope import Envelope, Reply
 from pipeline.errors import SkillError
-from pipeline.intents import IntentGuess
+from pipeline.intents import NONE_LABEL, IntentGuess
 from pipeline.language import detect_language, normalize
 from pipeline.logsafe import trace_without_messages
 from pipeline.slots import LOCATION, extract_slots, location_answer
@@ -110,7 +110,8 @@ def _classified(
         return None
     if guess is None:
         return None
-    skill = registry.get(guess.skill) if guess.confidence >= threshold else None
+    meant = guess.skill != NONE_LABEL and guess.confidence >= threshold
+    skill = registry.get(guess.skill) if meant else None
     logger.debug(
         "message %s: intent %s at %.2f (threshold %.2f) -> %s",
         envelope.message_id, guess.skill, guess.confidence, threshold, skill.name if skill else "inference",

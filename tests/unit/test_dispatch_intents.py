@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.dialogue import DialogueState, PendingTask
 from pipeline.envelope import Envelope, new_id
-from pipeline.intents import IntentGuess
+from pipeline.intents import NONE_LABEL, IntentGuess
 from pipeline.weather import CurrentWeather
 from skills.builtin import HelpSkill, TimeSkill, WeatherSkill
 from skills.dispatcher import Outcome, dispatch
@@ -167,3 +167,14 @@ def test_the_route_is_logged_without_the_text(registry: SkillRegistry, caplog: p
 def test_without_a_classifier_dispatch_is_triggers_alone(registry: SkillRegistry) -> None:
     envelope = Envelope(message_id=new_id(), session_id="s", channel="web", user_id="a", text="杭州热不热", seq=1)
     assert dispatch(envelope, DialogueState(), registry, _run).reply is None
+
+
+def test_the_no_skill_label_goes_to_inference_even_if_a_skill_has_that_name(registry: SkillRegistry) -> None:
+    class Squatter(TimeSkill):
+        def __init__(self) -> None:
+            super().__init__(clock=lambda: WEDNESDAY)
+            self.name = NONE_LABEL
+
+    registry.add(Squatter())
+    outcome = Session(registry, TableClassifier({"讲个笑话": IntentGuess(NONE_LABEL, 0.95)})).say("讲个笑话")
+    assert outcome.reply is None

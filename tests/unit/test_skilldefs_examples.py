@@ -58,3 +58,9 @@ def test_a_declarative_skill_carries_its_examples() -> None:
     skill = DeclarativeSkill(SkillDefinition.from_request(body(examples=["屋里太暗了", "it's too dark in here"])))
     assert skill.examples == ["屋里太暗了", "it's too dark in here"]
     assert skill.describe()["examples"] == ["屋里太暗了", "it's too dark in here"]
+
+
+@pytest.mark.parametrize("name", ["__none__", "__anything"])
+def test_names_starting_with_two_underscores_are_reserved(name: str) -> None:
+    with pytest.raises(SkillDefinitionError, match="reserved"):
+        SkillDefinition.from_request(body(name=name))

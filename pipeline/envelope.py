@@ -72,6 +72,9 @@ class Envelope:
     #: True for an utterance sent to be recognised before its end was confirmed (the speaker only paused): the
     #: ``asr`` stage forwards it once the edge confirms the end, and drops it if the edge withdrew it.
     provisional: bool = False
+    #: What the edge knows about where the message was said, for skills to read (``{"area": "卧室"}``: the area of
+    #: the device that heard it, or the one a request names). Short strings only.
+    context: dict[str, str] = field(default_factory=dict)
 
     def with_timing(self, stage: str, milliseconds: float) -> Envelope:
         """A copy with one more stage timing appended."""
@@ -96,6 +99,7 @@ class Envelope:
                 "created_at": self.created_at,
                 "timings": [list(t) for t in self.timings],
                 "provisional": self.provisional,
+                "context": dict(self.context),
             },
             ensure_ascii=False,
         )
@@ -120,6 +124,7 @@ class Envelope:
             created_at=_number(data, "created_at"),
             timings=_timings(data),
             provisional=_flag(data, "provisional"),
+            context=_string_map(data, "context"),
         )
 
 
@@ -314,6 +319,15 @@ def _finite(value: Any, name: str) -> float:
 def _number(data: dict[str, Any], name: str) -> float:
     value = data.get(name)
     return 0.0 if value is None else _finite(value, name)
+
+
+def _string_map(data: dict[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise EnvelopeError(f"'{key}' must be an object of strings")
+    return dict(value)
 
 
 def _timings(data: dict[str, Any]) -> tuple[tuple[str, float], ...]:

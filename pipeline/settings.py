@@ -7,11 +7,12 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.audio_config import AudioConfig
+from pipeline.channel_config import MqttConfig, TelegramConfig, devices_file
 from pipeline.errors import ConfigurationError
 from pipeline.model_config import IntentConfig, ModelConfig
 
@@ -97,6 +98,12 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     #: The intent classifier of the dispatch stage (``INTENT_*``).
     intents: IntentConfig = field(default_factory=IntentConfig)
+    #: The MQTT edge and deliverer (``MQTT_*``).
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    #: The Telegram bot (``channels.telegram`` in ``channels.json``, ``TELEGRAM_*``).
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    #: The smart home's areas and entities (``DEVICES_FILE``, Home Assistant's fixture shape).
+    devices_file: Path = Path("config/devices.yaml")
 
     @property
     def embedded(self) -> bool:
@@ -105,9 +112,13 @@ class Settings:
 
     @property
     def enabled_channels(self) -> list[str]:
-        """``web`` always, plus every channel enabled in ``channels.json``."""
-        extra = [name for name, conf in self.channels.items() if name != "web" and conf.get("enabled")]
-        return ["web", *extra]
+        """``web`` always, ``mqtt`` when ``MQTT_URL`` is set, ``telegram`` when enabled, plus every other channel
+        enabled in ``channels.json``."""
+        extra = [name for name, conf in self.channels.items() if name not in {"web", "mqtt", "telegram"}
+                 and isinstance(conf, dict) and conf.get("enabled")]  # fmt: skip
+        mqtt = ["mqtt"] if self.mqtt.url else []
+        telegram = ["telegram"] if self.telegram.enabled else []
+        return ["web", *mqtt, *telegram, *extra]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -162,7 +173,13 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             model=ModelConfig.from_env(env),
             intents=IntentConfig.from_env(env, data_dir),
+            mqtt=MqttConfig.from_env(env),
+            devices_file=devices_file(env, config_dir),
         )
+        telegram = settings.channels.get("telegram", {})
+        if not isinstance(telegram, dict):
+            raise ConfigurationError("channels.telegram in channels.json must be an object")
+        settings = replace(settings, telegram=TelegramConfig.from_sources(telegram, env))
         if not 0 < settings.skill_timeout_seconds <= MAX_SKILL_TIMEOUT_SECONDS:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
         if not 0 < settings.jwt_access_ttl_seconds <= settings.jwt_refresh_ttl_seconds:
@@ -173,8 +190,6 @@ class Settings:
 
     def with_secret(self) -> Settings:
         """Check the JWT secret; in embedded mode make one (kept in the data folder) if none is set."""
-        from dataclasses import replace
-
         if self.jwt_secret:
             if len(self.jwt_secret) < MIN_SECRET_LENGTH:
                 raise ConfigurationError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters")

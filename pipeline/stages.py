@@ -23,6 +23,10 @@ class Channel(StrEnum):
     """Where messages come from and replies go back to; each has its reply queue."""
 
     WEB = "web"
+    #: Smart-home devices over MQTT; the deliverer also publishes device commands.
+    MQTT = "mqtt"
+    #: Telegram bots, through the Bot API.
+    TELEGRAM = "telegram"
 
 
 #: The stage queues, in pipeline order.

@@ -1,0 +1,93 @@
+"""Settings of the MQTT and Telegram edges: the environment, and ``config/channels.json`` for Telegram."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The MQTT edge (``assistant mqtt``) and the ``reply.mqtt`` deliverer (``MQTT_*`` variables)."""
+
+    #: ``mqtt://user:password@host:1883`` or ``mqtts://...``; None: no MQTT edge.
+    url: str | None = None
+    #: The fixed client id of the edge, so the broker keeps its persistent session (and queued requests) across
+    #: restarts. Deliverers publish with their own ids derived from it.
+    client_id: str = "assistant-edge"
+    #: Device ids that may send requests; empty: any device listed in the devices file.
+    allowed_devices: tuple[str, ...] = ()
+    #: Largest request payload, bytes; a larger one gets an error reply.
+    max_payload_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MqttConfig:
+        defaults = cls()
+        url = (env.get("MQTT_URL") or "").strip() or None
+        if url is not None and not url.startswith(("mqtt://", "mqtts://")):
+            raise ConfigurationError("MQTT_URL must start with mqtt:// or mqtts://")
+        raw_size = env.get("MQTT_MAX_PAYLOAD_BYTES", "").strip()
+        try:
+            size = int(raw_size) if raw_size else defaults.max_payload_bytes
+        except ValueError as exc:
+            raise ConfigurationError(f"MQTT_MAX_PAYLOAD_BYTES must be an integer, got {raw_size!r}") from exc
+        if size <= 0:
+            raise ConfigurationError("MQTT_MAX_PAYLOAD_BYTES must be above 0")
+        return cls(
+            url=url,
+            client_id=(env.get("MQTT_CLIENT_ID") or defaults.client_id).strip(),
+            allowed_devices=tuple(d for part in env.get("MQTT_ALLOWED_DEVICES", "").split(",") if (d := part.strip())),
+            max_payload_bytes=size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    """The Telegram bot: ``channels.telegram`` in ``config/channels.json``, secrets also from the environment."""
+
+    #: True when ``"enabled": true`` in channels.json (or ``TELEGRAM_ENABLED``).
+    enabled: bool = False
+    #: The bot's token from BotFather (``TELEGRAM_BOT_TOKEN`` wins over the file); never logged.
+    bot_token: str = ""
+    #: The public URL Telegram posts updates to (``https://your-domain.com/api/telegram``).
+    webhook_url: str = ""
+    #: The secret Telegram sends back in ``X-Telegram-Bot-Api-Secret-Token`` (``TELEGRAM_WEBHOOK_SECRET``).
+    webhook_secret: str = ""
+    #: Usernames or numeric user ids that may talk to the bot; empty: anyone.
+    allowed_users: tuple[str, ...] = ()
+    #: Base URL of the Bot API (``TELEGRAM_API_URL``); tests point it at a local server.
+    api_url: str = "https://api.telegram.org"
+
+    def __repr__(self) -> str:
+        # The token and the secret stay out of every log and traceback that prints settings.
+        return (
+            f"TelegramConfig(enabled={self.enabled}, webhook_url={self.webhook_url!r}, "
+            f"allowed_users={len(self.allowed_users)} users, api_url={self.api_url!r})"
+        )
+
+    @classmethod
+    def from_sources(cls, channel: Mapping[str, Any], env: Mapping[str, str]) -> TelegramConfig:
+        defaults = cls()
+        users = channel.get("allowed_users", [])
+        if not isinstance(users, list) or not all(isinstance(u, str | int) for u in users):
+            raise ConfigurationError("channels.telegram.allowed_users must be a list of usernames or user ids")
+        enabled_env = env.get("TELEGRAM_ENABLED", "").strip().lower()
+        enabled = enabled_env in {"1", "true", "yes", "on"} if enabled_env else bool(channel.get("enabled", False))
+        return cls(
+            enabled=enabled,
+            bot_token=(env.get("TELEGRAM_BOT_TOKEN") or str(channel.get("bot_token") or "")).strip(),
+            webhook_url=(env.get("TELEGRAM_WEBHOOK_URL") or str(channel.get("webhook_url") or "")).strip(),
+            webhook_secret=(env.get("TELEGRAM_WEBHOOK_SECRET") or str(channel.get("webhook_secret") or "")).strip(),
+            allowed_users=tuple(str(u).strip().lstrip("@") for u in users if str(u).strip()),
+            api_url=(env.get("TELEGRAM_API_URL") or defaults.api_url).rstrip("/"),
+        )
+
+
+def devices_file(env: Mapping[str, str], config_dir: Path) -> Path:
+    """The smart home's devices file (``DEVICES_FILE``, default ``<config dir>/devices.yaml``)."""
+    raw = (env.get("DEVICES_FILE") or "").strip()
+    return Path(raw) if raw else config_dir / "devices.yaml"

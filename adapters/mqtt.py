@@ -228,3 +228,20 @@ class Topics:
 def topics(prefix: str = "assistant", state_prefix: str = "home") -> Topics:
     """The topic helpers for a prefix (``MQTT_TOPIC_PREFIX``) and state prefix (``MQTT_STATE_PREFIX``)."""
     return Topics(prefix.strip("/"), state_prefix.strip("/"))
+
+
+def reply_address(device_id: str, request_id: str) -> str:
+    """``Envelope.reply_to`` of an MQTT request: the device and the request's ``id``, ``<device_id>/<request_id>``.
+
+    The deliverer answers on the device's reply topic with the id in the payload; a device id is one topic level,
+    so the first ``/`` always ends it, whatever the request id holds.
+    """
+    return f"{device_id}/{request_id}"
+
+
+def parse_reply_address(reply_to: str | None) -> tuple[str, str] | None:
+    """``(device_id, request_id)`` of a ``reply_address``, or None when ``reply_to`` is not one."""
+    device_id, slash, request_id = (reply_to or "").partition("/")
+    if not slash or not valid_device_id(device_id) or not request_id:
+        return None
+    return device_id, request_id

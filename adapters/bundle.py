@@ -10,12 +10,14 @@ from typing import Any, Generic, TypeVar
 
 from adapters.blobs import BlobStore
 from adapters.db import Repository
+from adapters.home_state import HomeState, MemoryHomeState
 from adapters.metrics import StageMetrics
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
 from adapters.voice_events import VoiceEvents
+from pipeline.devices import DevicesConfig
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,10 @@ class Adapters:
     speech: SpeechEngines
     #: What the stages of this process count (model errors); the embedded gateway's ``/metrics`` shows it too.
     metrics: StageMetrics = field(default_factory=StageMetrics)
+    #: Remembered states of the smart home's entities (Redis, or memory when embedded).
+    home_state: HomeState = field(default_factory=MemoryHomeState)
+    #: The smart home's devices file; None when there is none (no smart-home skill).
+    devices: DevicesConfig | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from flask import Flask
 from adapters.blobs import BlobStore, FolderBlobStore
 from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
+from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
@@ -30,6 +31,7 @@ from adapters.revocation import open_revocations
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
+from assistant.config import load_devices
 from ingress.app import create_app
 from pipeline.errors import ConfigurationError
 from pipeline.generation import Generator
@@ -67,6 +69,7 @@ def build_adapters(
     ``pre_ping=False`` for processes whose every database call is retried on failure (see ``create_engine_for``).
     ``speech`` shares engines loaded already (tests); by default they load on first use.
     """
+    devices = load_devices(settings.devices_file)  # before any connection: a bad file stops the start cleanly
     repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
         repository.migrate()
@@ -75,9 +78,11 @@ def build_adapters(
     replies: ReplyStream
     blobs: BlobStore
     voice_events: VoiceEvents
+    home_state: HomeState
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
+        from adapters.home_state import RedisHomeState
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
         from adapters.voice_events import RedisVoiceEvents
 
@@ -91,6 +96,7 @@ def build_adapters(
         revocations = open_revocations(settings, client)
         blobs = RedisBlobStore(audio)
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
+        home_state = RedisHomeState(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -99,6 +105,7 @@ def build_adapters(
         revocations = open_revocations(settings)
         blobs = FolderBlobStore(settings.data_dir / "blobs")
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
+        home_state = MemoryHomeState()
         closers.append(revocations.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
@@ -114,6 +121,8 @@ def build_adapters(
         blobs=blobs,
         voice_events=voice_events,
         speech=speech or build_speech(settings),
+        home_state=home_state,
+        devices=devices,
         _closers=closers,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from pipeline.audio_config import AudioConfig
+from pipeline.devices import DevicesConfig
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 
@@ -32,6 +33,17 @@ def load_audio_config(env: Mapping[str, str] | None = None, config_dir: Path | N
     folder = config_dir if config_dir is not None else Path(env.get("ASSISTANT_CONFIG_DIR") or "config")
     path = folder / "audio.yml"
     return AudioConfig.from_mapping(_read_yaml(path), env, source=str(path))
+
+
+def load_devices(path: Path) -> DevicesConfig | None:
+    """The smart home's devices file; None when it does not exist (no smart home). Raises ``ConfigurationError``
+    naming the file and the bad field."""
+    if not path.is_file():
+        return None
+    try:
+        return DevicesConfig.from_mapping(_read_yaml(path))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
 
 
 def _read_yaml(path: Path) -> Any:

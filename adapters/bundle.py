@@ -12,8 +12,10 @@ from adapters.blobs import BlobStore
 from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.metrics import StageMetrics
+from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
+from adapters.sent_marks import MemorySentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
 from adapters.voice_events import VoiceEvents
@@ -106,6 +108,10 @@ class Adapters:
     home_state: HomeState = field(default_factory=MemoryHomeState)
     #: The smart home's devices file; None when there is none (no smart-home skill).
     devices: DevicesConfig | None = None
+    #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
+    mqtt: MqttPublisher | None = None
+    #: What went out once already (MQTT replies and device commands), by message id (Redis, or memory).
+    sent_marks: SentMarks = field(default_factory=MemorySentMarks)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

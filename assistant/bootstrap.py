@@ -25,9 +25,11 @@ from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
+from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.sent_marks import MemorySentMarks, RedisSentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
@@ -80,6 +82,7 @@ def build_adapters(
     blobs: BlobStore
     voice_events: VoiceEvents
     home_state: HomeState
+    sent_marks: SentMarks
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
@@ -98,6 +101,7 @@ def build_adapters(
         blobs = RedisBlobStore(audio)
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
+        sent_marks = RedisSentMarks(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -107,7 +111,12 @@ def build_adapters(
         blobs = FolderBlobStore(settings.data_dir / "blobs")
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
+        sent_marks = MemorySentMarks()
         closers.append(revocations.close)
+    # Built now, connected on its first publish: only a process that delivers to MQTT ever connects.
+    mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.url else None
+    if mqtt is not None:
+        closers.append(mqtt.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,
@@ -124,6 +133,8 @@ def build_adapters(
         speech=speech or build_speech(settings),
         home_state=home_state,
         devices=devices,
+        mqtt=mqtt,
+        sent_marks=sent_marks,
         _closers=closers,
     )
 

@@ -38,6 +38,8 @@ class MqttConfig:
     session_expiry_seconds: int = 7 * 24 * 3600
     #: CA bundle to check the broker's certificate with for ``mqtts://`` (``MQTT_CA_FILE``); empty: the system's.
     ca_file: str = ""
+    #: Seconds a device command stays valid; one that waited longer is dropped (``MQTT_COMMAND_TTL_SECONDS``).
+    command_ttl_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MqttConfig:
@@ -64,6 +66,7 @@ class MqttConfig:
             keepalive_seconds=_positive(env, "MQTT_KEEPALIVE_SECONDS", defaults.keepalive_seconds),
             session_expiry_seconds=_positive(env, "MQTT_SESSION_EXPIRY_SECONDS", defaults.session_expiry_seconds),
             ca_file=(env.get("MQTT_CA_FILE") or "").strip(),
+            command_ttl_seconds=_positive(env, "MQTT_COMMAND_TTL_SECONDS", defaults.command_ttl_seconds),
         )
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
+from pipeline.device_delivery import DEVICE_COMMANDS_TASK, has_device_actions
 from pipeline.envelope import Envelope, Reply
-from pipeline.stages import TASK_NAMES, Stage, deliver_task, reply_queue, reply_stage
+from pipeline.stages import TASK_NAMES, Channel, Stage, deliver_task, reply_queue, reply_stage
+
+logger = logging.getLogger(__name__)
 
 
 class Forwarder:
@@ -13,6 +18,10 @@ class Forwarder:
 
     def __init__(self, app: Celery) -> None:
         self._app = app
+        # Device commands are published by the MQTT deliverer: only when MQTT is configured (its route exists).
+        routes = app.conf.task_routes
+        self._publishes_commands = isinstance(routes, dict) and deliver_task(Channel.MQTT) in routes
+        self._said_no_mqtt = False
 
     def to_stage(self, stage: Stage, envelope: Envelope) -> None:
         self._app.send_task(
@@ -27,11 +36,25 @@ class Forwarder:
                 TASK_NAMES[Stage.TTS], args=[reply.to_json()], queue=str(Stage.TTS), **shown_as(reply.message_id)
             )
             return
+        if reply.channel != Channel.MQTT and has_device_actions(reply):
+            self._commands(reply)
         self._app.send_task(
             deliver_task(reply.channel),
             args=[reply.to_json()],
             queue=reply_queue(reply.channel),
             **shown_as(reply.message_id),
+        )
+
+    def _commands(self, reply: Reply) -> None:
+        """The device commands of a reply to another channel go out through the MQTT deliverer (before the reply,
+        so the reply's "done" follows the switching); the MQTT channel's own deliverer publishes its replies'."""
+        if not self._publishes_commands:
+            if not self._said_no_mqtt:
+                self._said_no_mqtt = True
+                logger.info("replies switch devices, but MQTT_URL is not set: no device commands are published")
+            return
+        self._app.send_task(
+            DEVICE_COMMANDS_TASK, args=[reply.to_json()], queue=reply_queue(Channel.MQTT), **shown_as(reply.message_id)
         )
 
     def backlog(self, stage: Stage) -> int:

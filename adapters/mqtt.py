@@ -26,7 +26,7 @@ QOS = 1
 RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
 
-#: Called once per successful connection (after the subscriptions were sent) with the client.
+#: Called once per successful connection, after the broker acknowledged the subscriptions, with the client.
 OnConnected = Callable[[paho.Client], None]
 
 
@@ -88,9 +88,9 @@ def mqtt_client(
     With ``clean`` False the broker keeps the session of ``client_id`` (its subscriptions and the QoS 1 messages
     that arrived meanwhile) for ``config.session_expiry_seconds`` after a disconnect, so nothing sent while the
     process was down is lost. On every connection it subscribes to ``on_connect_subscribe`` again (``(filter, qos)``
-    pairs; harmless when the session kept them) and then calls ``on_connected``. After a lost connection the loop
-    reconnects, waiting 1 s and doubling up to 30 s. Set ``on_message`` and call ``loop_start()`` or
-    ``loop_forever()`` on the result; ``disconnect()`` ends it cleanly and keeps the session.
+    pairs; harmless when the session kept them) and calls ``on_connected`` once the broker acknowledged them. After
+    a lost connection the loop reconnects, waiting 1 s and doubling up to 30 s. Set ``on_message`` and call
+    ``loop_start()`` or ``loop_forever()`` on the result; ``disconnect()`` ends it cleanly and keeps the session.
     """
     if not config.url:
         raise ConfigurationError("MQTT_URL is not set")
@@ -104,6 +104,8 @@ def mqtt_client(
         client.tls_set_context(context)
     client.reconnect_delay_set(RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
 
+    pending: list[int] = []  # the mid of the SUBSCRIBE sent on the latest connection
+
     def on_connect(
         client: paho.Client, _userdata: Any, flags: paho.ConnectFlags, reason: ReasonCode, _props: Properties | None
     ) -> None:
@@ -111,8 +113,23 @@ def mqtt_client(
             logger.warning("MQTT broker %s refused client %s: %s", address, client_id, reason)
             return
         logger.info("MQTT client %s connected to %s (session present: %s)", client_id, address, flags.session_present)
-        if subscriptions:
-            client.subscribe(subscriptions)
+        if not subscriptions:
+            if on_connected is not None:
+                on_connected(client)
+            return
+        _, mid = client.subscribe(subscriptions)
+        pending[:] = [] if mid is None else [mid]
+
+    def on_subscribe(
+        client: paho.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _props: Properties | None
+    ) -> None:
+        if mid not in pending:
+            return
+        pending.clear()
+        refused = [topic for (topic, _), reason in zip(subscriptions, reasons, strict=False) if reason.is_failure]
+        if refused:
+            # An ACL that denies a filter: the rest still works, so run on, loudly.
+            logger.error("MQTT broker %s refused the subscriptions %s of client %s", address, refused, client_id)
         if on_connected is not None:
             on_connected(client)
 
@@ -129,6 +146,7 @@ def mqtt_client(
             logger.info("MQTT client %s disconnected from %s", client_id, address)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_disconnect = on_disconnect
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 0 if clean else config.session_expiry_seconds

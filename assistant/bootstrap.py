@@ -35,6 +35,7 @@ from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, 
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
 from ingress.app import create_app
+from ingress.mqtt_edge import MqttEdge
 from pipeline.errors import ConfigurationError
 from pipeline.generation import Generator
 from pipeline.settings import Settings
@@ -326,6 +327,12 @@ def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | Non
     """The HTTP edge: submits to ``app`` (built here, as a client only, when not given)."""
     app = app or create_celery_app(settings, _gateway_has_no_runtime)
     return create_app(adapters, Forwarder(app), partial(check_broker, app), open_rate_limit_storage(settings))
+
+
+def build_mqtt_edge(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> MqttEdge:
+    """The MQTT edge (``MQTT_URL``): submits to ``app`` (built here, as a client only, when not given)."""
+    app = app or create_celery_app(settings, _gateway_has_no_runtime)
+    return MqttEdge(adapters, Forwarder(app), settings.mqtt)
 
 
 def _gateway_has_no_runtime(app: StageCelery) -> StageRuntime:

@@ -22,11 +22,9 @@ class MqttConfig:
     #: Device ids that may send requests; empty: the ``devices`` listed in the devices file, and when that lists
     #: none either, any device (the embedded default).
     allowed_devices: tuple[str, ...] = ()
-    #: Largest request payload, bytes; a larger one gets an error reply. Audio payloads may be up to
-    #: ``max_audio_bytes``.
+    #: Largest request or state payload, bytes; a larger request gets an error reply. Audio payloads may be up to
+    #: ``MAX_AUDIO_BYTES``, as on the HTTP edge.
     max_payload_bytes: int = 64 * 1024
-    #: Largest audio payload on ``<prefix>/<device>/audio[/<id>]``, bytes (``MQTT_MAX_AUDIO_BYTES``).
-    max_audio_bytes: int = 4 * 1024 * 1024
     #: First level of the request, audio, reply and error topics (``MQTT_TOPIC_PREFIX``):
     #: ``<prefix>/<device_id>/request``.
     topic_prefix: str = "assistant"
@@ -63,7 +61,6 @@ class MqttConfig:
             client_id=(env.get("MQTT_CLIENT_ID") or defaults.client_id).strip(),
             allowed_devices=tuple(d for part in env.get("MQTT_ALLOWED_DEVICES", "").split(",") if (d := part.strip())),
             max_payload_bytes=_positive(env, "MQTT_MAX_PAYLOAD_BYTES", defaults.max_payload_bytes),
-            max_audio_bytes=_positive(env, "MQTT_MAX_AUDIO_BYTES", defaults.max_audio_bytes),
             topic_prefix=prefixes["MQTT_TOPIC_PREFIX"],
             state_prefix=prefixes["MQTT_STATE_PREFIX"],
             keepalive_seconds=_positive(env, "MQTT_KEEPALIVE_SECONDS", defaults.keepalive_seconds),

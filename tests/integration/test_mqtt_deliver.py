@@ -33,6 +33,8 @@ TURN_ON = {
     "data": {},
 }
 
+FAN_ON = {**TURN_ON, "slots": {"name": "卧室风扇"}, "targets": ["fan.bedroom_fan"], "service": "fan.turn_on"}
+
 
 def devices_yaml(root: str) -> str:
     return f"""
@@ -44,8 +46,11 @@ entities:
     name: 卧室灯
     area: bedroom
     state: "off"
+  - id: fan.bedroom_fan
+    name: 卧室风扇
+    area: bedroom
     attributes:
-      command_topic: {root}/home/bedroom/bedroom_lamp/set
+      command_topic: {root}/custom/fan/set
 """
 
 
@@ -153,13 +158,17 @@ def test_a_command_that_waited_past_its_expiry_is_dropped_and_the_reply_still_go
 def test_a_reply_to_the_web_chat_switches_the_lamp_too(deliverer: dict[str, Any]) -> None:
     listener: Listener = deliverer["listener"]
     app: StageCelery = deliverer["app"]
-    web = replace(mqtt_reply("ignored", "x"), channel="web", reply_to=None, user_id="erin")
+    web = replace(mqtt_reply("ignored", "x", actions=(TURN_ON, FAN_ON)), channel="web", reply_to=None, user_id="erin")
     app.runtime.forward.reply(web)
     listener.wait_for(lambda _: bool(for_message(listener, lamp(deliverer), web.message_id)), 10, "command")
+    # An entity with a command_topic of its own gets its command there.
+    fan = f"{deliverer['root']}/custom/fan/set"
+    listener.wait_for(lambda _: bool(for_message(listener, fan, web.message_id)), 10, "fan command")
     app.runtime.forward.reply(web)  # sent twice: still one command
     time.sleep(1.5)
     (command,) = for_message(listener, lamp(deliverer), web.message_id)
     assert command.json()["service"] == "light.turn_on"
+    assert [m.json()["service"] for m in for_message(listener, fan, web.message_id)] == ["fan.turn_on"]
     # Nothing was published on any device's reply topic for it.
     replies = [m for m in listener.messages if m.topic.endswith("/reply")]
     assert not [m for m in replies if m.json().get("message_id") == web.message_id]

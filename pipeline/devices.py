@@ -34,6 +34,11 @@ class Floor:
     #: Other names said for it.
     aliases: tuple[str, ...] = ()
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Its name, then its aliases."""
+        return (self.name, *self.aliases)
+
 
 @dataclass(frozen=True, slots=True)
 class Area:

@@ -12,6 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt import QOS, OnConnected, mqtt_client, parse_url
 from pipeline.channel_config import MqttConfig
@@ -56,6 +57,8 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._client: paho.Client | None = None
         self._connected = threading.Event()
+        #: Messages the broker acknowledged with a failure reason (MQTT v5: not authorized, quota exceeded, ...).
+        self._refused: dict[tuple[paho.Client, int], str] = {}
 
     @property
     def client_id(self) -> str:
@@ -83,6 +86,10 @@ class MqttPublisher:
         if not info.is_published():
             self._drop(client)
             raise PublishFailed(f"no PUBACK from the MQTT broker within {self._timeout:g} s")
+        with self._lock:
+            refused = self._refused.pop((client, info.mid), None)
+        if refused is not None:
+            raise PublishFailed(f"the MQTT broker refused the message: {refused}")
 
     def _client_and_event(self) -> tuple[paho.Client, threading.Event]:
         with self._lock:
@@ -90,10 +97,19 @@ class MqttPublisher:
                 connected = threading.Event()
                 client = self._build(self._config, self._client_id, clean=True, on_connected=_on_connected(connected))
                 _clear_on_disconnect(client, connected)
+                client.on_publish = self._on_publish
                 client.loop_start()
                 self._client, self._connected = client, connected
                 logger.info("MQTT publisher %s connecting", self._client_id)
             return self._client, self._connected
+
+    def _on_publish(
+        self, client: paho.Client, _userdata: Any, mid: int, reason: ReasonCode, _properties: Properties | None
+    ) -> None:
+        # Called before the message counts as published, so ``publish`` finds the refusal when it looks.
+        if reason.is_failure:
+            with self._lock:
+                self._refused[(client, mid)] = str(reason)
 
     def _drop(self, client: paho.Client) -> None:
         """Forget ``client`` (if it is still the current one) with what it had queued; the next publish

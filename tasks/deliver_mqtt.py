@@ -5,11 +5,12 @@ the session's reply stream (which keeps a session's replies in order, and ends t
 then its device commands and the reply itself are published. ``assistant.deliver.commands`` publishes the device
 commands of a reply that goes back on another channel (typing 开卧室灯 in the web chat switches the lamp too).
 
-Exactly-once effects: each publish waits for the broker's PUBACK, and only then is a mark set (``SentMarks``)
-that every later attempt checks first. A broker that is down fails the publish and the task retries; the reply
-is never lost. A worker that dies after the PUBACK and before the mark publishes that message again when its
-task is redelivered: the one window, a few milliseconds wide, in which a device sees a message twice, and then
-with the same ``id`` / ``message_id``, by which it can drop the repeat.
+Exactly-once effects: an attempt claims a mark (``SentMarks``) before it publishes, waits for the broker's PUBACK,
+and only then marks it sent; later attempts find it sent, concurrent ones wait for the claim. A broker that is
+down fails the publish, the claim is released and the task retries: the reply is never lost. A worker that dies
+after the PUBACK and before the mark publishes that message again when its task is redelivered: the one window,
+a Redis round trip wide, in which a device sees a message twice, and then with the same ``id`` / ``message_id``,
+by which it can drop the repeat. ``docs/mqtt-delivery.md`` tells the whole story.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from collections.abc import Callable
+from functools import partial
 
 from adapters.mqtt import parse_reply_address, topics
 from adapters.mqtt_publisher import MqttPublisher
+from adapters.sent_marks import Claim, SentMarks
 from adapters.state import EarlierReplyPending
 from pipeline.device_delivery import (
     DEVICE_COMMANDS_TASK,
@@ -38,8 +43,16 @@ from tasks.stage import GiveUp, NotYet, StageSpec, Waiting, stage_task
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a sent mark is kept: longer than any redelivery or retry of the message takes.
-SENT_MARK_TTL_SECONDS = 24 * 3600
+#: Seconds a reply's sent mark is kept: past every redelivery, retry and rescue of its message, which come within
+#: minutes (visibility timeout 15 s, retries about a minute and a half, three rescues 20 s apart).
+REPLY_MARK_SECONDS = 3600
+#: Seconds a command's mark outlives the command: once expired it is dropped anyway, marked or not.
+COMMAND_MARK_MARGIN_SECONDS = 60
+#: Seconds a claim to publish lasts: past a publish's waits for the connection and the PUBACK (5 s each), so it
+#: only runs out when its worker died; by then the broker's redelivery (15 s) may claim it again.
+CLAIM_LEASE_SECONDS = 15.0
+#: Seconds an attempt waits, re-queued, when another attempt of the same message is publishing.
+BUSY_RETRY_SECONDS = 0.5
 
 
 def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
@@ -64,16 +77,13 @@ def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) ->
     if address is None:
         raise GiveUp("the reply has no MQTT reply address (<device>/<request id>)")
     device_id, request_id = address
-    mark = f"mqtt:reply:{reply.message_id}"
-    marks = runtime.adapters.sent_marks
-    if marks.sent(mark):
-        logger.info("reply to message %s was published already", reply.message_id)
-        return
     mqtt = runtime.settings.mqtt
     topic = topics(mqtt.topic_prefix, mqtt.state_prefix).reply_topic(device_id)
     body = json.dumps(reply_payload(reply, request_id), ensure_ascii=False).encode()
-    publisher.publish(topic, body)
-    marks.mark(mark, SENT_MARK_TTL_SECONDS)
+    sent = publish_once(runtime.adapters.sent_marks, f"mqtt:reply:{reply.message_id}", REPLY_MARK_SECONDS,
+                        partial(publisher.publish, topic, body))  # fmt: skip
+    if not sent:
+        logger.info("reply to message %s was published already", reply.message_id)
 
 
 def deliver_device_commands(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
@@ -94,9 +104,6 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
     commands = device_commands(reply.actions, devices, reply.message_id, reply.created_at, mqtt.command_ttl_seconds)
     for index, command in enumerate(commands):
         entity = command.payload.get("entity_id")
-        mark = f"mqtt:command:{reply.message_id}:{index}:{entity}"
-        if marks.sent(mark):
-            continue
         left = seconds_left(command.payload, time.time())
         if expired(left):
             assert left is not None
@@ -104,8 +111,30 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
                            command.payload.get("service"), entity, reply.message_id, -left)  # fmt: skip
             continue
         body = json.dumps(command.payload, ensure_ascii=False).encode()
-        publisher.publish(command_topic(command, devices, mqtt.state_prefix), body, expiry_interval(left))
-        marks.mark(mark, SENT_MARK_TTL_SECONDS)
+        interval = expiry_interval(left)
+        topic = command_topic(command, devices, mqtt.state_prefix)
+        publish_once(marks, f"mqtt:command:{reply.message_id}:{index}:{entity}",
+                     (interval or REPLY_MARK_SECONDS) + COMMAND_MARK_MARGIN_SECONDS,
+                     partial(publisher.publish, topic, body, interval))  # fmt: skip
+
+
+def publish_once(marks: SentMarks, key: str, ttl: int, publish: Callable[[], None]) -> bool:
+    """Run ``publish`` unless ``key`` went out already; False when it had. Claimed first, so two attempts of one
+    message running at once never both publish; marked sent once the broker took it; released if it failed."""
+    token = uuid.uuid4().hex
+    claim = marks.claim(key, token, CLAIM_LEASE_SECONDS)
+    if claim is Claim.SENT:
+        return False
+    if claim is Claim.BUSY:
+        # Another attempt is publishing it: look again shortly (it marks it sent, or fails and releases it).
+        raise NotYet(BUSY_RETRY_SECONDS)
+    try:
+        publish()
+    except BaseException:
+        marks.release(key, token)
+        raise
+    marks.mark(key, ttl)
+    return True
 
 
 def command_topic(command: DeviceCommand, devices: DevicesConfig, state_prefix: str) -> str:

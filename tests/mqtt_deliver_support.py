@@ -103,12 +103,12 @@ def free_port() -> int:
 class Mosquitto:
     """A ``mosquitto`` of one test, on a free port: it can be stopped and started again on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra: str = "") -> None:
         self.port = free_port()
         self.config = directory / "mosquitto.conf"
         # Persistent sessions survive a restart (a listener's subscription and the messages queued for it).
         self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                               f"persistence_location {directory}/\n")  # fmt: skip
+                               f"persistence_location {directory}/\n{extra}")  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,9 +136,16 @@ class Mosquitto:
 
 
 @contextmanager
-def mosquitto() -> Iterator[Mosquitto]:
+def mosquitto(acl: str | None = None) -> Iterator[Mosquitto]:
+    """A started ``Mosquitto``; ``acl``: the text of an ACL file it enforces."""
     directory = Path(tempfile.mkdtemp(prefix="mosquitto-"))
-    server = Mosquitto(directory)
+    # Started as root, mosquitto drops to its own user before it reads the ACL and writes its sessions.
+    directory.chmod(0o777)
+    extra = ""
+    if acl is not None:
+        (directory / "acl").write_text(acl)
+        extra = f"acl_file {directory / 'acl'}\n"
+    server = Mosquitto(directory, extra)
     try:
         server.start()
         yield server

@@ -201,3 +201,58 @@ def test_a_broker_that_is_down_is_waited_out_and_the_reply_delivered_once(
     assert len(for_message(listener, lamp(deliverer), reply.message_id)) == 1
     assert len(for_message(listener, topic, reply.message_id)) == 1
     assert json.loads(answer.payload)["message_id"] == reply.message_id
+
+
+def test_a_message_the_broker_refuses_fails_the_publish() -> None:
+    from adapters.mqtt_publisher import MqttPublisher, PublishFailed
+    from pipeline.channel_config import MqttConfig
+
+    with mosquitto(acl="topic readwrite allowed/#\n") as strict:
+        publisher = MqttPublisher(MqttConfig(url=strict.url, client_id=f"acl-{uuid.uuid4().hex[:8]}"), timeout=3)
+        try:
+            publisher.publish("allowed/reply", b"{}")
+            with pytest.raises(PublishFailed, match="refused"):
+                publisher.publish("denied/reply", b"{}")
+            publisher.publish("allowed/reply", b"{}")  # the connection goes on
+        finally:
+            publisher.close()
+
+
+def test_the_same_reply_delivered_many_times_at_once_goes_out_once(deliverer: dict[str, Any]) -> None:
+    listener: Listener = deliverer["listener"]
+    reply = mqtt_reply("bedroom-speaker", "req-burst")
+    web = replace(mqtt_reply("ignored", "y"), channel="web", reply_to=None, user_id="erin")
+    topic = f"{deliverer['root']}/assistant/bedroom-speaker/reply"
+    for _ in range(6):  # four worker threads take them at the same moment
+        deliver(deliverer["app"], reply)
+        deliverer["app"].runtime.forward.reply(web)
+    listener.wait_for(lambda _: bool(for_message(listener, topic, reply.message_id)), 10, "reply")
+    listener.wait_for(lambda _: bool(for_message(listener, lamp(deliverer), web.message_id)), 10, "command")
+    time.sleep(2.0)  # a busy attempt waits 0.5 s, re-queued, and then finds the mark
+    assert len(for_message(listener, topic, reply.message_id)) == 1
+    assert len(for_message(listener, lamp(deliverer), reply.message_id)) == 1
+    assert len(for_message(listener, lamp(deliverer), web.message_id)) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_sent_marks_claim_once_and_a_released_claim_can_be_taken_again(store: str) -> None:
+    from adapters.sent_marks import Claim, MemorySentMarks, RedisSentMarks, SentMarks
+
+    client = redis.Redis(db=REDIS_STATE_DB)
+    marks: SentMarks = MemorySentMarks() if store == "memory" else RedisSentMarks(client)
+    key = f"test:{uuid.uuid4().hex}"
+    try:
+        assert marks.claim(key, "a", 5) is Claim.CLAIMED
+        assert marks.claim(key, "b", 5) is Claim.BUSY
+        marks.release(key, "b")  # not b's claim: nothing happens
+        assert marks.claim(key, "b", 5) is Claim.BUSY
+        marks.release(key, "a")
+        assert marks.claim(key, "b", 5) is Claim.CLAIMED
+        marks.mark(key, 60)
+        assert marks.claim(key, "c", 5) is Claim.SENT
+        other = f"test:{uuid.uuid4().hex}"
+        assert marks.claim(other, "a", 0.2) is Claim.CLAIMED
+        time.sleep(0.3)  # a claim whose worker died runs out
+        assert marks.claim(other, "b", 5) is Claim.CLAIMED
+    finally:
+        client.close()

@@ -69,6 +69,10 @@ class MqttEdge:
     def topics(self) -> Topics:
         return self._topics
 
+    @property
+    def client_id(self) -> str:
+        return self._config.client_id
+
     def subscriptions(self) -> list[tuple[str, int]]:
         """Topic filters and their QoS: requests, audio, default state topics and each entity's own."""
         filters = [*self._topics.subscriptions(), f"{self._config.state_prefix}/+/state"]

@@ -1,0 +1,131 @@
+"""deploy/mosquitto's configuration on a Mosquitto of its own (a free port): logins only, and each device kept to
+its own topics by the ACL; the assistant's clients log in with the user and password of MQTT_URL."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from support import eventually
+
+from adapters.mqtt import mqtt_client, topics
+from pipeline.channel_config import MqttConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+PASSWORDS = {"assistant": "edge-secret", "kitchen-speaker": "kitchen-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Mosquitto with deploy/mosquitto's settings, its paths moved to a temporary folder; yields its port."""
+    folder = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    passwd = folder / "passwd"
+    for index, (user, password) in enumerate(PASSWORDS.items()):
+        create = ["-c"] if index == 0 else []
+        subprocess.run(["mosquitto_passwd", *create, "-b", str(passwd), user, password], check=True)
+    conf = (DEPLOY / "mosquitto.conf").read_text()
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("/mosquitto/config/passwd", str(passwd)).replace("/mosquitto/config/acl", str(DEPLOY / "acl"))
+    conf = conf.replace("/mosquitto/data/", f"{folder}/")
+    assert f"listener {port}" in conf and "allow_anonymous false" in conf
+    # Started as root, Mosquitto would switch to the "mosquitto" user, who cannot read the temporary folder.
+    conf += f"\nuser {getpass.getuser()}\n"
+    (folder / "mosquitto.conf").write_text(conf)
+    process = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        eventually(lambda: _listening(port), 10, what="mosquitto to listen")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Client:
+    """A client that records whether it connected, what the broker said, and what it received."""
+
+    def __init__(self, url: str, subscribe: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.connected = threading.Event()
+        self.refused: list[str] = []
+        self.received: list[tuple[str, bytes]] = []
+        self.client = mqtt_client(MqttConfig(url=url), f"c-{uuid.uuid4().hex[:8]}", [(t, 1) for t in subscribe],
+                                  clean=True, on_connected=lambda _c: self.connected.set())  # fmt: skip
+        inner = self.client.on_connect
+
+        def on_connect(client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if reason.is_failure:
+                self.refused.append(str(reason))
+                client.disconnect()  # no retrying with a wrong login
+            inner(client, userdata, flags, reason, props)
+
+        self.client.on_connect = on_connect
+        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, m.payload))
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """The PUBACK's reason code: 0 when accepted, 135 (not authorized) when the ACL refused it."""
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(5)
+        return info.rc
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_anonymous_and_wrong_logins_are_refused(broker: int) -> None:
+    for url in (f"mqtt://127.0.0.1:{broker}", f"mqtt://kitchen-speaker:wrong@127.0.0.1:{broker}"):
+        client = Client(url)
+        try:
+            eventually(lambda c=client: c.refused, 10, what="a refusal")
+            assert not client.connected.is_set()
+            assert "authori" in client.refused[0].lower() or "password" in client.refused[0].lower()
+        finally:
+            client.close()
+
+
+def test_a_device_reaches_the_assistant_on_its_own_topics_only(broker: int) -> None:
+    t = topics()
+    edge = Client(f"mqtt://assistant:{PASSWORDS['assistant']}@127.0.0.1:{broker}", t.subscriptions())
+    device = Client(f"mqtt://kitchen-speaker:{PASSWORDS['kitchen-speaker']}@127.0.0.1:{broker}",
+                    [t.reply_topic("kitchen-speaker"), t.reply_topic("bedroom-speaker")])  # fmt: skip
+    try:
+        assert edge.connected.wait(10) and device.connected.wait(10)
+        device.publish(t.request_topic("kitchen-speaker"), b'{"id": "1", "text": "hi"}')
+        device.publish(t.request_topic("bedroom-speaker"), b'{"id": "2", "text": "pretending"}')
+        device.publish(t.audio_topic("kitchen-speaker", "a1"), b"RIFF")
+        eventually(lambda: len(edge.received) >= 2, 10, what="the device's own request and audio")
+        edge.publish(t.reply_topic("kitchen-speaker"), b'{"id": "1"}')
+        edge.publish(t.reply_topic("bedroom-speaker"), b'{"id": "2"}')
+        eventually(lambda: device.received, 10, what="the device's reply")
+        time.sleep(0.5)
+        assert sorted(topic for topic, _ in edge.received) == [t.audio_topic("kitchen-speaker", "a1"),
+                                                               t.request_topic("kitchen-speaker")]  # fmt: skip
+        assert [topic for topic, _ in device.received] == [t.reply_topic("kitchen-speaker")]
+    finally:
+        edge.close()
+        device.close()

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,13 @@ def _listening(port: int) -> bool:
 class Client:
     """A client that records whether it connected, what the broker said, and what it received."""
 
-    def __init__(self, url: str, subscribe: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, url: str, subscribe: Sequence[str] = ()) -> None:
         self.connected = threading.Event()
         self.refused: list[str] = []
         self.received: list[tuple[str, bytes]] = []
         self.client = mqtt_client(MqttConfig(url=url), f"c-{uuid.uuid4().hex[:8]}", [(t, 1) for t in subscribe],
                                   clean=True, on_connected=lambda _c: self.connected.set())  # fmt: skip
-        inner = self.client.on_connect
+        inner: Any = self.client.on_connect
 
         def on_connect(client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if reason.is_failure:
@@ -83,7 +83,7 @@ class Client:
             inner(client, userdata, flags, reason, props)
 
         self.client.on_connect = on_connect
-        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, m.payload))
+        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, bytes(m.payload)))
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes) -> int:

@@ -110,6 +110,8 @@ class MqttEdge:
         return self._client
 
     def _on_connected(self, client: paho.Client) -> None:
+        logger.info("MQTT edge subscribed: %s/+/request, audio and %d state topics", self._topics.prefix,
+                    len(self.subscriptions()) - 3)  # fmt: skip
         self._connected.set()
 
     def _on_disconnect(self, *_: Any) -> None:

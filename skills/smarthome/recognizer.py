@@ -29,7 +29,10 @@ HANDLED_INTENTS = frozenset(
 )  # fmt: skip
 #: Our language codes and Home Assistant's.
 HA_LANGUAGES = {"zh": "zh-CN", "en": "en"}
-_OWN = {"zh": (templates.ZH, templates.ZH_RULES), "en": (templates.EN, templates.EN_RULES)}
+_OWN = {
+    "zh": (templates.ZH, templates.ZH_RULES, templates.ZH_LISTS),
+    "en": (templates.EN, templates.EN_RULES, templates.EN_LISTS),
+}
 #: Recognitions remembered per (text, language, area): ``match`` and ``execute`` see the same message.
 CACHE_SIZE = 512
 #: Messages longer than this are not smart-home commands; hassil is not run on them.
@@ -53,8 +56,9 @@ class Recognition:
 class SmartHomeRecognizer:
     """Builds each language's matcher once, on first use, and remembers recent recognitions."""
 
-    def __init__(self, devices: DevicesConfig) -> None:
+    def __init__(self, devices: DevicesConfig, cache_size: int = CACHE_SIZE) -> None:
         self._devices = devices
+        self._cache_size = cache_size
         self._intents: dict[str, Intents] = {}
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, str | None], tuple[Recognition, ...]] = OrderedDict()
@@ -84,7 +88,7 @@ class SmartHomeRecognizer:
         found = self._recognize(text, language, area)
         with self._lock:
             self._cache[key] = found
-            while len(self._cache) > CACHE_SIZE:
+            while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return found
 
@@ -137,10 +141,11 @@ def _build_intents(language: str, devices: DevicesConfig) -> Intents:
     data = copy.deepcopy(get_intents(HA_LANGUAGES[language]))
     if data is None:
         raise RuntimeError(f"home-assistant-intents has no sentences for {language}")
-    own, rules = _OWN[language]
+    own, rules, lists = _OWN[language]
     for intent, blocks in own.items():
         data["intents"].setdefault(intent, {"data": []})["data"].extend(copy.deepcopy(blocks))
     data["expansion_rules"] = {**data.get("expansion_rules", {}), **rules}
+    data["lists"] = {**data.get("lists", {}), **copy.deepcopy(lists)}
     intents = Intents.from_dict(data)
     domains = {entity.domain for entity in devices.entities}
     return filter_intents(intents, intent_names=HANDLED_INTENTS, domains=domains)

@@ -55,21 +55,26 @@ class SmartHomeSkill(BaseSkill):
         slots = context.get("slots") or {}
         if context.get("answering") == CHOICE_SLOT and isinstance(slots.get(REQUEST_SLOT), str):
             return self._answer_choice(str(slots.get(CHOICE_SLOT) or text), slots[REQUEST_SLOT], language)
-        readings = self.recognizer.recognize(text, language, area.name if area else None)
+        readings, chosen = self.understand(text, language, area)
         if not readings:
             return SkillResult(text=replies.TEXTS[language]["not_found"])
-        chosen: tuple[Recognition, Targets] | None = None
-        for reading in readings:
-            targets = resolve(reading, self.devices, area.id if area else None)
-            if targets.entities:
-                chosen = (reading, targets)
-                break
         if chosen is None:
             return self._not_found(readings[0], language)
         reading, targets = chosen
         if targets.unclear:
             return self._ask_which(reading, targets.entities, language)
         return self._carry_out(reading, targets.entities, language)
+
+    def understand(
+        self, text: str, language: str, area: Area | None
+    ) -> tuple[tuple[Recognition, ...], tuple[Recognition, Targets] | None]:
+        """Every reading of ``text`` said in ``area``, and the first that points at entities with those."""
+        readings = self.recognizer.recognize(text, language, area.name if area else None)
+        for reading in readings:
+            targets = resolve(reading, self.devices, area.id if area else None)
+            if targets.entities:
+                return readings, (reading, targets)
+        return readings, None
 
     def _area(self, value: Any) -> Area | None:
         if not isinstance(value, str) or not value.strip():

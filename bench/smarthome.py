@@ -125,20 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(phrases)} phrasings from {args.phrases.name}, entities of {args.devices.name}\n")
     print("| language | all | smart-home requests | other messages (none) |")
     print("|---|---|---|---|")
-    for language in ("zh", "en", None):
-        chosen = [o for o in first if language is None or o.phrase.language == language]
+    for label in ("zh", "en", "both"):
+        chosen = [o for o in first if label == "both" or o.phrase.language == label]
         requests = [o for o in chosen if o.phrase.intent != NONE]
         others = [o for o in chosen if o.phrase.intent == NONE]
-        print(f"| {language or 'both'} | {share(chosen)} | {share(requests)} | {share(others)} |")
+        print(f"| {label} | {share(chosen)} | {share(requests)} | {share(others)} |")
 
     print("\nlatency per message, ms (no cache; match = hassil on the text, understand = with the area + targets)")
     print("| language | match p50 | match p95 | match+understand p50 | match+understand p95 |")
     print("|---|---|---|---|---|")
-    for language in ("zh", "en"):
-        chosen = [o for o in timed if o.phrase.language == language]
+    for label in ("zh", "en"):
+        chosen = [o for o in timed if o.phrase.language == label]
         matches = [o.match_ms for o in chosen]
         totals = [o.match_ms + o.understand_ms for o in chosen]
-        print(f"| {language} | {percentile(matches, 0.5):.2f} | {percentile(matches, 0.95):.2f} | "
+        print(f"| {label} | {percentile(matches, 0.5):.2f} | {percentile(matches, 0.95):.2f} | "
               f"{percentile(totals, 0.5):.2f} | {percentile(totals, 0.95):.2f} |")  # fmt: skip
     every = [o.match_ms + o.understand_ms for o in timed]
     print(f"\nall: p50 {percentile(every, 0.5):.2f} ms, p95 {percentile(every, 0.95):.2f} ms, "

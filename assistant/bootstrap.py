@@ -157,10 +157,15 @@ def build_speech(settings: Settings) -> SpeechEngines:
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:
-    """Built-ins first, then the skills folder, then installed packages' entry points."""
+    """Built-ins first (the smart home's when there is a devices file), then the skills folder, then installed
+    packages' entry points."""
     registry = SkillRegistry()
     for skill in builtin_skills(adapters.weather, registry.describe):
         registry.add(skill)
+    if adapters.devices is not None:
+        from skills.smarthome import SmartHomeSkill  # hassil and the sentence templates load only for a smart home
+
+        registry.add(SmartHomeSkill(adapters.devices, adapters.home_state))
     folder = adapters.settings.skills_dir
     if folder is not None and folder.is_dir():
         for skill in load_folder_skills(folder):

@@ -23,6 +23,7 @@ from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from ingress.speech_submit import submit
+from pipeline.devices import checked_request_context
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
 from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
@@ -74,6 +75,10 @@ def post_message() -> tuple[dict[str, Any], int]:
     reply_audio = body.get("reply_audio", False)
     if not isinstance(reply_audio, bool):
         raise BadRequest("'reply_audio' must be true or false")
+    try:
+        context = checked_request_context(body.get("context"))  # where the request was said: {"area": "卧室"}
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     wait = wait_param(settings.default_wait_seconds, settings.max_wait_seconds)
 
     # The envelope before it has its place in the session: registering keeps it until the reply goes out.
@@ -86,6 +91,7 @@ def post_message() -> tuple[dict[str, Any], int]:
         text=text.strip(),
         client_msg_id=client_msg_id,
         wants=wanted(reply_audio),
+        context=context,
     )
     with ExitStack() as stack:
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.

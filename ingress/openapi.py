@@ -13,6 +13,7 @@ from flask import Blueprint, current_app
 from adapters.tokens import ROLES
 from ingress.audio import LANGUAGES, MESSAGE_ID
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
+from pipeline.devices import CONTEXT_KEY, MAX_CONTEXT_ITEMS, MAX_CONTEXT_VALUE
 from pipeline.settings import Settings
 from pipeline.skilldefs import EXAMPLE_CHARS_MAX, EXAMPLES_MAX, NAME_MAX
 
@@ -416,6 +417,18 @@ def _schemas() -> dict[str, Any]:
                 "reply_audio": {
                     "type": "boolean",
                     "description": "Speak the reply too: its `audio` then says where to `GET` the WAV file.",
+                },
+                "context": {
+                    **_nullable("object"),
+                    "maxProperties": MAX_CONTEXT_ITEMS,
+                    "propertyNames": {"pattern": CONTEXT_KEY.pattern},
+                    "additionalProperties": {
+                        "type": "string",
+                        "maxLength": MAX_CONTEXT_VALUE,
+                        "pattern": "^[^\\u0000]*$",
+                    },
+                    "description": 'Where the request was said, for the smart home: `{"area": "卧室"}` makes '
+                    '"turn on the lights" mean that area\'s lights.',
                 },
             },
         },

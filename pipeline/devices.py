@@ -21,6 +21,10 @@ COMMAND_DOMAINS = frozenset(
 _ENTITY_ID = re.compile(r"^([a-z_][a-z0-9_]*)\.([^/+#\s][^/+#]*)$")
 #: Area, floor and device ids go into MQTT topics too.
 _PLAIN_ID = re.compile(r"^[^/+#\s][^/+#]*$")
+#: A request's ``context`` (``{"area": "卧室"}``): a few short strings under plain keys.
+CONTEXT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+MAX_CONTEXT_ITEMS = 8
+MAX_CONTEXT_VALUE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,11 @@ class Floor:
     name: str
     #: Other names said for it.
     aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Its name, then its aliases."""
+        return (self.name, *self.aliases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +221,30 @@ def device_commands(
             }
             commands.append(DeviceCommand(entity.command_topic, payload))
     return commands
+
+
+def checked_request_context(value: Any) -> dict[str, str]:
+    """A request's ``context`` as the edges accept it (HTTP ``POST /api/messages``, MQTT request payloads): an
+    object of at most 8 plain keys with strings of at most 100 characters; None means none. Raises ``ValueError``
+    saying what is wrong (the edge answers 400, or on the device's error topic)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError('\'context\' must be an object of strings such as {"area": "卧室"}')
+    if len(value) > MAX_CONTEXT_ITEMS:
+        raise ValueError(f"'context' may hold at most {MAX_CONTEXT_ITEMS} keys")
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not CONTEXT_KEY.match(key):
+            raise ValueError("'context' keys must be 1-32 letters, digits or _")
+        if not isinstance(item, str) or len(item) > MAX_CONTEXT_VALUE or "\x00" in item:
+            raise ValueError(f"'context.{key}' must be a string of at most {MAX_CONTEXT_VALUE} characters")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"'context.{key}' must be valid text") from None
+        checked[key] = item.strip()
+    return checked
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:

@@ -12,7 +12,8 @@
 
 ``context`` is a dict: ``message`` (the text), ``language`` (``zh`` or ``en``), ``session_id``,
 ``user_id``, ``roles``, ``channel``, ``message_id``, ``slots``, ``answering`` (the slot the message
-answers, or None) and ``history`` (recent turns). ``slots`` holds what the message names (``location``:
+answers, or None), ``history`` (recent turns) and ``area`` (where the request was said: the area its device
+stands in or the one it names, or None). ``slots`` holds what the message names (``location``:
 "上海气温" → "上海"; ``day``: ``today``, ``tomorrow``, ``weekend``, ... as ``pipeline.slots.DAYS`` lists),
 the answers to follow-up questions, and slots kept while a question is open. Each slot is also a key
 of ``context`` itself, unless it has one of the names above.

@@ -147,6 +147,8 @@ def _run(
         "slots": slots,
         "answering": answering,
         "history": [{"user": t.user, "assistant": t.assistant, "skill": t.skill} for t in state.history],
+        # Where the request was said (the area of the device that heard it, or the one the request names).
+        "area": envelope.context.get("area"),
     }
     # Slots are top-level keys too, as skills read them (context.get("location", "北京")); never over a key above.
     for name, value in slots.items():

@@ -29,7 +29,7 @@ from pipeline.device_delivery import (
     reply_payload,
     seconds_left,
 )
-from pipeline.devices import device_commands
+from pipeline.devices import DeviceCommand, DevicesConfig, device_commands
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
 from pipeline.turns import REPLY_ORDER_WAIT_SECONDS, retry_delay
@@ -89,9 +89,10 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
     if devices is None:
         logger.warning("message %s asks to switch devices, but there is no devices file", reply.message_id)
         return
-    ttl = runtime.settings.mqtt.command_ttl_seconds
+    mqtt = runtime.settings.mqtt
     marks = runtime.adapters.sent_marks
-    for index, command in enumerate(device_commands(reply.actions, devices, reply.message_id, reply.created_at, ttl)):
+    commands = device_commands(reply.actions, devices, reply.message_id, reply.created_at, mqtt.command_ttl_seconds)
+    for index, command in enumerate(commands):
         entity = command.payload.get("entity_id")
         mark = f"mqtt:command:{reply.message_id}:{index}:{entity}"
         if marks.sent(mark):
@@ -103,8 +104,17 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
                            command.payload.get("service"), entity, reply.message_id, -left)  # fmt: skip
             continue
         body = json.dumps(command.payload, ensure_ascii=False).encode()
-        publisher.publish(command.topic, body, expiry_interval(left))
+        publisher.publish(command_topic(command, devices, mqtt.state_prefix), body, expiry_interval(left))
         marks.mark(mark, SENT_MARK_TTL_SECONDS)
+
+
+def command_topic(command: DeviceCommand, devices: DevicesConfig, state_prefix: str) -> str:
+    """The entity's ``command_topic`` attribute, else ``<MQTT_STATE_PREFIX>/<area id>/<object id>/set``."""
+    entity = devices.entity(str(command.payload.get("entity_id")))
+    if entity is None or entity.attributes.get("command_topic"):
+        return command.topic
+    levels = (entity.area, entity.object_id) if entity.area else (entity.object_id,)
+    return "/".join((state_prefix, *levels, "set"))
 
 
 def _publisher(runtime: StageRuntime) -> MqttPublisher:

@@ -66,6 +66,7 @@ devices:
   - {{id: hall-panel}}
 entities:
   - {{id: light.bedroom_lamp, name: 卧室灯, area: bedroom, state: "off"}}
+  - {{id: light.kitchen_ceiling, name: 厨房灯, area: kitchen, state: "off"}}
   - {{id: switch.porch, name: 门廊开关, state: "off"}}
   - id: sensor.outdoor_temperature
     name: 室外温度
@@ -353,3 +354,30 @@ def test_audio_is_recognised_and_answered(pipeline: Pipeline, running: Any, devi
     assert reply["session_id"] == "mqtt:living-room-speaker"
     heard = [text for kind, text in transcript_texts(pipeline, "mqtt:living-room-speaker") if kind == "message"]
     assert heard and "living room" in heard[-1].lower()
+
+
+def test_the_device_s_area_picks_the_lights_and_the_command_goes_out(pipeline: Pipeline, running: Any) -> None:
+    """开灯 said by the bedroom speaker means the bedroom's lights: the reply names them, and the lamp gets its
+    command on its own topic."""
+    running()
+    commands: list[tuple[str, dict[str, Any]]] = []
+    connected = threading.Event()
+    lamp = mqtt_client(MqttConfig(url=BROKER), f"lamp-{uuid.uuid4().hex[:8]}",
+                       [(f"{pipeline.root}/home/+/+/set", 1)], clean=True,
+                       on_connected=lambda _c: connected.set())  # fmt: skip
+    lamp.on_message = lambda _c, _u, m: commands.append((m.topic, json.loads(m.payload)))
+    lamp.loop_start()
+    device = Device(pipeline)
+    try:
+        assert connected.wait(10)
+        request_id = device.request("bedroom-speaker", "开灯", session_id="lights")
+        reply = device.reply("bedroom-speaker", request_id)
+        assert [a["targets"] for a in reply["actions"]] == [["light.bedroom_lamp"]], reply
+        eventually(lambda: commands, 10, what="the lamp's command")
+        topic, command = commands[0]
+        assert topic == f"{pipeline.root}/home/bedroom/bedroom_lamp/set"
+        assert command["service"] == "light.turn_on" and command["entity_id"] == "light.bedroom_lamp"
+    finally:
+        device.close()
+        lamp.disconnect()
+        lamp.loop_stop()

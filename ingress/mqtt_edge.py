@@ -110,8 +110,8 @@ class MqttEdge:
         return self._client
 
     def _on_connected(self, client: paho.Client) -> None:
-        logger.info("MQTT edge subscribed: %s/+/request, audio and %d state topics", self._topics.prefix,
-                    len(self.subscriptions()) - 3)  # fmt: skip
+        logger.info("MQTT edge subscribed to %d topic filters: %s/+/request, audio, state topics",
+                    len(self.subscriptions()), self._topics.prefix)  # fmt: skip
         self._connected.set()
 
     def _on_disconnect(self, *_: Any) -> None:
@@ -168,6 +168,12 @@ class MqttEdge:
             return
         except UNAVAILABLE:
             self._unavailable(client, device_id, request_id)
+            return
+        except Exception as exc:
+            # A bug, not the device's fault: it still hears that its request was not taken.
+            logger.error("MQTT request from %s failed: %s", device_id, trace_without_messages(exc))
+            self._refuse(client, device_id, RequestRejected("internal_error", "the request could not be taken",
+                                                            request_id))  # fmt: skip
             return
         if registration.status == "duplicate":
             # Answered once: the first message's reply went or goes out; a resend gets nothing new.

@@ -265,6 +265,28 @@ def test_the_envelope_carries_the_reply_address_and_the_area(running: Any, devic
     assert third.context == {} and third.reply_to == f"hall-panel/{nowhere}"
 
 
+class Broken(Forwarder):
+    """A queue client with a bug in it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def to_stage(self, stage: Stage, envelope: Envelope) -> None:
+        self.calls += 1
+        raise RuntimeError("a bug")
+
+
+def test_a_failure_of_the_edge_is_reported_and_it_keeps_serving(running: Any, device: Device) -> None:
+    broken = Broken()
+    running(forwarder=broken)
+    session = uuid.uuid4().hex[:8]
+    first = device.request("kitchen-speaker", "现在几点", session_id=session)
+    error = device.error("kitchen-speaker")
+    assert error == {"id": first, "error": {"code": "internal_error", "message": "the request could not be taken"}}
+    second = device.request("kitchen-speaker", "现在几点", session_id=session)
+    assert device.error("kitchen-speaker")["id"] == second and broken.calls == 2
+
+
 def test_the_same_id_twice_is_answered_once(pipeline: Pipeline, running: Any, device: Device) -> None:
     running()
     request_id = device.request("kitchen-speaker", "现在几点", session_id="twice")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,3 +191,25 @@ def test_assistant_mqtt_needs_a_url_and_the_distributed_layout(layout: dict[str,
     refused = subprocess.run(compose_command("mqtt"), cwd=ROOT, env=embedded, capture_output=True, text=True,
                              timeout=60)  # fmt: skip
     assert refused.returncode == 2 and "assistant run" in refused.stderr
+
+
+def test_compose_wires_the_edge_to_a_broker_that_wants_logins() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    edge = services["mqtt"]
+    assert edge["command"] == ["assistant", "mqtt"]
+    assert edge["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    # Every assistant service shares the URL: the deliverers publish with it too.
+    url = edge["environment"]["MQTT_URL"]
+    assert url == services["worker-dispatch"]["environment"]["MQTT_URL"]
+    user = re.fullmatch(r"mqtt://(\w+):\$\{MQTT_PASSWORD:\?[^}]*\}@mosquitto:1883", url)
+    assert user is not None, url
+    broker = services["mosquitto"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in broker["volumes"]}
+    conf = (ROOT / mounts["/mosquitto/config/mosquitto.conf"]).read_text()
+    assert re.search(r"^allow_anonymous false$", conf, re.M)
+    assert re.search(r"^password_file /mosquitto/config/passwd$", conf, re.M) and "/mosquitto/config/passwd" in mounts
+    assert re.search(r"^acl_file /mosquitto/config/acl$", conf, re.M)
+    acl = (ROOT / mounts["/mosquitto/config/acl"]).read_text()
+    assert f"user {user[1]}\ntopic readwrite assistant/#" in acl
+    documented = (ROOT / "deploy" / "env.example").read_text()
+    assert re.search(r"^MQTT_PASSWORD=", documented, re.M) and "MQTT_URL" in documented

@@ -61,6 +61,10 @@ class SmartHomeRecognizer:
         self._cache_size = cache_size
         self._intents: dict[str, Intents] = {}
         self._lock = threading.Lock()
+        # hassil fills caches (slot-list tries, required clauses) on first use without locks, and one of them in two
+        # steps another thread could see half done. Matching is pure Python under the GIL, so holding one lock
+        # while matching costs a threaded worker no throughput.
+        self._matching = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, str | None], tuple[Recognition, ...]] = OrderedDict()
         self._slot_lists = _slot_lists(devices)
 
@@ -94,14 +98,16 @@ class SmartHomeRecognizer:
 
     def _recognize(self, text: str, language: str, area: str | None) -> tuple[Recognition, ...]:
         context = {"area": {"value": area, "text": area}} if area else None
-        results = recognize_ranked(
-            text,
-            self.intents(language),
-            slot_lists=self._slot_lists,
-            intent_context=context,
-            language=HA_LANGUAGES[language],
-            best_slot_name="name",
-        )
+        intents = self.intents(language)
+        with self._matching:
+            results = recognize_ranked(
+                text,
+                intents,
+                slot_lists=self._slot_lists,
+                intent_context=context,
+                language=HA_LANGUAGES[language],
+                best_slot_name="name",
+            )
         readings: list[Recognition] = []
         for result in results:
             slots = {name: _number(entity.value) for name, entity in result.entities.items()}

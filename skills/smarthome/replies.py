@@ -99,11 +99,14 @@ TEXTS = {
 }
 
 
-def display_name(entity: Entity, language: str) -> str:
-    """The entity's name in the reply's language: its first name in Chinese for ``zh``, in Latin letters for
-    ``en`` (with "the" before a lower-case one), else its name."""
+def display_name(entity: Entity, language: str, said: object = None) -> str:
+    """The entity's name in the reply's language: the name the request used when it is one of the entity's, else
+    its first name in Chinese for ``zh``, in Latin letters for ``en`` (with "the" before a lower-case one), else
+    its name."""
     chinese = [n for n in entity.names if any(is_cjk(c) for c in n)]
     latin = [n for n in entity.names if not any(is_cjk(c) for c in n)]
+    if isinstance(said, str) and said in (chinese if language == "zh" else latin):
+        chinese, latin = [said], [said]
     if language == "zh":
         return chinese[0] if chinese else entity.name
     if not latin:

@@ -93,7 +93,8 @@ class SmartHomeSkill(BaseSkill):
         sentences = []
         for action in actions:
             chosen = [e for e in entities if e.id in action["targets"]]
-            names = replies.join([replies.display_name(e, language) for e in chosen], language)
+            said = reading.slots.get("name")
+            names = replies.join([replies.display_name(e, language, said) for e in chosen], language)
             sentences.append(replies.done(action["service"], names, action["data"], reading.said, language))
         return SkillResult(text=("" if language == "zh" else " ").join(sentences), actions=tuple(actions))
 
@@ -112,7 +113,7 @@ class SmartHomeSkill(BaseSkill):
         asked = reading.slots.get("state")
         for entity in entities:
             state, attributes = self._current(entity)
-            name = replies.display_name(entity, language)
+            name = replies.display_name(entity, language, reading.slots.get("name"))
             if reading.intent == "HassClimateGetTemperature":
                 value = attributes.get("current_temperature") if entity.domain == "climate" else state
                 if value is None:

@@ -11,7 +11,7 @@ from pipeline.home_state import HomeState
 from pipeline.language import detect_language, normalize
 from skills.base import BaseSkill, SkillResult
 from skills.smarthome import replies
-from skills.smarthome.actions import QUESTIONS, Targets, intent_actions, resolve
+from skills.smarthome.actions import QUESTIONS, UNKNOWN_PLACE, Targets, intent_actions, resolve
 from skills.smarthome.recognizer import Recognition, SmartHomeRecognizer
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class SmartHomeSkill(BaseSkill):
         if not readings:
             return SkillResult(text=replies.TEXTS[language]["not_found"])
         if chosen is None:
-            return self._not_found(readings[0], language)
+            return self._not_found(readings, language)
         reading, targets = chosen
         if targets.unclear:
             return self._ask_which(reading, targets.entities, language)
@@ -190,8 +190,12 @@ class SmartHomeSkill(BaseSkill):
             return SkillResult(text=text, ask=text, slot=CHOICE_SLOT, slots=again.slots)
         return self._carry_out(reading, tuple(chosen), language)
 
-    def _not_found(self, reading: Recognition, language: str) -> SkillResult:
+    def _not_found(self, readings: tuple[Recognition, ...], language: str) -> SkillResult:
         texts = replies.TEXTS[language]
+        unknown = next((r.slots[UNKNOWN_PLACE] for r in readings if isinstance(r.slots.get(UNKNOWN_PLACE), str)), None)
+        if unknown is not None and not any("area" in r.slots or "name" in r.slots for r in readings):
+            return SkillResult(text=texts["no_place"].format(place=str(unknown).removeprefix("the ").strip()))
+        reading = readings[0]
         name, area = reading.slots.get("name"), reading.slots.get("area")
         if isinstance(name, str):
             return SkillResult(text=texts["not_found_name"].format(name=name))

@@ -210,6 +210,9 @@ def test_an_unclear_request_asks_and_the_answer_resolves_it(registry: SkillRegis
 def test_nothing_to_act_on_is_said_plainly(registry: SkillRegistry) -> None:
     assert answer(registry, "打开卧室的窗帘").text == "卧室没有能这样操作的设备。"
     assert answer(registry, "open the bedroom curtains").text == "There is nothing in the bedroom I can do that with."
+    unknown = answer(registry, "打开书房的灯")
+    assert unknown.text == "家里没有叫“书房”的地方。" and unknown.actions == ()
+    assert answer(registry, "turn off the lights in the study").text == "There is no area called “study” in the home."
 
 
 def test_other_messages_are_left_alone(registry: SkillRegistry) -> None:

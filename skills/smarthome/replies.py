@@ -13,6 +13,7 @@ DONE = {
     "zh": {
         "turn_on": "{names}已打开。", "turn_off": "{names}已关闭。",
         "light.brightness": "已把{names}的亮度调到{brightness_pct}%。", "light.color": "已把{names}调成{color}。",
+        "light.color_temp": "已把{names}的色温调到{color_temp_kelvin}K。",
         "cover.open_cover": "{names}已打开。", "cover.close_cover": "{names}已关上。",
         "valve.open_valve": "{names}已打开。", "valve.close_valve": "{names}已关上。",
         "lock.lock": "{names}已锁上。", "lock.unlock": "{names}已解锁。",
@@ -31,6 +32,7 @@ DONE = {
     "en": {
         "turn_on": "Turned on {names}.", "turn_off": "Turned off {names}.",
         "light.brightness": "Set {names} to {brightness_pct}% brightness.", "light.color": "Turned {names} {color}.",
+        "light.color_temp": "Set {names} to {color_temp_kelvin} K.",
         "cover.open_cover": "Opened {names}.", "cover.close_cover": "Closed {names}.",
         "valve.open_valve": "Opened {names}.", "valve.close_valve": "Closed {names}.",
         "lock.lock": "Locked {names}.", "lock.unlock": "Unlocked {names}.",
@@ -154,6 +156,8 @@ def done(service: str, names: str, data: Mapping[str, Any], said: Mapping[str, s
         key = "light.brightness"
     elif service == "light.turn_on" and "color_name" in data:
         key = "light.color"
+    elif service == "light.turn_on" and "color_temp_kelvin" in data:
+        key = "light.color_temp"
     elif service == "media_player.volume_mute" and data.get("is_volume_muted") is False:
         key = "media_player.volume_unmute"
     elif service in table:

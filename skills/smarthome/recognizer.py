@@ -14,6 +14,7 @@ from home_assistant_intents import get_intents
 
 from pipeline.devices import DevicesConfig
 from skills.smarthome import templates
+from skills.smarthome.numbers import digits_for_numerals
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class SmartHomeRecognizer:
     def _recognize(self, text: str, language: str, area: str | None) -> tuple[Recognition, ...]:
         context = {"area": {"value": area, "text": area}} if area else None
         intents = self.intents(language)
+        if language == "zh":
+            text = digits_for_numerals(text)  # "二十五度": the templates' number ranges read digits
         with self._matching:
             results = recognize_ranked(
                 text,

@@ -14,6 +14,7 @@ from home_assistant_intents import get_intents
 
 from pipeline.devices import DevicesConfig
 from skills.smarthome import templates
+from skills.smarthome.numbers import digits_for_numerals
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class SmartHomeRecognizer:
         self._cache_size = cache_size
         self._intents: dict[str, Intents] = {}
         self._lock = threading.Lock()
+        # hassil fills caches (slot-list tries, required clauses) on first use without locks, and one of them in two
+        # steps another thread could see half done. Matching is pure Python under the GIL, so holding one lock
+        # while matching costs a threaded worker no throughput.
+        self._matching = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, str | None], tuple[Recognition, ...]] = OrderedDict()
         self._slot_lists = _slot_lists(devices)
 
@@ -94,14 +99,18 @@ class SmartHomeRecognizer:
 
     def _recognize(self, text: str, language: str, area: str | None) -> tuple[Recognition, ...]:
         context = {"area": {"value": area, "text": area}} if area else None
-        results = recognize_ranked(
-            text,
-            self.intents(language),
-            slot_lists=self._slot_lists,
-            intent_context=context,
-            language=HA_LANGUAGES[language],
-            best_slot_name="name",
-        )
+        intents = self.intents(language)
+        if language == "zh":
+            text = digits_for_numerals(text)  # "二十五度": the templates' number ranges read digits
+        with self._matching:
+            results = recognize_ranked(
+                text,
+                intents,
+                slot_lists=self._slot_lists,
+                intent_context=context,
+                language=HA_LANGUAGES[language],
+                best_slot_name="name",
+            )
         readings: list[Recognition] = []
         for result in results:
             slots = {name: _number(entity.value) for name, entity in result.entities.items()}

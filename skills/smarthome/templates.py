@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 _ASK = {"ask_when_unclear": True}
+#: "打开书房的灯" in a home with no 书房: the place is caught whatever it is, so the reply can say it is unknown.
+_UNKNOWN_PLACE = {"unknown_place": True}
 
 #: Rules shared by the blocks below; prefixed so they never replace one of Home Assistant's rules.
 ZH_RULES = {
@@ -32,6 +34,14 @@ EN_RULES = {
 
 ZH: dict[str, list[dict[str, Any]]] = {
     "HassTurnOn": [
+        {
+            "sentences": [
+                "<sh_please><sh_on>{sh_place}的<sh_light><sh_end>",
+                "<sh_please>{sh_place}的<sh_light><sh_on><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
         {
             "sentences": [
                 "<sh_please><sh_all><sh_light>[都]<sh_on><sh_end>",
@@ -82,6 +92,14 @@ ZH: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "HassTurnOff": [
+        {
+            "sentences": [
+                "<sh_please><sh_off>{sh_place}的<sh_light><sh_end>",
+                "<sh_please>{sh_place}的<sh_light><sh_off><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
         {
             "sentences": [
                 "<sh_please><sh_all><sh_light>[都]<sh_off><sh_end>",
@@ -376,6 +394,7 @@ ZH: dict[str, list[dict[str, Any]]] = {
 
 #: States of media players and vacuums, which Home Assistant's lists leave out.
 ZH_LISTS = {
+    "sh_place": {"wildcard": True},
     "sh_media_states": {
         "values": [
             {"in": "(在播放|正在播放|在放|播放中)[的]", "out": "playing"},
@@ -383,9 +402,10 @@ ZH_LISTS = {
             {"in": "(在扫地|正在扫地|在清扫|正在清扫|在打扫)[的]", "out": "cleaning"},
             {"in": "(在充电|在充电座上|回到充电座了)[的]", "out": "docked"},
         ]
-    }
+    },
 }
 EN_LISTS = {
+    "sh_place": {"wildcard": True},
     "sh_media_states": {
         "values": [
             {"in": "playing", "out": "playing"},
@@ -393,11 +413,16 @@ EN_LISTS = {
             {"in": "(cleaning|vacuuming)", "out": "cleaning"},
             {"in": "(docked|charging)", "out": "docked"},
         ]
-    }
+    },
 }
 
 EN: dict[str, list[dict[str, Any]]] = {
     "HassTurnOn": [
+        {
+            "sentences": ["<sh_please> (turn|switch) on <sh_the> <sh_light> in <sh_the> {sh_place} <sh_end>"],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
         {
             "sentences": [
                 "<sh_please> (turn|switch) on <sh_all> <sh_light> [in the (house|home)] <sh_end>",
@@ -445,6 +470,11 @@ EN: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "HassTurnOff": [
+        {
+            "sentences": ["<sh_please> (turn|switch) off <sh_the> <sh_light> in <sh_the> {sh_place} <sh_end>"],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
         {
             "sentences": [
                 "<sh_please> (turn|switch) off <sh_all> <sh_light> [in the (house|home)] <sh_end>",

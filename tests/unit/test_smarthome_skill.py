@@ -16,6 +16,7 @@ from skills.builtin import HelpSkill, TimeSkill, WeatherSkill
 from skills.dispatcher import dispatch
 from skills.registry import SkillRegistry
 from skills.smarthome import SmartHomeSkill
+from skills.smarthome.numbers import digits_for_numerals
 
 HOME: dict[str, Any] = {
     "areas": [
@@ -157,6 +158,9 @@ def test_numbers_are_numbers(registry: SkillRegistry) -> None:
     assert whole["slots"]["temperature"] == 21 and isinstance(whole["slots"]["temperature"], int)
     position = only_action(answer(registry, "set living room curtains to 30%"))
     assert position["service"] == "cover.set_cover_position" and position["data"] == {"position": 30}
+    words = only_action(answer(registry, "把空调调到二十二点五度"))
+    assert words["slots"]["temperature"] == 22.5 and words["data"] == {"temperature": 22.5}
+    assert only_action(answer(registry, "把卧室灯的亮度调到百分之三十"))["data"] == {"brightness_pct": 30}
     volume = only_action(answer(registry, "把电视的音量调到40"))
     assert volume["service"] == "media_player.volume_set" and volume["data"] == {"volume_level": 0.4}
 
@@ -210,6 +214,9 @@ def test_an_unclear_request_asks_and_the_answer_resolves_it(registry: SkillRegis
 def test_nothing_to_act_on_is_said_plainly(registry: SkillRegistry) -> None:
     assert answer(registry, "打开卧室的窗帘").text == "卧室没有能这样操作的设备。"
     assert answer(registry, "open the bedroom curtains").text == "There is nothing in the bedroom I can do that with."
+    unknown = answer(registry, "打开书房的灯")
+    assert unknown.text == "家里没有叫“书房”的地方。" and unknown.actions == ()
+    assert answer(registry, "turn off the lights in the study").text == "There is no area called “study” in the home."
 
 
 def test_other_messages_are_left_alone(registry: SkillRegistry) -> None:
@@ -221,3 +228,15 @@ def test_other_messages_are_left_alone(registry: SkillRegistry) -> None:
     assert registry.match("现在几点") is registry.get("time")
     assert registry.match("上海天气") is registry.get("weather")
     assert registry.match("卧室温度是多少") is skill  # the home's rooms are the home's
+
+
+@pytest.mark.parametrize(
+    ("said", "read"),
+    [
+        ("把空调调到二十五度", "把空调调到25度"), ("亮度调到百分之一百", "亮度调到百分之100"),
+        ("温度调到十九点五度", "温度调到19.5度"), ("音量开到五十吧", "音量开到50吧"),
+        ("开一下灯", "开一下灯"), ("打开一楼的灯", "打开一楼的灯"), ("十分钟后提醒我", "十分钟后提醒我"),
+    ],
+)  # fmt: skip
+def test_chinese_amounts_become_digits(said: str, read: str) -> None:
+    assert digits_for_numerals(said) == read

@@ -30,14 +30,20 @@ class Forwarder:
 
     def reply(self, reply: Reply) -> None:
         """Send ``reply`` towards its client: through ``tts`` first when it is to be spoken (every reply is, an
-        apology too, when the client asked for speech), else to its channel's reply queue."""
-        if reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS:
+        apology too, when the client asked for speech), else to its channel's reply queue.
+
+        Its device commands, if any, go out at once: the MQTT deliverer publishes them with an MQTT reply, and
+        ``assistant.deliver.commands`` for a reply to another channel or one still to be spoken (a lamp is not
+        switched after the synthesis). A reply back from ``tts`` has had its commands sent already.
+        """
+        to_tts = reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS
+        if reply.audio is None and (to_tts or reply.channel != Channel.MQTT) and has_device_actions(reply):
+            self._commands(reply)
+        if to_tts:
             self._app.send_task(
                 TASK_NAMES[Stage.TTS], args=[reply.to_json()], queue=str(Stage.TTS), **shown_as(reply.message_id)
             )
             return
-        if reply.channel != Channel.MQTT and has_device_actions(reply):
-            self._commands(reply)
         self._app.send_task(
             deliver_task(reply.channel),
             args=[reply.to_json()],
@@ -46,8 +52,8 @@ class Forwarder:
         )
 
     def _commands(self, reply: Reply) -> None:
-        """The device commands of a reply to another channel go out through the MQTT deliverer (before the reply,
-        so the reply's "done" follows the switching); the MQTT channel's own deliverer publishes its replies'."""
+        """Hand the reply's device commands to the MQTT deliverer, before the reply itself: its "done" follows
+        the switching. Both publish each command once (by message id), whichever comes first."""
         if not self._publishes_commands:
             if not self._said_no_mqtt:
                 self._said_no_mqtt = True

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Broker:
+    #: The plain listener of deploy/mosquitto's configuration.
+    port: int
+    #: A TLS listener added for the test, with a certificate for 127.0.0.1 from ``ca_file``.
+    tls_port: int
+    ca_file: str
+
+
+def _certificates(folder: Path) -> None:
+    """A throwaway CA, and a server certificate it signed for 127.0.0.1 and localhost."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj",
+            "/CN=localhost")  # fmt: skip
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "server.crt", "-days", "1", "-extfile", "san.cnf")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Mosquitto with deploy/mosquitto's settings, its paths moved to a temporary folder; yields its port."""
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Mosquitto with deploy/mosquitto's settings, its paths moved to a temporary folder, plus a TLS listener."""
     folder = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    _certificates(folder)
     passwd = folder / "passwd"
     for index, (user, password) in enumerate(PASSWORDS.items()):
         create = ["-c"] if index == 0 else []
@@ -49,12 +75,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     assert f"listener {port}" in conf and "allow_anonymous false" in conf
     # Started as root, Mosquitto would switch to the "mosquitto" user, who cannot read the temporary folder.
     conf += f"\nuser {getpass.getuser()}\n"
+    conf += (f"\nlistener {tls_port} 127.0.0.1\ncafile {folder}/ca.crt\ncertfile {folder}/server.crt\n"
+             f"keyfile {folder}/server.key\n")  # fmt: skip
     (folder / "mosquitto.conf").write_text(conf)
     process = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        eventually(lambda: _listening(port), 10, what="mosquitto to listen")
-        yield port
+        eventually(lambda: _listening(port) and _listening(tls_port), 10, what="mosquitto to listen")
+        yield Broker(port, tls_port, str(folder / "ca.crt"))
     finally:
         process.terminate()
         process.wait(10)
@@ -68,12 +96,13 @@ def _listening(port: int) -> bool:
 class Client:
     """A client that records whether it connected, what the broker said, and what it received."""
 
-    def __init__(self, url: str, subscribe: Sequence[str] = ()) -> None:
+    def __init__(self, url: str, subscribe: Sequence[str] = (), ca_file: str = "") -> None:
         self.connected = threading.Event()
         self.refused: list[str] = []
         self.received: list[tuple[str, bytes]] = []
-        self.client = mqtt_client(MqttConfig(url=url), f"c-{uuid.uuid4().hex[:8]}", [(t, 1) for t in subscribe],
-                                  clean=True, on_connected=lambda _c: self.connected.set())  # fmt: skip
+        config = MqttConfig(url=url, ca_file=ca_file)
+        self.client = mqtt_client(config, f"c-{uuid.uuid4().hex[:8]}", [(t, 1) for t in subscribe], clean=True,
+                                  on_connected=lambda _c: self.connected.set())  # fmt: skip
         inner: Any = self.client.on_connect
 
         def on_connect(client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -97,8 +126,8 @@ class Client:
         self.client.loop_stop()
 
 
-def test_anonymous_and_wrong_logins_are_refused(broker: int) -> None:
-    for url in (f"mqtt://127.0.0.1:{broker}", f"mqtt://kitchen-speaker:wrong@127.0.0.1:{broker}"):
+def test_anonymous_and_wrong_logins_are_refused(broker: Broker) -> None:
+    for url in (f"mqtt://127.0.0.1:{broker.port}", f"mqtt://kitchen-speaker:wrong@127.0.0.1:{broker.port}"):
         client = Client(url)
         try:
             eventually(lambda c=client: c.refused, 10, what="a refusal")
@@ -108,10 +137,10 @@ def test_anonymous_and_wrong_logins_are_refused(broker: int) -> None:
             client.close()
 
 
-def test_a_device_reaches_the_assistant_on_its_own_topics_only(broker: int) -> None:
+def test_a_device_reaches_the_assistant_on_its_own_topics_only(broker: Broker) -> None:
     t = topics()
-    edge = Client(f"mqtt://assistant:{PASSWORDS['assistant']}@127.0.0.1:{broker}", t.subscriptions())
-    device = Client(f"mqtt://kitchen-speaker:{PASSWORDS['kitchen-speaker']}@127.0.0.1:{broker}",
+    edge = Client(f"mqtt://assistant:{PASSWORDS['assistant']}@127.0.0.1:{broker.port}", t.subscriptions())
+    device = Client(f"mqtt://kitchen-speaker:{PASSWORDS['kitchen-speaker']}@127.0.0.1:{broker.port}",
                     [t.reply_topic("kitchen-speaker"), t.reply_topic("bedroom-speaker")])  # fmt: skip
     try:
         assert edge.connected.wait(10) and device.connected.wait(10)
@@ -129,3 +158,16 @@ def test_a_device_reaches_the_assistant_on_its_own_topics_only(broker: int) -> N
     finally:
         edge.close()
         device.close()
+
+
+def test_mqtts_checks_the_broker_s_certificate(broker: Broker) -> None:
+    url = f"mqtts://assistant:{PASSWORDS['assistant']}@127.0.0.1:{broker.tls_port}"
+    trusted = Client(url, ca_file=broker.ca_file)  # MQTT_CA_FILE
+    stranger = Client(url)  # the system's CAs do not know the test CA
+    try:
+        assert trusted.connected.wait(10), "no TLS connection with the broker's CA"
+        time.sleep(1.0)
+        assert not stranger.connected.is_set()
+    finally:
+        trusted.close()
+        stranger.close()

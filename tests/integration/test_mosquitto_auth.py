@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def test_anonymous_and_wrong_logins_are_refused(broker: Broker) -> None:
     for url in (f"mqtt://127.0.0.1:{broker.port}", f"mqtt://kitchen-speaker:wrong@127.0.0.1:{broker.port}"):
         client = Client(url)
         try:
-            eventually(lambda c=client: c.refused, 10, what="a refusal")
+            eventually(partial(getattr, client, "refused"), 10, what="a refusal")
             assert not client.connected.is_set()
             assert "authori" in client.refused[0].lower() or "password" in client.refused[0].lower()
         finally:

@@ -52,6 +52,8 @@ class MqttEdge:
         self._topics: Topics = topics(self._config.topic_prefix, self._config.state_prefix)
         devices = adapters.devices
         self._allowed = frozenset(self._config.allowed_devices or (devices.device_ids() if devices else ()))
+        if unusable := sorted(d for d in self._allowed if not DEVICE_ID.fullmatch(d)):
+            logger.warning("devices %s can never send: a device id is 1-48 letters, digits or _ . -", unusable)
         # State topics: an entity's own ``state_topic``, else ``<state_prefix>/<area>/<object>/state``.
         self._custom_state: dict[str, str] = {}
         self._default_state: dict[tuple[str, ...], str] = {}

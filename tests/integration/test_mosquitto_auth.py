@@ -1,5 +1,6 @@
 """deploy/mosquitto's configuration on a Mosquitto of its own (a free port): logins only, and each device kept to
-its own topics by the ACL; the assistant's clients log in with the user and password of MQTT_URL."""
+its own topics by the ACL; the assistant's clients log in with the user and password of MQTT_URL, and over TLS. And
+an edge started before its broker connects once the broker is up."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ import pytest
 from support import eventually
 
 from adapters.mqtt import mqtt_client, topics
+from assistant.bootstrap import build_adapters
+from ingress.mqtt_edge import MqttEdge
 from pipeline.channel_config import MqttConfig
+from pipeline.envelope import Envelope
+from pipeline.settings import Settings
+from pipeline.stages import Stage
+from tasks.forward import Forwarder
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
 
@@ -172,3 +179,45 @@ def test_mqtts_checks_the_broker_s_certificate(broker: Broker) -> None:
     finally:
         trusted.close()
         stranger.close()
+
+
+class Submitted(Forwarder):
+    """Keeps what the edge submits."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    def to_stage(self, stage: Stage, envelope: Envelope) -> None:
+        self.envelopes.append(envelope)
+
+
+def test_the_edge_waits_for_a_broker_that_is_not_up_yet(tmp_path: Path) -> None:
+    """``assistant mqtt`` started before Mosquitto (compose, a reboot) keeps trying, and serves once it is up."""
+    port = free_port()
+    settings = Settings.from_env({"ASSISTANT_DATA_DIR": str(tmp_path / "data"), "MQTT_URL": f"mqtt://127.0.0.1:{port}",
+                                  "MQTT_CLIENT_ID": f"edge-{uuid.uuid4().hex[:8]}"})  # fmt: skip
+    adapters = build_adapters(settings, migrate=True)
+    submitted = Submitted()
+    edge = MqttEdge(adapters, submitted, settings.mqtt)
+    edge.start()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n")
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(1.5)
+        assert not edge.wait_connected(0)
+        process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert edge.wait_connected(20), "the edge did not connect once the broker was up"
+        device = Client(f"mqtt://127.0.0.1:{port}")
+        try:
+            assert device.connected.wait(10)
+            device.publish(topics().request_topic("porch"), b'{"id": "1", "text": "hi"}')
+            eventually(lambda: submitted.envelopes, 10, what="the request submitted")
+        finally:
+            device.close()
+    finally:
+        edge.stop()
+        adapters.close()
+        if process is not None:
+            process.terminate()
+            process.wait(10)

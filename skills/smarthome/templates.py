@@ -354,10 +354,12 @@ ZH: dict[str, list[dict[str, Any]]] = {
             "slots": {"domain": "light"},
         },
         {
-            "sentences": [
-                "[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]",
-                "[{area}[的]]{name}锁(好|上)了(吗|没|没有)",
-            ],
+            "sentences": ["[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]"],
+            "requires_context": {"domain": ["lock"]},
+        },
+        {
+            "sentences": ["[{area}[的]]{name}锁(好|上)了(吗|没|没有)"],
+            "slots": {"state": "locked"},
             "requires_context": {"domain": ["lock"]},
         },
         {

@@ -223,7 +223,7 @@ class SmartHomeSkill(BaseSkill):
 
 def _chosen(answer: str, candidates: list[Entity], devices: DevicesConfig) -> list[Entity]:
     """The candidates an answer to "which one?" picks: by name or alias, by area, or all of them."""
-    folded = normalize(answer).strip("，。！？,.!? ")
+    folded = normalize(answer).strip("，。！？").strip(",.!? ")
     if not folded:
         return []
     if folded in ALL_WORDS or any(word in folded for word in ("都", "全部", "所有")) or folded.startswith("all"):

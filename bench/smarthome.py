@@ -26,7 +26,7 @@ from skills.smarthome.recognizer import SmartHomeRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PHRASES = ROOT / "bench" / "data" / "smarthome_phrases.tsv"
-#: Written after the templates last changed and never tuned on: the honest figure.
+#: Written after the templates its sibling set led to, scored once before any later change: the honest figure.
 FRESH = ROOT / "bench" / "data" / "smarthome_phrases_fresh.tsv"
 DEVICES = ROOT / "config" / "devices.example.yaml"
 NONE = "none"

@@ -8,9 +8,9 @@ _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4,
 _NUMERAL = "[零〇一二两三四五六七八九十百]+"
 #: Only numerals that are plainly amounts: before 度 / % / K, after 百分之, or ending a setting ("音量调到三十").
 _AMOUNT = re.compile(
-    rf"(?P<before>百分之)(?P<n>{_NUMERAL})(?:点(?P<f>[零〇一二三四五六七八九]+))?"
-    rf"|(?P<n2>{_NUMERAL})(?:点(?P<f2>[零〇一二三四五六七八九]+))?(?P<unit>度|摄氏度|%|K|开尔文)"
-    rf"|(?P<verb>调到|调成|调为|设为|设成|设置为|开到|调至|降到|升到)(?P<n3>{_NUMERAL})(?:点(?P<f3>[零〇一二三四五六七八九]+))?(?P<end>[吧啊呀]?$)"
+    rf"(?P<before>百分之)(?P<n>{_NUMERAL})(?:[点](?P<f>[零〇一二三四五六七八九]+))?"
+    rf"|(?P<n2>{_NUMERAL})(?:[点](?P<f2>[零〇一二三四五六七八九]+))?(?P<unit>度|摄氏度|%|K|开尔文)"
+    rf"|(?P<verb>调到|调成|调为|设为|设成|设置为|开到|调至|降到|升到)(?P<n3>{_NUMERAL})(?:[点](?P<f3>[零〇一二三四五六七八九]+))?(?P<end>[吧啊呀]?$)"
 )
 
 

@@ -31,8 +31,8 @@ HANDLED_INTENTS = frozenset(
 #: Our language codes and Home Assistant's.
 HA_LANGUAGES = {"zh": "zh-CN", "en": "en"}
 _OWN = {
-    "zh": (templates.ZH, templates.ZH_RULES, templates.ZH_LISTS),
-    "en": (templates.EN, templates.EN_RULES, templates.EN_LISTS),
+    "zh": (templates.ZH, templates.ZH_RULES, templates.ZH_LISTS, templates.ZH_SKIP_WORDS),
+    "en": (templates.EN, templates.EN_RULES, templates.EN_LISTS, templates.EN_SKIP_WORDS),
 }
 #: Recognitions remembered per (text, language, area): ``match`` and ``execute`` see the same message.
 CACHE_SIZE = 512
@@ -150,11 +150,12 @@ def _build_intents(language: str, devices: DevicesConfig) -> Intents:
     data = copy.deepcopy(get_intents(HA_LANGUAGES[language]))
     if data is None:
         raise RuntimeError(f"home-assistant-intents has no sentences for {language}")
-    own, rules, lists = _OWN[language]
+    own, rules, lists, skip_words = _OWN[language]
     for intent, blocks in own.items():
         data["intents"].setdefault(intent, {"data": []})["data"].extend(copy.deepcopy(blocks))
     data["expansion_rules"] = {**data.get("expansion_rules", {}), **rules}
     data["lists"] = {**data.get("lists", {}), **copy.deepcopy(lists)}
+    data["skip_words"] = [*data.get("skip_words", []), *skip_words]
     intents = Intents.from_dict(data)
     domains = {entity.domain for entity in devices.entities}
     return filter_intents(intents, intent_names=HANDLED_INTENTS, domains=domains)

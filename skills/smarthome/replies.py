@@ -105,8 +105,7 @@ TEXTS = {
 
 def display_name(entity: Entity, language: str, said: object = None) -> str:
     """The entity's name in the reply's language: the name the request used when it is one of the entity's, else
-    its first name in Chinese for ``zh``, in Latin letters for ``en`` (with "the" before a lower-case one), else
-    its name."""
+    its first name in Chinese for ``zh``, in Latin letters for ``en`` (with "the"), else its name."""
     chinese = [n for n in entity.names if any(is_cjk(c) for c in n)]
     latin = [n for n in entity.names if not any(is_cjk(c) for c in n)]
     if isinstance(said, str) and said in (chinese if language == "zh" else latin):
@@ -115,8 +114,12 @@ def display_name(entity: Entity, language: str, said: object = None) -> str:
         return chinese[0] if chinese else entity.name
     if not latin:
         return entity.name
-    name = latin[0]
-    return f"the {name}" if name[:1].islower() else name
+    return with_article(latin[0])
+
+
+def with_article(name: str) -> str:
+    """ "the bedroom lamp", "the TV"; a name that has its own ("my phone") keeps it."""
+    return name if name.lower().startswith(("the ", "my ", "our ")) else f"the {name}"
 
 
 def area_display(names: Sequence[str], language: str) -> str:

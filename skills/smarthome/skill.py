@@ -30,7 +30,7 @@ WARM_UP = (
     ("turn on the lights", "en"), ("set the lights brightness to 50%", "en"), ("make it 24.5 degrees", "en"),
     ("set the volume to 30", "en"), ("is the lamp on", "en"),
 )  # fmt: skip
-#: States that count as "on" when a question asks whether something is on.
+#: States that count as "off" when a question asks whether something is on (any other counts as on).
 _OFF_STATES = frozenset({"off", "closed", "unavailable", "unknown", "standby", "docked", "idle", "unlocked"})
 
 
@@ -151,10 +151,12 @@ class SmartHomeSkill(BaseSkill):
         if unknown:
             parts.append(texts["unknown_state"].format(names=replies.join(unknown, language)).rstrip("。."))
         body = texts["sep"].join(replies.capitalized(p) if language == "en" else p for p in parts) + texts["end"]
-        if matches and all(matches):
-            return texts["yes"] + body if language == "zh" else texts["yes"] + body[:1].lower() + body[1:]
-        if matches and not any(matches):
-            return texts["no"] + body if language == "zh" else texts["no"] + body[:1].lower() + body[1:]
+        if matches and (all(matches) or not any(matches)):
+            lead = texts["yes"] if all(matches) else texts["no"]
+            # "Yes, the front door is locked." but "Yes, TV is on.": only "The"/"It" lose their capital.
+            if language == "en" and body.startswith(("The ", "It ")):
+                body = body[:1].lower() + body[1:]
+            return lead + body
         return replies.capitalized(body)
 
     def _place(self, entity: Entity, language: str) -> str | None:
@@ -162,7 +164,7 @@ class SmartHomeSkill(BaseSkill):
         if area is None:
             return None
         name = replies.area_display(area.names, language)
-        return name if language == "zh" else f"the {name}" if name[:1].islower() else name
+        return name if language == "zh" else replies.with_article(name)
 
     # Unclear and unknown targets
 
@@ -221,12 +223,16 @@ class SmartHomeSkill(BaseSkill):
 
 def _chosen(answer: str, candidates: list[Entity], devices: DevicesConfig) -> list[Entity]:
     """The candidates an answer to "which one?" picks: by name or alias, by area, or all of them."""
-    folded = normalize(answer).strip("，。！？,.!? ")
+    folded = normalize(answer).strip("，。！？").strip(",.!? ")
     if not folded:
         return []
     if folded in ALL_WORDS or any(word in folded for word in ("都", "全部", "所有")) or folded.startswith("all"):
         return list(candidates)
-    by_name = [e for e in candidates if any(normalize(n) in folded or folded in normalize(n) for n in e.names)]
+    # The answer names the entity ("床头灯", "the floor lamp"), or is part of a name ("落地"), never one letter of it.
+    by_name = [
+        e for e in candidates
+        if any(normalize(n) in folded or (len(folded) > 1 and folded in normalize(n)) for n in e.names)
+    ]  # fmt: skip
     if len(by_name) == 1:
         return by_name
     pool = by_name or candidates

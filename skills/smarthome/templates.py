@@ -354,10 +354,12 @@ ZH: dict[str, list[dict[str, Any]]] = {
             "slots": {"domain": "light"},
         },
         {
-            "sentences": [
-                "[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]",
-                "[{area}[的]]{name}锁(好|上)了(吗|没|没有)",
-            ],
+            "sentences": ["[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]"],
+            "requires_context": {"domain": ["lock"]},
+        },
+        {
+            "sentences": ["[{area}[的]]{name}锁(好|上)了(吗|没|没有)"],
+            "slots": {"state": "locked"},
             "requires_context": {"domain": ["lock"]},
         },
         {
@@ -391,6 +393,10 @@ ZH: dict[str, list[dict[str, Any]]] = {
         },
     ],
 }
+
+#: Politeness that carries no meaning, removed before matching (beside Home Assistant's own skip words).
+ZH_SKIP_WORDS = ("能不能", "可不可以", "能否", "你能", "你可以", "帮我", "帮忙", "请你", "拜托")
+EN_SKIP_WORDS = ("hey", "ok", "okay", "kindly", "go ahead and", "i need you to", "will you")
 
 #: States of media players and vacuums, which Home Assistant's lists leave out.
 ZH_LISTS = {

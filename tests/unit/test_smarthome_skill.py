@@ -139,6 +139,11 @@ def test_all_the_lights(registry: SkillRegistry) -> None:
         assert sorted(action["targets"]) == ["light.bedroom_lamp", "light.ceiling"], text
 
 
+def test_politeness_and_punctuation(registry: SkillRegistry) -> None:
+    for text in ("能不能帮我打开卧室灯？", "请打开卧室灯，谢谢！", "Hey, could you turn on the bedroom lamp please?"):
+        assert only_action(answer(registry, text))["targets"] == ["light.bedroom_lamp"], text
+
+
 def test_an_area_and_a_domain(registry: SkillRegistry) -> None:
     action = only_action(answer(registry, "把客厅的灯打开"))
     assert action["slots"] == {"area": "客厅", "domain": "light"} and action["targets"] == ["light.ceiling"]

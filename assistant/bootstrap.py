@@ -7,6 +7,7 @@ use, after a prefork worker forked.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -267,6 +268,18 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
         runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+    freeze_startup_heap()
+
+
+def freeze_startup_heap() -> None:
+    """Move what the process built to start (modules, clients, skills) out of the cyclic collector's scans.
+
+    It lives as long as the process. Left in, every full collection walks it: in a worker (about 130,000
+    objects) that paused all of the process's threads for 100 to 230 ms under load, every 15 s or so at
+    100 messages/s (``bench.mqtt``). Frozen, a full collection scans only what messages made since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _warm_speech_in_child(**_: Any) -> None:

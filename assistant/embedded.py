@@ -17,6 +17,7 @@ from assistant.bootstrap import (
     build_mqtt_edge,
     build_worker_app,
     check_speech_models,
+    freeze_startup_heap,
     warm_model_in_background,
     warm_speech_in_background,
 )
@@ -102,6 +103,7 @@ def run_embedded(settings: Settings) -> int:
     mqtt_edge = build_mqtt_edge(settings, adapters, celery_app) if settings.mqtt.url else None
     if mqtt_edge is not None:
         mqtt_edge.start()
+    freeze_startup_heap()
     server = http_server(flask_app, settings.host, settings.port)
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host

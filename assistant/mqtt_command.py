@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from assistant.bootstrap import build_adapters, build_mqtt_edge
+from assistant.bootstrap import build_adapters, build_mqtt_edge, freeze_startup_heap
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def run_mqtt_edge(settings: Settings) -> int:
     adapters = build_adapters(settings, pool_size=2)
     edge = build_mqtt_edge(settings, adapters)
     edge.start()
+    freeze_startup_heap()
     try:
         stopping.wait()
     finally:

@@ -166,7 +166,11 @@ def build_registry(adapters: Adapters) -> SkillRegistry:
     if adapters.devices is not None:
         from skills.smarthome import SmartHomeSkill  # hassil and the sentence templates load only for a smart home
 
-        registry.add(SmartHomeSkill(adapters.devices, adapters.home_state))
+        smarthome = SmartHomeSkill(adapters.devices, adapters.home_state)
+        # Compiled here (about 0.2 s), in the process that answers: not on the first request, and with no thread
+        # holding the matcher's lock when a prefork pool forks.
+        smarthome.warm_up()
+        registry.add(smarthome)
     folder = adapters.settings.skills_dir
     if folder is not None and folder.is_dir():
         for skill in load_folder_skills(folder):

@@ -52,6 +52,8 @@ class MqttEdge:
         self._topics: Topics = topics(self._config.topic_prefix, self._config.state_prefix)
         devices = adapters.devices
         self._allowed = frozenset(self._config.allowed_devices or (devices.device_ids() if devices else ()))
+        if unusable := sorted(d for d in self._allowed if not DEVICE_ID.fullmatch(d)):
+            logger.warning("devices %s can never send: a device id is 1-48 letters, digits or _ . -", unusable)
         # State topics: an entity's own ``state_topic``, else ``<state_prefix>/<area>/<object>/state``.
         self._custom_state: dict[str, str] = {}
         self._default_state: dict[tuple[str, ...], str] = {}
@@ -68,6 +70,10 @@ class MqttEdge:
     @property
     def topics(self) -> Topics:
         return self._topics
+
+    @property
+    def client_id(self) -> str:
+        return self._config.client_id
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """Topic filters and their QoS: requests, audio, default state topics and each entity's own."""
@@ -106,6 +112,8 @@ class MqttEdge:
         return self._client
 
     def _on_connected(self, client: paho.Client) -> None:
+        logger.info("MQTT edge subscribed to %d topic filters: %s/+/request, audio, state topics",
+                    len(self.subscriptions()), self._topics.prefix)  # fmt: skip
         self._connected.set()
 
     def _on_disconnect(self, *_: Any) -> None:
@@ -162,6 +170,12 @@ class MqttEdge:
             return
         except UNAVAILABLE:
             self._unavailable(client, device_id, request_id)
+            return
+        except Exception as exc:
+            # A bug, not the device's fault: it still hears that its request was not taken.
+            logger.error("MQTT request from %s failed: %s", device_id, trace_without_messages(exc))
+            self._refuse(client, device_id, RequestRejected("internal_error", "the request could not be taken",
+                                                            request_id))  # fmt: skip
             return
         if registration.status == "duplicate":
             # Answered once: the first message's reply went or goes out; a resend gets nothing new.

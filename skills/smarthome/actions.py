@@ -51,6 +51,8 @@ _FIXED = {
     "HassLightSet": "light.turn_on",
     "HassFanSetSpeed": "fan.set_percentage",
 }
+#: The slot of a place caught by a wildcard (``打开书房的灯``), which may name no area of the home.
+UNKNOWN_PLACE = "sh_place"
 #: Intents that ask rather than act.
 QUESTIONS = frozenset({"HassGetState", "HassClimateGetTemperature"})
 
@@ -79,6 +81,12 @@ def resolve(reading: Recognition, devices: DevicesConfig, area: str | None) -> T
     if isinstance(area_name, str):
         named = devices.area_named(area_name)
         found = [e for e in found if named is not None and e.area == named.id]
+    place = slots.get(UNKNOWN_PLACE)
+    if isinstance(place, str):
+        # Caught by a wildcard: a place the devices file may not have ("书房"); none such, nothing to act on.
+        named = devices.area_named(place.removeprefix("the ").strip())
+        found = [e for e in found if named is not None and e.area == named.id]
+        area_name = place
     floor_name = slots.get("floor")
     if isinstance(floor_name, str):
         folded = normalize(floor_name)
@@ -164,7 +172,8 @@ def intent_actions(reading: Recognition, entities: Iterable[Entity]) -> list[dic
     """The reply's actions: one per service (a request over several domains calls several), or one without a
     service for a question."""
     entities = list(entities)
-    base = {"type": "intent", "intent": reading.intent, "slots": dict(reading.slots)}
+    slots = {k: v for k, v in reading.slots.items() if k != UNKNOWN_PLACE}
+    base = {"type": "intent", "intent": reading.intent, "slots": slots}
     if reading.intent in QUESTIONS:
         return [{**base, "targets": [e.id for e in entities], "service": None, "data": {}}]
     by_service: dict[str, list[str]] = {}

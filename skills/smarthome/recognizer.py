@@ -14,6 +14,7 @@ from home_assistant_intents import get_intents
 
 from pipeline.devices import DevicesConfig
 from skills.smarthome import templates
+from skills.smarthome.numbers import digits_for_numerals
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ HANDLED_INTENTS = frozenset(
 )  # fmt: skip
 #: Our language codes and Home Assistant's.
 HA_LANGUAGES = {"zh": "zh-CN", "en": "en"}
-_OWN = {"zh": (templates.ZH, templates.ZH_RULES), "en": (templates.EN, templates.EN_RULES)}
+_OWN = {
+    "zh": (templates.ZH, templates.ZH_RULES, templates.ZH_LISTS, templates.ZH_SKIP_WORDS),
+    "en": (templates.EN, templates.EN_RULES, templates.EN_LISTS, templates.EN_SKIP_WORDS),
+}
 #: Recognitions remembered per (text, language, area): ``match`` and ``execute`` see the same message.
 CACHE_SIZE = 512
 #: Messages longer than this are not smart-home commands; hassil is not run on them.
@@ -53,10 +57,15 @@ class Recognition:
 class SmartHomeRecognizer:
     """Builds each language's matcher once, on first use, and remembers recent recognitions."""
 
-    def __init__(self, devices: DevicesConfig) -> None:
+    def __init__(self, devices: DevicesConfig, cache_size: int = CACHE_SIZE) -> None:
         self._devices = devices
+        self._cache_size = cache_size
         self._intents: dict[str, Intents] = {}
         self._lock = threading.Lock()
+        # hassil fills caches (slot-list tries, required clauses) on first use without locks, and one of them in two
+        # steps another thread could see half done. Matching is pure Python under the GIL, so holding one lock
+        # while matching costs a threaded worker no throughput.
+        self._matching = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, str | None], tuple[Recognition, ...]] = OrderedDict()
         self._slot_lists = _slot_lists(devices)
 
@@ -84,20 +93,24 @@ class SmartHomeRecognizer:
         found = self._recognize(text, language, area)
         with self._lock:
             self._cache[key] = found
-            while len(self._cache) > CACHE_SIZE:
+            while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return found
 
     def _recognize(self, text: str, language: str, area: str | None) -> tuple[Recognition, ...]:
         context = {"area": {"value": area, "text": area}} if area else None
-        results = recognize_ranked(
-            text,
-            self.intents(language),
-            slot_lists=self._slot_lists,
-            intent_context=context,
-            language=HA_LANGUAGES[language],
-            best_slot_name="name",
-        )
+        intents = self.intents(language)
+        if language == "zh":
+            text = digits_for_numerals(text)  # "二十五度": the templates' number ranges read digits
+        with self._matching:
+            results = recognize_ranked(
+                text,
+                intents,
+                slot_lists=self._slot_lists,
+                intent_context=context,
+                language=HA_LANGUAGES[language],
+                best_slot_name="name",
+            )
         readings: list[Recognition] = []
         for result in results:
             slots = {name: _number(entity.value) for name, entity in result.entities.items()}
@@ -137,10 +150,12 @@ def _build_intents(language: str, devices: DevicesConfig) -> Intents:
     data = copy.deepcopy(get_intents(HA_LANGUAGES[language]))
     if data is None:
         raise RuntimeError(f"home-assistant-intents has no sentences for {language}")
-    own, rules = _OWN[language]
+    own, rules, lists, skip_words = _OWN[language]
     for intent, blocks in own.items():
         data["intents"].setdefault(intent, {"data": []})["data"].extend(copy.deepcopy(blocks))
     data["expansion_rules"] = {**data.get("expansion_rules", {}), **rules}
+    data["lists"] = {**data.get("lists", {}), **copy.deepcopy(lists)}
+    data["skip_words"] = [*data.get("skip_words", []), *skip_words]
     intents = Intents.from_dict(data)
     domains = {entity.domain for entity in devices.entities}
     return filter_intents(intents, intent_names=HANDLED_INTENTS, domains=domains)

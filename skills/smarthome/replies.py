@@ -13,6 +13,7 @@ DONE = {
     "zh": {
         "turn_on": "{names}已打开。", "turn_off": "{names}已关闭。",
         "light.brightness": "已把{names}的亮度调到{brightness_pct}%。", "light.color": "已把{names}调成{color}。",
+        "light.color_temp": "已把{names}的色温调到{color_temp_kelvin}K。",
         "cover.open_cover": "{names}已打开。", "cover.close_cover": "{names}已关上。",
         "valve.open_valve": "{names}已打开。", "valve.close_valve": "{names}已关上。",
         "lock.lock": "{names}已锁上。", "lock.unlock": "{names}已解锁。",
@@ -31,6 +32,7 @@ DONE = {
     "en": {
         "turn_on": "Turned on {names}.", "turn_off": "Turned off {names}.",
         "light.brightness": "Set {names} to {brightness_pct}% brightness.", "light.color": "Turned {names} {color}.",
+        "light.color_temp": "Set {names} to {color_temp_kelvin} K.",
         "cover.open_cover": "Opened {names}.", "cover.close_cover": "Closed {names}.",
         "valve.open_valve": "Opened {names}.", "valve.close_valve": "Closed {names}.",
         "lock.lock": "Locked {names}.", "lock.unlock": "Unlocked {names}.",
@@ -65,6 +67,7 @@ TEXTS = {
         "not_found_name": "没有找到“{name}”。",
         "not_found_area": "{area}没有能这样操作的设备。",
         "not_found": "家里没有能这样操作的设备。",
+        "no_place": "家里没有叫“{place}”的地方。",
         "cannot": "{names}不支持这个操作。",
         "unknown_state": "还不知道{names}现在的状态。",
         "state": "{name}{state}",
@@ -83,6 +86,7 @@ TEXTS = {
         "not_found_name": "I couldn't find “{name}”.",
         "not_found_area": "There is nothing in the {area} I can do that with.",
         "not_found": "There is no device I can do that with.",
+        "no_place": "There is no area called “{place}” in the home.",
         "cannot": "That can't be done with {names}.",
         "unknown_state": "I don't know the state of {names} yet.",
         "state": "{name} is {state}",
@@ -99,17 +103,23 @@ TEXTS = {
 }
 
 
-def display_name(entity: Entity, language: str) -> str:
-    """The entity's name in the reply's language: its first name in Chinese for ``zh``, in Latin letters for
-    ``en`` (with "the" before a lower-case one), else its name."""
+def display_name(entity: Entity, language: str, said: object = None) -> str:
+    """The entity's name in the reply's language: the name the request used when it is one of the entity's, else
+    its first name in Chinese for ``zh``, in Latin letters for ``en`` (with "the"), else its name."""
     chinese = [n for n in entity.names if any(is_cjk(c) for c in n)]
     latin = [n for n in entity.names if not any(is_cjk(c) for c in n)]
+    if isinstance(said, str) and said in (chinese if language == "zh" else latin):
+        chinese, latin = [said], [said]
     if language == "zh":
         return chinese[0] if chinese else entity.name
     if not latin:
         return entity.name
-    name = latin[0]
-    return f"the {name}" if name[:1].islower() else name
+    return with_article(latin[0])
+
+
+def with_article(name: str) -> str:
+    """ "the bedroom lamp", "the TV"; a name that has its own ("my phone") keeps it."""
+    return name if name.lower().startswith(("the ", "my ", "our ")) else f"the {name}"
 
 
 def area_display(names: Sequence[str], language: str) -> str:
@@ -149,6 +159,8 @@ def done(service: str, names: str, data: Mapping[str, Any], said: Mapping[str, s
         key = "light.brightness"
     elif service == "light.turn_on" and "color_name" in data:
         key = "light.color"
+    elif service == "light.turn_on" and "color_temp_kelvin" in data:
+        key = "light.color_temp"
     elif service == "media_player.volume_mute" and data.get("is_volume_muted") is False:
         key = "media_player.volume_unmute"
     elif service in table:

@@ -11,7 +11,7 @@ from pipeline.home_state import HomeState
 from pipeline.language import detect_language, normalize
 from skills.base import BaseSkill, SkillResult
 from skills.smarthome import replies
-from skills.smarthome.actions import QUESTIONS, Targets, intent_actions, resolve
+from skills.smarthome.actions import QUESTIONS, UNKNOWN_PLACE, Targets, intent_actions, resolve
 from skills.smarthome.recognizer import Recognition, SmartHomeRecognizer
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,13 @@ REQUEST_SLOT = "smarthome_request"
 MATCH_SCORE = 100
 #: Answers that mean "all of them".
 ALL_WORDS = frozenset({"都", "全部", "所有", "都要", "都开", "都关", "两个都", "all", "both", "all of them", "every"})
-#: States that count as "on" when a question asks whether something is on.
+#: Sentences that reach most of hassil's lazily built tables (names, numbers) in both languages, whatever the home.
+WARM_UP = (
+    ("打开灯", "zh"), ("灯的亮度调到50%", "zh"), ("温度调到26.5度", "zh"), ("音量调到30", "zh"), ("卧室灯开着吗", "zh"),
+    ("turn on the lights", "en"), ("set the lights brightness to 50%", "en"), ("make it 24.5 degrees", "en"),
+    ("set the volume to 30", "en"), ("is the lamp on", "en"),
+)  # fmt: skip
+#: States that count as "off" when a question asks whether something is on (any other counts as on).
 _OFF_STATES = frozenset({"off", "closed", "unavailable", "unknown", "standby", "docked", "idle", "unlocked"})
 
 
@@ -39,6 +45,15 @@ class SmartHomeSkill(BaseSkill):
         self.devices = devices
         self.home_state = home_state
         self.recognizer = SmartHomeRecognizer(devices)
+
+    def warm_up(self) -> None:
+        """Compile both languages' templates and fill hassil's caches, so the first request does not wait ~0.2 s.
+        Never raises: a failure here is logged, and the first request tries again."""
+        try:
+            for text, language in WARM_UP:
+                self.recognizer.recognize(text, language)
+        except Exception:
+            logger.exception("warming the smart-home matcher failed")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "examples": ["打开卧室灯", "客厅的灯开着吗？", "turn off all the lights"]}
@@ -55,21 +70,26 @@ class SmartHomeSkill(BaseSkill):
         slots = context.get("slots") or {}
         if context.get("answering") == CHOICE_SLOT and isinstance(slots.get(REQUEST_SLOT), str):
             return self._answer_choice(str(slots.get(CHOICE_SLOT) or text), slots[REQUEST_SLOT], language)
-        readings = self.recognizer.recognize(text, language, area.name if area else None)
+        readings, chosen = self.understand(text, language, area)
         if not readings:
             return SkillResult(text=replies.TEXTS[language]["not_found"])
-        chosen: tuple[Recognition, Targets] | None = None
-        for reading in readings:
-            targets = resolve(reading, self.devices, area.id if area else None)
-            if targets.entities:
-                chosen = (reading, targets)
-                break
         if chosen is None:
-            return self._not_found(readings[0], language)
+            return self._not_found(readings, language)
         reading, targets = chosen
         if targets.unclear:
             return self._ask_which(reading, targets.entities, language)
         return self._carry_out(reading, targets.entities, language)
+
+    def understand(
+        self, text: str, language: str, area: Area | None
+    ) -> tuple[tuple[Recognition, ...], tuple[Recognition, Targets] | None]:
+        """Every reading of ``text`` said in ``area``, and the first that points at entities with those."""
+        readings = self.recognizer.recognize(text, language, area.name if area else None)
+        for reading in readings:
+            targets = resolve(reading, self.devices, area.id if area else None)
+            if targets.entities:
+                return readings, (reading, targets)
+        return readings, None
 
     def _area(self, value: Any) -> Area | None:
         if not isinstance(value, str) or not value.strip():
@@ -88,7 +108,8 @@ class SmartHomeSkill(BaseSkill):
         sentences = []
         for action in actions:
             chosen = [e for e in entities if e.id in action["targets"]]
-            names = replies.join([replies.display_name(e, language) for e in chosen], language)
+            said = reading.slots.get("name")
+            names = replies.join([replies.display_name(e, language, said) for e in chosen], language)
             sentences.append(replies.done(action["service"], names, action["data"], reading.said, language))
         return SkillResult(text=("" if language == "zh" else " ").join(sentences), actions=tuple(actions))
 
@@ -107,7 +128,7 @@ class SmartHomeSkill(BaseSkill):
         asked = reading.slots.get("state")
         for entity in entities:
             state, attributes = self._current(entity)
-            name = replies.display_name(entity, language)
+            name = replies.display_name(entity, language, reading.slots.get("name"))
             if reading.intent == "HassClimateGetTemperature":
                 value = attributes.get("current_temperature") if entity.domain == "climate" else state
                 if value is None:
@@ -130,10 +151,12 @@ class SmartHomeSkill(BaseSkill):
         if unknown:
             parts.append(texts["unknown_state"].format(names=replies.join(unknown, language)).rstrip("。."))
         body = texts["sep"].join(replies.capitalized(p) if language == "en" else p for p in parts) + texts["end"]
-        if matches and all(matches):
-            return texts["yes"] + body if language == "zh" else texts["yes"] + body[:1].lower() + body[1:]
-        if matches and not any(matches):
-            return texts["no"] + body if language == "zh" else texts["no"] + body[:1].lower() + body[1:]
+        if matches and (all(matches) or not any(matches)):
+            lead = texts["yes"] if all(matches) else texts["no"]
+            # "Yes, the front door is locked." but "Yes, TV is on.": only "The"/"It" lose their capital.
+            if language == "en" and body.startswith(("The ", "It ")):
+                body = body[:1].lower() + body[1:]
+            return lead + body
         return replies.capitalized(body)
 
     def _place(self, entity: Entity, language: str) -> str | None:
@@ -141,7 +164,7 @@ class SmartHomeSkill(BaseSkill):
         if area is None:
             return None
         name = replies.area_display(area.names, language)
-        return name if language == "zh" else f"the {name}" if name[:1].islower() else name
+        return name if language == "zh" else replies.with_article(name)
 
     # Unclear and unknown targets
 
@@ -184,8 +207,12 @@ class SmartHomeSkill(BaseSkill):
             return SkillResult(text=text, ask=text, slot=CHOICE_SLOT, slots=again.slots)
         return self._carry_out(reading, tuple(chosen), language)
 
-    def _not_found(self, reading: Recognition, language: str) -> SkillResult:
+    def _not_found(self, readings: tuple[Recognition, ...], language: str) -> SkillResult:
         texts = replies.TEXTS[language]
+        unknown = next((r.slots[UNKNOWN_PLACE] for r in readings if isinstance(r.slots.get(UNKNOWN_PLACE), str)), None)
+        if unknown is not None and not any("area" in r.slots or "name" in r.slots for r in readings):
+            return SkillResult(text=texts["no_place"].format(place=str(unknown).removeprefix("the ").strip()))
+        reading = readings[0]
         name, area = reading.slots.get("name"), reading.slots.get("area")
         if isinstance(name, str):
             return SkillResult(text=texts["not_found_name"].format(name=name))
@@ -196,12 +223,16 @@ class SmartHomeSkill(BaseSkill):
 
 def _chosen(answer: str, candidates: list[Entity], devices: DevicesConfig) -> list[Entity]:
     """The candidates an answer to "which one?" picks: by name or alias, by area, or all of them."""
-    folded = normalize(answer).strip("，。！？,.!? ")
+    folded = normalize(answer).strip("，。！？").strip(",.!? ")
     if not folded:
         return []
     if folded in ALL_WORDS or any(word in folded for word in ("都", "全部", "所有")) or folded.startswith("all"):
         return list(candidates)
-    by_name = [e for e in candidates if any(normalize(n) in folded or folded in normalize(n) for n in e.names)]
+    # The answer names the entity ("床头灯", "the floor lamp"), or is part of a name ("落地"), never one letter of it.
+    by_name = [
+        e for e in candidates
+        if any(normalize(n) in folded or (len(folded) > 1 and folded in normalize(n)) for n in e.names)
+    ]  # fmt: skip
     if len(by_name) == 1:
         return by_name
     pool = by_name or candidates

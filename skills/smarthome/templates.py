@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 _ASK = {"ask_when_unclear": True}
+#: "打开书房的灯" in a home with no 书房: the place is caught whatever it is, so the reply can say it is unknown.
+_UNKNOWN_PLACE = {"unknown_place": True}
 
 #: Rules shared by the blocks below; prefixed so they never replace one of Home Assistant's rules.
 ZH_RULES = {
     "sh_on": "(打开|开启|开一下|开|打开一下|点亮|启动)",
     "sh_off": "(关闭|关掉|关上|关一下|关了|关|熄灭|熄掉)",
-    "sh_please": "[请|帮我|麻烦|给我|帮忙][把|将|给]",
+    "sh_please": "[请][帮我|麻烦你|麻烦|给我|帮忙|你][把|将|给]",
+    "sh_all": "[家里|全屋|整个家里|屋里][的](所有|全部)[的]",
     "sh_light": "(灯|灯光|电灯|吸顶灯|台灯|所有灯|所有的灯)",
     "sh_end": "[吧|一下|下|啊|呀|吗|呢|了]",
 }
@@ -25,11 +28,28 @@ EN_RULES = {
     "sh_please": "[(please|can you|could you|would you|hey)] [please]",
     "sh_the": "[(the|my|our)]",
     "sh_light": "(light|lights|lamp|lamps)",
+    "sh_all": "(all [of] [(the|my|our)]|every|each)",
     "sh_end": "[(please|now|for me)]",
 }
 
 ZH: dict[str, list[dict[str, Any]]] = {
     "HassTurnOn": [
+        {
+            "sentences": [
+                "<sh_please><sh_on>{sh_place}的<sh_light><sh_end>",
+                "<sh_please>{sh_place}的<sh_light><sh_on><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
+        {
+            "sentences": [
+                "<sh_please><sh_all><sh_light>[都]<sh_on><sh_end>",
+                "<sh_please><sh_on><sh_all><sh_light><sh_end>",
+                "<sh_please>{area}[的][所有|全部][的]<sh_light>都<sh_on><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+        },
         {
             "sentences": [
                 "<sh_please><sh_on><sh_light><sh_end>",
@@ -74,6 +94,23 @@ ZH: dict[str, list[dict[str, Any]]] = {
     "HassTurnOff": [
         {
             "sentences": [
+                "<sh_please><sh_off>{sh_place}的<sh_light><sh_end>",
+                "<sh_please>{sh_place}的<sh_light><sh_off><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
+        {
+            "sentences": [
+                "<sh_please><sh_all><sh_light>[都]<sh_off><sh_end>",
+                "<sh_please><sh_off><sh_all><sh_light><sh_end>",
+                "<sh_please>{area}[的][所有|全部][的]<sh_light>都<sh_off><sh_end>",
+            ],
+            "slots": {"domain": "light"},
+        },
+        {"sentences": ["<sh_please>(熄灯|关灯睡觉)<sh_end>"], "slots": {"domain": "light"}, "metadata": _ASK},
+        {
+            "sentences": [
                 "<sh_please><sh_off><sh_light><sh_end>",
                 "<sh_please><sh_light><sh_off><sh_end>",
                 "<sh_please>把<sh_light><sh_off><sh_end>",
@@ -111,6 +148,12 @@ ZH: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "HassLightSet": [
+        {
+            "sentences": [
+                "<sh_please>[{area}[的]]{name}[的亮度](调暗|调亮|调低|调高|降低|提高|调)(到|至|成)[百分之]{brightness}[%]<sh_end>",
+            ],
+            "requires_context": {"domain": ["light"]},
+        },
         {
             "sentences": [
                 "<sh_please>[{area}[的]]{name}[的]亮度(调到|调成|调为|设为|设成|设置为|调|改成)[百分之]{brightness}[%]<sh_end>",
@@ -293,6 +336,10 @@ ZH: dict[str, list[dict[str, Any]]] = {
     ],
     "HassGetState": [
         {
+            "sentences": ["[{area}[的]]{name}[是|还]{sh_media_states:state}[吗|没有|没]"],
+            "requires_context": {"domain": ["media_player", "vacuum"]},
+        },
+        {
             "sentences": [
                 "[{area}[的]]{name}[是][不是]{on_off_states:state}[吗|没有|着吗|的吗|没]",
                 "[{area}[的]]{name}(开着没|开了没|关了没|关着没)",
@@ -307,10 +354,12 @@ ZH: dict[str, list[dict[str, Any]]] = {
             "slots": {"domain": "light"},
         },
         {
-            "sentences": [
-                "[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]",
-                "[{area}[的]]{name}锁(好|上)了(吗|没|没有)",
-            ],
+            "sentences": ["[{area}[的]]{name}[是]{lock_states:state}[吗|没有|没]"],
+            "requires_context": {"domain": ["lock"]},
+        },
+        {
+            "sentences": ["[{area}[的]]{name}锁(好|上)了(吗|没|没有)"],
+            "slots": {"state": "locked"},
             "requires_context": {"domain": ["lock"]},
         },
         {
@@ -345,8 +394,48 @@ ZH: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+#: Politeness that carries no meaning, removed before matching (beside Home Assistant's own skip words).
+ZH_SKIP_WORDS = ("能不能", "可不可以", "能否", "你能", "你可以", "帮我", "帮忙", "请你", "拜托")
+EN_SKIP_WORDS = ("hey", "ok", "okay", "kindly", "go ahead and", "i need you to", "will you")
+
+#: States of media players and vacuums, which Home Assistant's lists leave out.
+ZH_LISTS = {
+    "sh_place": {"wildcard": True},
+    "sh_media_states": {
+        "values": [
+            {"in": "(在播放|正在播放|在放|播放中)[的]", "out": "playing"},
+            {"in": "(暂停了|暂停中|暂停着|已暂停)[的]", "out": "paused"},
+            {"in": "(在扫地|正在扫地|在清扫|正在清扫|在打扫)[的]", "out": "cleaning"},
+            {"in": "(在充电|在充电座上|回到充电座了)[的]", "out": "docked"},
+        ]
+    },
+}
+EN_LISTS = {
+    "sh_place": {"wildcard": True},
+    "sh_media_states": {
+        "values": [
+            {"in": "playing", "out": "playing"},
+            {"in": "paused", "out": "paused"},
+            {"in": "(cleaning|vacuuming)", "out": "cleaning"},
+            {"in": "(docked|charging)", "out": "docked"},
+        ]
+    },
+}
+
 EN: dict[str, list[dict[str, Any]]] = {
     "HassTurnOn": [
+        {
+            "sentences": ["<sh_please> (turn|switch) on <sh_the> <sh_light> in <sh_the> {sh_place} <sh_end>"],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
+        {
+            "sentences": [
+                "<sh_please> (turn|switch) on <sh_all> <sh_light> [in the (house|home)] <sh_end>",
+                "<sh_please> (turn|switch) <sh_all> <sh_light> on [in the (house|home)] <sh_end>",
+            ],
+            "slots": {"domain": "light"},
+        },
         {
             "sentences": [
                 "<sh_please> turn on <sh_the> <sh_light> <sh_end>",
@@ -387,6 +476,18 @@ EN: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "HassTurnOff": [
+        {
+            "sentences": ["<sh_please> (turn|switch) off <sh_the> <sh_light> in <sh_the> {sh_place} <sh_end>"],
+            "slots": {"domain": "light"},
+            "metadata": _UNKNOWN_PLACE,
+        },
+        {
+            "sentences": [
+                "<sh_please> (turn|switch) off <sh_all> <sh_light> [in the (house|home)] <sh_end>",
+                "<sh_please> (turn|switch) <sh_all> <sh_light> off [in the (house|home)] <sh_end>",
+            ],
+            "slots": {"domain": "light"},
+        },
         {
             "sentences": [
                 "<sh_please> turn off <sh_the> <sh_light> <sh_end>",
@@ -605,6 +706,12 @@ EN: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "HassGetState": [
+        {
+            "sentences": [
+                "(is|are) <sh_the> [{area}] {name} [(still|currently)] {sh_media_states:state}[ right now| now]"
+            ],
+            "requires_context": {"domain": ["media_player", "vacuum"]},
+        },
         {
             "sentences": [
                 "(is|are) <sh_the> [{area}] {name} [(still|currently)] {on_off_states:state}[ right now| now]",

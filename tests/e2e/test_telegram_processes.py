@@ -120,3 +120,21 @@ def test_no_log_shows_the_token(layout: dict[str, Any]) -> None:
     run: Layout = layout["run"]
     for name, _ in run.processes:
         assert TOKEN not in run.log(name), name
+
+
+def test_figures_webhook_answer_and_reply_latency(layout: dict[str, Any], telegram: FakeTelegram) -> None:
+    """Prints how fast the webhook answers Telegram and how long until the reply's sendMessage, one update at a
+    time across 20 chats (not a load test: the figures for docs/telegram.md)."""
+    base = 7_000_000 + int(time.time()) % 100_000
+    answers, replies = [], []
+    for index in range(20):
+        chat = base + index
+        started = time.monotonic()
+        assert post(layout["urls"][index % 2], update(chat, "现在几点")).status_code == 200
+        answers.append((time.monotonic() - started) * 1000)
+        [sent] = eventually(lambda chat=chat: telegram.sent_to(chat), DEADLINE, what="the reply")  # type: ignore[misc]
+        replies.append((sent.at - started) * 1000)
+    answers.sort()
+    replies.sort()
+    print(f"\nwebhook answer: p50 {answers[10]:.1f} ms, max {answers[-1]:.1f} ms; "
+          f"webhook to sendMessage: p50 {replies[10]:.0f} ms, max {replies[-1]:.0f} ms (20 updates)")  # fmt: skip

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, request
-from werkzeug.exceptions import Forbidden, ServiceUnavailable
+from werkzeug.exceptions import Forbidden, NotFound, ServiceUnavailable
 
 from adapters.audio import AudioError, decode_audio, float32_to_pcm16
 from adapters.bundle import Adapters
@@ -102,6 +102,10 @@ def webhook() -> tuple[dict[str, Any], int]:
         return {"ok": True, "duplicate": True}, 200
     try:
         handle(adapters, forwarder, message)
+    except NotFound:
+        # The session id is held by another user (a web client that named it first): retrying cannot help.
+        logger.warning("telegram update %d refused: its session belongs to another user", message.update_id)
+        return {"ok": True}, 200
     except BaseException:
         # Not taken: Telegram's retry must be handled, not ignored as seen.
         adapters.marks.release(update_key)

@@ -46,6 +46,7 @@ class Gateway:
         self.base = base
         self.adapters = adapters
         self.admin = issue_token(settings, "root", ("user", "admin"), 3600)
+        self.web_user = issue_token(settings, "mallory", ("user",), 3600)
 
     def post(self, update: Any, secret: str | None = SECRET, raw: bytes | None = None) -> requests.Response:
         headers = {"Content-Type": "application/json"}
@@ -274,3 +275,15 @@ def test_a_voice_message_is_recognised_and_answered_in_text_and_speech(
     heard = transcript["entries"][1]["heard"]["text"].lower()
     assert "living room" in heard, heard
     assert np.isfinite(samples).all()
+
+
+def test_a_session_id_taken_by_a_web_user_is_not_retried_forever(gateway: Gateway, telegram: FakeTelegram) -> None:
+    update = message_update("现在几点")
+    chat = chat_of(update)
+    body = {"text": "现在几点", "session_id": f"telegram:{chat}"}
+    headers = {"Authorization": f"Bearer {gateway.web_user}"}
+    squatted = requests.post(f"{gateway.base}/api/messages?wait=5", json=body, headers=headers, timeout=30)
+    assert squatted.status_code == 200
+    assert gateway.post(update).status_code == 200  # a 4xx or 5xx would make Telegram send it again and again
+    time.sleep(1.5)
+    assert telegram.sent_to(chat) == []

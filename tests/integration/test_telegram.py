@@ -287,3 +287,20 @@ def test_a_session_id_taken_by_a_web_user_is_not_retried_forever(gateway: Gatewa
     assert gateway.post(update).status_code == 200  # a 4xx or 5xx would make Telegram send it again and again
     time.sleep(1.5)
     assert telegram.sent_to(chat) == []
+
+
+def test_a_long_reply_goes_out_in_paced_pieces_in_order(gateway: Gateway, telegram: FakeTelegram) -> None:
+    story = "这是一个很长的故事。" * 600  # 6000 characters: two messages
+    definition = {"name": "long-story", "description": "讲长故事 / tells a long story", "triggers": ["长故事"],
+                  "response": story}  # fmt: skip
+    headers = {"Authorization": f"Bearer {gateway.admin}"}
+    created = requests.post(f"{gateway.base}/api/skills", json=definition, headers=headers, timeout=30)
+    assert created.status_code in (200, 201), created.text
+    update = message_update("讲个长故事")
+    assert gateway.post(update).status_code == 200
+    first, second = sent(telegram, chat_of(update), 2)
+    assert first.params["text"] + second.params["text"] == story
+    assert max(len(first.params["text"]), len(second.params["text"])) <= 4096
+    assert second.at - first.at >= 0.9  # about a second between two messages to one chat
+    time.sleep(1.0)
+    assert len(telegram.sent_to(chat_of(update))) == 2

@@ -52,6 +52,8 @@ def test_secrets_stay_out_of_its_repr() -> None:
     config = TelegramConfig.from_sources({"enabled": True, "bot_token": TOKEN, "webhook_secret": "hidden-secret"}, {})
     assert TOKEN not in repr(config) and "hidden-secret" not in repr(config)
     assert TOKEN not in repr(Settings(telegram=config))
+    # The raw channels.json, which may hold the token too, stays out of the settings' repr.
+    assert TOKEN not in repr(Settings(channels={"telegram": {"bot_token": TOKEN}}, telegram=config))
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
 from adapters.opus import wav_to_voice_note
 from adapters.state import EarlierReplyPending
-from adapters.telegram import TelegramBot, TelegramError
+from adapters.telegram import TelegramBot, TelegramError, TelegramUnreachable
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
 from pipeline.telegram_updates import split_text
@@ -80,6 +80,9 @@ class Sender:
             send()
         except TelegramError as exc:
             self._refused(exc)
+        except TelegramUnreachable:
+            self._unpace()
+            raise
         try:
             self._marks.claim(sent_key, SENT_TTL_SECONDS)
         except UNAVAILABLE as exc:
@@ -91,6 +94,12 @@ class Sender:
         if self._interval > 0 and not self._marks.claim(self._pace_key, self._interval):
             self._wait(max(self._marks.remaining(self._pace_key), 0.05))
 
+    def _unpace(self) -> None:
+        # Nothing reached the chat: its retry need not wait for the pace (the stage skeleton's re-queue for a wait
+        # starts its retry count again, so a retry must not be made to wait by its own failed try).
+        if self._interval > 0:
+            self._marks.release(self._pace_key)
+
     def _refused(self, exc: TelegramError) -> None:
         if exc.status == 429:
             retry_after = exc.retry_after if exc.retry_after is not None else 1.0
@@ -100,6 +109,7 @@ class Sender:
             self._marks.claim(self._pace_key, retry_after)
             self._wait(retry_after)
         if exc.transient:
+            self._unpace()
             raise exc  # retried with back-off by the stage skeleton, then dead-lettered
         # The chat is gone, the bot was blocked, the request is wrong: no retry can help.
         raise GiveUp(f"Telegram refused {exc.method}: {exc.status} {exc.description}") from None

@@ -304,3 +304,21 @@ def test_a_long_reply_goes_out_in_paced_pieces_in_order(gateway: Gateway, telegr
     assert second.at - first.at >= 0.9  # about a second between two messages to one chat
     time.sleep(1.0)
     assert len(telegram.sent_to(chat_of(update))) == 2
+
+
+def test_server_errors_that_do_not_pass_end_in_a_dead_letter(gateway: Gateway, telegram: FakeTelegram) -> None:
+    """Six retries with back-off (about half a minute with jitter, at most a minute), then the dead letter."""
+    telegram.fail("sendMessage", 502, "Bad Gateway", times=50)
+    update = message_update("现在几点")
+    chat = str(chat_of(update))
+    assert gateway.post(update).status_code == 200
+
+    def dead_letter() -> Any:
+        letters = [d for d in gateway.adapters.repository.dead_letters() if f'"reply_to": "{chat}"' in d.body]
+        return letters[0] if letters else None
+
+    letter = eventually(dead_letter, 90.0, what="the dead letter", interval=0.5)
+    assert "502" in letter.error
+    tries = [c for c in telegram.calls("sendMessage") if c.params["chat_id"] == chat]
+    assert len(tries) == 7  # the first try and six retries
+    telegram.reset()

@@ -322,3 +322,17 @@ def test_server_errors_that_do_not_pass_end_in_a_dead_letter(gateway: Gateway, t
     tries = [c for c in telegram.calls("sendMessage") if c.params["chat_id"] == chat]
     assert len(tries) == 7  # the first try and six retries
     telegram.reset()
+
+
+def test_a_voice_download_that_fails_is_answered_503_and_taken_on_telegram_s_retry(
+    gateway: Gateway, telegram: FakeTelegram
+) -> None:
+    telegram.add_file("voice-broken", b"this is not audio at all")
+    telegram.fail("getFile", 500, "Internal Server Error")
+    update = message_update(voice={"file_id": "voice-broken", "duration": 1}, language="en")
+    assert gateway.post(update).status_code == 503
+    assert telegram.sent_to(chat_of(update)) == []
+    # Telegram sends the update again: now downloaded, and found not to be audio, which the user is told.
+    assert gateway.post(update).status_code == 200
+    [reply] = sent(telegram, chat_of(update))
+    assert reply.params["text"] == "Sorry, I can only read text and voice messages."

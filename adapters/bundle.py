@@ -10,11 +10,13 @@ from typing import Any, Generic, TypeVar
 
 from adapters.blobs import BlobStore
 from adapters.db import Repository
+from adapters.marks import Marks, MemoryMarks
 from adapters.metrics import StageMetrics
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
+from adapters.telegram import TelegramBot
 from adapters.voice_events import VoiceEvents
 from pipeline.settings import Settings
 
@@ -100,6 +102,10 @@ class Adapters:
     speech: SpeechEngines
     #: What the stages of this process count (model errors); the embedded gateway's ``/metrics`` shows it too.
     metrics: StageMetrics = field(default_factory=StageMetrics)
+    #: Keys that expire, for "seen once" checks (Telegram update ids, sent replies, per-chat pacing).
+    marks: Marks = field(default_factory=MemoryMarks)
+    #: The Telegram Bot API client, when Telegram is enabled.
+    telegram: TelegramBot | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

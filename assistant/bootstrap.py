@@ -24,11 +24,13 @@ from adapters.blobs import BlobStore, FolderBlobStore
 from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
 from adapters.http import post_json
+from adapters.marks import Marks, MemoryMarks
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
+from adapters.telegram import TelegramBot
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from ingress.app import create_app
 from pipeline.errors import ConfigurationError
@@ -75,9 +77,11 @@ def build_adapters(
     replies: ReplyStream
     blobs: BlobStore
     voice_events: VoiceEvents
+    marks: Marks
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
+        from adapters.marks import RedisMarks
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
         from adapters.voice_events import RedisVoiceEvents
 
@@ -91,6 +95,7 @@ def build_adapters(
         revocations = open_revocations(settings, client)
         blobs = RedisBlobStore(audio)
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
+        marks = RedisMarks(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -99,7 +104,11 @@ def build_adapters(
         revocations = open_revocations(settings)
         blobs = FolderBlobStore(settings.data_dir / "blobs")
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
+        marks = MemoryMarks()
         closers.append(revocations.close)
+    telegram = build_telegram(settings)
+    if telegram is not None:
+        closers.append(telegram.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,
@@ -114,8 +123,18 @@ def build_adapters(
         blobs=blobs,
         voice_events=voice_events,
         speech=speech or build_speech(settings),
+        marks=marks,
+        telegram=telegram,
         _closers=closers,
     )
+
+
+def build_telegram(settings: Settings) -> TelegramBot | None:
+    """The Bot API client when Telegram is enabled (a ``requests`` session: it connects on first use)."""
+    config = settings.telegram
+    if not config.enabled or not config.bot_token:
+        return None
+    return TelegramBot(config.api_url, config.bot_token)
 
 
 def build_speech(settings: Settings) -> SpeechEngines:

@@ -88,8 +88,9 @@ class Settings:
     #: Host and port the HTTP API binds.
     host: str = "127.0.0.1"
     port: int = 8080
-    #: Channel settings from ``config/channels.json`` (``{"telegram": {"enabled": ...}}``).
-    channels: Mapping[str, Any] = field(default_factory=dict)
+    #: Channel settings from ``config/channels.json`` (``{"telegram": {"enabled": ...}}``); out of the repr, since
+    #: the file may hold the bot's token.
+    channels: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Python logging level name.
     log_level: str = "INFO"
     #: Speech recognition and synthesis (``config/audio.yml``), models and audio limits.

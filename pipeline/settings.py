@@ -33,13 +33,14 @@ class Settings:
     #: Folder of ``channels.json`` and ``audio.yml`` (``ASSISTANT_CONFIG_DIR``).
     config_dir: Path = Path("config")
     #: Celery broker; unset means the embedded in-memory broker with in-process workers.
-    broker_url: str | None = None
+    #: The three URLs and the secret below stay out of the repr: they may carry passwords.
+    broker_url: str | None = field(default=None, repr=False)
     #: Redis for session state, reply streams and dedup keys; required with a broker.
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     #: SQLAlchemy URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``); SQLite in the data folder if unset.
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     #: HMAC secret for access and refresh tokens; generated into the data folder in embedded mode.
-    jwt_secret: str = ""
+    jwt_secret: str = field(default="", repr=False)
     #: The ``aud`` claim tokens are issued with and must carry.
     jwt_audience: str = "assistant"
     #: The ``iss`` claim tokens are issued with and must carry.

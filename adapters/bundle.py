@@ -11,11 +11,13 @@ from typing import Any, Generic, TypeVar
 from adapters.blobs import BlobStore
 from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
+from adapters.marks import Marks, MemoryMarks
 from adapters.metrics import StageMetrics
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
+from adapters.telegram import TelegramBot
 from adapters.voice_events import VoiceEvents
 from pipeline.devices import DevicesConfig
 from pipeline.settings import Settings
@@ -106,6 +108,10 @@ class Adapters:
     home_state: HomeState = field(default_factory=MemoryHomeState)
     #: The smart home's devices file; None when there is none (no smart-home skill).
     devices: DevicesConfig | None = None
+    #: Keys that expire, for "seen once" checks (Telegram update ids, sent replies, per-chat pacing).
+    marks: Marks = field(default_factory=MemoryMarks)
+    #: The Telegram Bot API client, when Telegram is enabled.
+    telegram: TelegramBot | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

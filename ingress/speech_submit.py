@@ -68,6 +68,7 @@ def submit_speech(
     metrics: GatewayMetrics | None = None,
     message_id: str | None = None,
     provisional: bool = False,
+    reply_to: str | None = None,
 ) -> Registration:
     """Store an utterance (16 kHz mono 16-bit PCM) and send it to the ``asr`` stage, as ``submit`` does.
 
@@ -75,7 +76,7 @@ def submit_speech(
     theirs. ``message_id``: the id to give the message, when the caller waits for its reply already (a fresh one
     by default). ``provisional``: sent at a pause, before the end of the utterance is confirmed (see
     ``Envelope.provisional``). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's
-    session, is deleted at once.
+    session, is deleted at once. ``reply_to``: the channel's reply address (a Telegram chat id).
     """
     message_id = message_id or new_id()
     key = inbound_audio_key(message_id)
@@ -93,6 +94,7 @@ def submit_speech(
         language=language,
         timings=tuple((stage, round(ms, 3)) for stage, ms in timings),
         provisional=provisional,
+        reply_to=reply_to,
     )
     try:
         registration = submit(adapters, forwarder, draft, session_id is None, Stage.ASR, metrics)

@@ -13,8 +13,10 @@ from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.marks import Marks, MemoryMarks
 from adapters.metrics import StageMetrics
+from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
+from adapters.sent_marks import MemorySentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
 from adapters.telegram import TelegramBot
@@ -112,6 +114,10 @@ class Adapters:
     marks: Marks = field(default_factory=MemoryMarks)
     #: The Telegram Bot API client, when Telegram is enabled.
     telegram: TelegramBot | None = None
+    #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
+    mqtt: MqttPublisher | None = None
+    #: What went out once already (MQTT replies and device commands), by message id (Redis, or memory).
+    sent_marks: SentMarks = field(default_factory=MemorySentMarks)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

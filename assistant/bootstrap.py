@@ -7,6 +7,7 @@ use, after a prefork worker forked.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -26,15 +27,18 @@ from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
 from adapters.marks import Marks, MemoryMarks
+from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.sent_marks import MemorySentMarks, RedisSentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.telegram import TelegramBot
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
 from ingress.app import create_app
+from ingress.mqtt_edge import MqttEdge
 from pipeline.errors import ConfigurationError
 from pipeline.generation import Generator
 from pipeline.settings import Settings
@@ -82,6 +86,7 @@ def build_adapters(
     voice_events: VoiceEvents
     home_state: HomeState
     marks: Marks
+    sent_marks: SentMarks
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
@@ -102,6 +107,7 @@ def build_adapters(
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
         marks = RedisMarks(client)
+        sent_marks = RedisSentMarks(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -112,10 +118,15 @@ def build_adapters(
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
         marks = MemoryMarks()
+        sent_marks = MemorySentMarks()
         closers.append(revocations.close)
     telegram = build_telegram(settings)
     if telegram is not None:
         closers.append(telegram.close)
+    # Built now, connected on its first publish: only a process that delivers to MQTT ever connects.
+    mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.url else None
+    if mqtt is not None:
+        closers.append(mqtt.close)
     timeout = settings.http_timeout_seconds
     return Adapters(
         settings=settings,
@@ -134,6 +145,8 @@ def build_adapters(
         devices=devices,
         marks=marks,
         telegram=telegram,
+        mqtt=mqtt,
+        sent_marks=sent_marks,
         _closers=closers,
     )
 
@@ -274,6 +287,18 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
         runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+    freeze_startup_heap()
+
+
+def freeze_startup_heap() -> None:
+    """Move what the process built to start (modules, clients, skills) out of the cyclic collector's scans.
+
+    It lives as long as the process. Left in, every full collection walks it: in a worker (about 130,000
+    objects) that paused all of the process's threads for 100 to 230 ms under load, every 15 s or so at
+    100 messages/s (``bench.mqtt``). Frozen, a full collection scans only what messages made since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _warm_speech_in_child(**_: Any) -> None:
@@ -343,6 +368,12 @@ def build_gateway(settings: Settings, adapters: Adapters, app: StageCelery | Non
     """The HTTP edge: submits to ``app`` (built here, as a client only, when not given)."""
     app = app or create_celery_app(settings, _gateway_has_no_runtime)
     return create_app(adapters, Forwarder(app), partial(check_broker, app), open_rate_limit_storage(settings))
+
+
+def build_mqtt_edge(settings: Settings, adapters: Adapters, app: StageCelery | None = None) -> MqttEdge:
+    """The MQTT edge (``MQTT_URL``): submits to ``app`` (built here, as a client only, when not given)."""
+    app = app or create_celery_app(settings, _gateway_has_no_runtime)
+    return MqttEdge(adapters, Forwarder(app), settings.mqtt)
 
 
 def _gateway_has_no_runtime(app: StageCelery) -> StageRuntime:

@@ -1,4 +1,4 @@
-"""The ``assistant`` command: run, token, migrate, gateway, worker, models, train-intents, quantize, telegram."""
+"""The ``assistant`` command: run, token, migrate, gateway, worker, mqtt, models, train-intents, quantize, telegram."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker,
-               "train-intents": _train_intents, "quantize": _quantize, "telegram": _telegram}  # fmt: skip
+               "train-intents": _train_intents, "quantize": _quantize, "telegram": _telegram,
+               "mqtt": _mqtt}  # fmt: skip
     return handler[args.command](settings, args)
 
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     # (tasks.broker); under solo or gevent a long task would be handed to a second worker.
     worker.add_argument("--pool", default="threads", choices=["threads", "prefork"])
     worker.add_argument("--hostname", default=None, help="worker node name (default: celery's)")
+    sub.add_parser("mqtt", help="the MQTT edge: devices' requests and state reports (MQTT_URL)")
     models = sub.add_parser("models", help="install and list the speech models")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     install = models_commands.add_parser(
@@ -237,6 +239,12 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)
     return 0
+
+
+def _mqtt(settings: Settings, args: argparse.Namespace) -> int:
+    from assistant.mqtt_command import run_mqtt_edge
+
+    return run_mqtt_edge(settings)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -14,8 +14,10 @@ from assistant.bootstrap import (
     EXIT_CONFIGURATION,
     build_adapters,
     build_gateway,
+    build_mqtt_edge,
     build_worker_app,
     check_speech_models,
+    freeze_startup_heap,
     warm_model_in_background,
     warm_speech_in_background,
 )
@@ -100,6 +102,11 @@ def run_embedded(settings: Settings) -> int:
     # The models load while the server starts; an utterance that comes first waits for them.
     warm_speech_in_background(adapters.speech)
     warm_model_in_background(celery_app.runtime)
+    # Devices' requests come in beside the HTTP API's, on the same in-process workers.
+    mqtt_edge = build_mqtt_edge(settings, adapters, celery_app) if settings.mqtt.url else None
+    if mqtt_edge is not None:
+        mqtt_edge.start()
+    freeze_startup_heap()
     server = http_server(flask_app, settings.host, settings.port)
     server.prepare()
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
@@ -117,6 +124,8 @@ def run_embedded(settings: Settings) -> int:
         pass
     finally:
         server.stop()
+        if mqtt_edge is not None:
+            mqtt_edge.stop()
         workers.stop()
         adapters.close()
     return 0

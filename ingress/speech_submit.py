@@ -69,14 +69,16 @@ def submit_speech(
     message_id: str | None = None,
     provisional: bool = False,
     reply_to: str | None = None,
+    context: dict[str, str] | None = None,
 ) -> Registration:
     """Store an utterance (16 kHz mono 16-bit PCM) and send it to the ``asr`` stage, as ``submit`` does.
 
     ``session_id`` None opens a new session. ``timings`` are the edge's own (``("decode", ms)``); the stages add
     theirs. ``message_id``: the id to give the message, when the caller waits for its reply already (a fresh one
     by default). ``provisional``: sent at a pause, before the end of the utterance is confirmed (see
-    ``Envelope.provisional``). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's
-    session, is deleted at once. ``reply_to``: the channel's reply address (a Telegram chat id).
+    ``Envelope.provisional``). ``reply_to`` and ``context``: the envelope's (a Telegram chat id, an MQTT device and
+    its area). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted
+    at once.
     """
     message_id = message_id or new_id()
     key = inbound_audio_key(message_id)
@@ -95,6 +97,7 @@ def submit_speech(
         timings=tuple((stage, round(ms, 3)) for stage, ms in timings),
         provisional=provisional,
         reply_to=reply_to,
+        context=dict(context or {}),
     )
     try:
         registration = submit(adapters, forwarder, draft, session_id is None, Stage.ASR, metrics)

@@ -19,10 +19,27 @@ class MqttConfig:
     #: The fixed client id of the edge, so the broker keeps its persistent session (and queued requests) across
     #: restarts. Deliverers publish with their own ids derived from it.
     client_id: str = "assistant-edge"
-    #: Device ids that may send requests; empty: any device listed in the devices file.
+    #: Device ids that may send requests; empty: the ``devices`` listed in the devices file, and when that lists
+    #: none either, any device (the embedded default).
     allowed_devices: tuple[str, ...] = ()
-    #: Largest request payload, bytes; a larger one gets an error reply.
+    #: Largest request or state payload, bytes; a larger request gets an error reply. Audio payloads may be up to
+    #: ``MAX_AUDIO_BYTES``, as on the HTTP edge.
     max_payload_bytes: int = 64 * 1024
+    #: First level of the request, audio, reply and error topics (``MQTT_TOPIC_PREFIX``):
+    #: ``<prefix>/<device_id>/request``.
+    topic_prefix: str = "assistant"
+    #: First level of the smart home's state and command topics (``MQTT_STATE_PREFIX``):
+    #: ``<state_prefix>/<area_id>/<object_id>/state`` and ``.../set``.
+    state_prefix: str = "home"
+    #: Seconds between keep-alive pings (``MQTT_KEEPALIVE_SECONDS``); a dead link is noticed after 1.5 times this.
+    keepalive_seconds: int = 30
+    #: How long the broker keeps a persistent session (subscriptions and queued QoS 1 messages) after the client
+    #: went away, seconds (``MQTT_SESSION_EXPIRY_SECONDS``).
+    session_expiry_seconds: int = 7 * 24 * 3600
+    #: CA bundle to check the broker's certificate with for ``mqtts://`` (``MQTT_CA_FILE``); empty: the system's.
+    ca_file: str = ""
+    #: Seconds a device command stays valid; one that waited longer is dropped (``MQTT_COMMAND_TTL_SECONDS``).
+    command_ttl_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MqttConfig:
@@ -30,19 +47,38 @@ class MqttConfig:
         url = (env.get("MQTT_URL") or "").strip() or None
         if url is not None and not url.startswith(("mqtt://", "mqtts://")):
             raise ConfigurationError("MQTT_URL must start with mqtt:// or mqtts://")
-        raw_size = env.get("MQTT_MAX_PAYLOAD_BYTES", "").strip()
-        try:
-            size = int(raw_size) if raw_size else defaults.max_payload_bytes
-        except ValueError as exc:
-            raise ConfigurationError(f"MQTT_MAX_PAYLOAD_BYTES must be an integer, got {raw_size!r}") from exc
-        if size <= 0:
-            raise ConfigurationError("MQTT_MAX_PAYLOAD_BYTES must be above 0")
+        prefixes = {}
+        for name, default in (
+            ("MQTT_TOPIC_PREFIX", defaults.topic_prefix),
+            ("MQTT_STATE_PREFIX", defaults.state_prefix),
+        ):
+            prefix = (env.get(name) or default).strip().strip("/")
+            if not prefix or any(c in prefix for c in "+#\0"):
+                raise ConfigurationError(f"{name} must be a topic without wildcards, got {prefix!r}")
+            prefixes[name] = prefix
         return cls(
             url=url,
             client_id=(env.get("MQTT_CLIENT_ID") or defaults.client_id).strip(),
             allowed_devices=tuple(d for part in env.get("MQTT_ALLOWED_DEVICES", "").split(",") if (d := part.strip())),
-            max_payload_bytes=size,
+            max_payload_bytes=_positive(env, "MQTT_MAX_PAYLOAD_BYTES", defaults.max_payload_bytes),
+            topic_prefix=prefixes["MQTT_TOPIC_PREFIX"],
+            state_prefix=prefixes["MQTT_STATE_PREFIX"],
+            keepalive_seconds=_positive(env, "MQTT_KEEPALIVE_SECONDS", defaults.keepalive_seconds),
+            session_expiry_seconds=_positive(env, "MQTT_SESSION_EXPIRY_SECONDS", defaults.session_expiry_seconds),
+            ca_file=(env.get("MQTT_CA_FILE") or "").strip(),
+            command_ttl_seconds=_positive(env, "MQTT_COMMAND_TTL_SECONDS", defaults.command_ttl_seconds),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be above 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

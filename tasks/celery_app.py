@@ -11,8 +11,18 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from pipeline.device_delivery import DEVICE_COMMANDS_TASK
 from pipeline.settings import Settings
-from pipeline.stages import STAGE_QUEUES, TASK_NAMES, Stage, all_queues, deliver_task, delivered_channels, reply_queue
+from pipeline.stages import (
+    STAGE_QUEUES,
+    TASK_NAMES,
+    Channel,
+    Stage,
+    all_queues,
+    deliver_task,
+    delivered_channels,
+    reply_queue,
+)
 from tasks.broker import transport_for, transport_options
 from tasks.runtime import StageRuntime
 
@@ -23,6 +33,7 @@ TASK_MODULES = [
     "tasks.tts",
     "tasks.deliver",
     "tasks.deliver_telegram",
+    "tasks.deliver_mqtt",
 ]
 
 #: Seconds a task may run under the prefork pool, which enforces it. The threads pool (the default) cannot
@@ -95,6 +106,8 @@ def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery
     app = StageCelery(settings, runtime_factory)
     routes: dict[str, dict[str, str]] = {TASK_NAMES[stage]: {"queue": str(stage)} for stage in STAGE_QUEUES}
     routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in delivered_channels(settings.enabled_channels)}
+    if deliver_task(Channel.MQTT) in routes:  # device commands of replies to other channels
+        routes[DEVICE_COMMANDS_TASK] = {"queue": reply_queue(Channel.MQTT)}
     broker_url = settings.broker_url or "memory://localhost/"
     inference_limit = inference_time_limit(settings)
     app.conf.update(

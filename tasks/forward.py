@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
+from pipeline.device_delivery import DEVICE_COMMANDS_TASK, has_device_actions
 from pipeline.envelope import Envelope, Reply
-from pipeline.stages import TASK_NAMES, Stage, deliver_task, reply_queue, reply_stage
+from pipeline.stages import TASK_NAMES, Channel, Stage, deliver_task, reply_queue, reply_stage
+
+logger = logging.getLogger(__name__)
 
 
 class Forwarder:
@@ -13,6 +18,10 @@ class Forwarder:
 
     def __init__(self, app: Celery) -> None:
         self._app = app
+        # Device commands are published by the MQTT deliverer: only when MQTT is configured (its route exists).
+        routes = app.conf.task_routes
+        self._publishes_commands = isinstance(routes, dict) and deliver_task(Channel.MQTT) in routes
+        self._said_no_mqtt = False
 
     def to_stage(self, stage: Stage, envelope: Envelope) -> None:
         self._app.send_task(
@@ -21,8 +30,16 @@ class Forwarder:
 
     def reply(self, reply: Reply) -> None:
         """Send ``reply`` towards its client: through ``tts`` first when it is to be spoken (every reply is, an
-        apology too, when the client asked for speech), else to its channel's reply queue."""
-        if reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS:
+        apology too, when the client asked for speech), else to its channel's reply queue.
+
+        Its device commands, if any, go out at once: the MQTT deliverer publishes them with an MQTT reply, and
+        ``assistant.deliver.commands`` for a reply to another channel or one still to be spoken (a lamp is not
+        switched after the synthesis). A reply back from ``tts`` has had its commands sent already.
+        """
+        to_tts = reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS
+        if reply.audio is None and (to_tts or reply.channel != Channel.MQTT) and has_device_actions(reply):
+            self._commands(reply)
+        if to_tts:
             self._app.send_task(
                 TASK_NAMES[Stage.TTS], args=[reply.to_json()], queue=str(Stage.TTS), **shown_as(reply.message_id)
             )
@@ -32,6 +49,18 @@ class Forwarder:
             args=[reply.to_json()],
             queue=reply_queue(reply.channel),
             **shown_as(reply.message_id),
+        )
+
+    def _commands(self, reply: Reply) -> None:
+        """Hand the reply's device commands to the MQTT deliverer, before the reply itself: its "done" follows
+        the switching. Both publish each command once (by message id), whichever comes first."""
+        if not self._publishes_commands:
+            if not self._said_no_mqtt:
+                self._said_no_mqtt = True
+                logger.info("replies switch devices, but MQTT_URL is not set: no device commands are published")
+            return
+        self._app.send_task(
+            DEVICE_COMMANDS_TASK, args=[reply.to_json()], queue=reply_queue(Channel.MQTT), **shown_as(reply.message_id)
         )
 
     def backlog(self, stage: Stage) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from adapters.blobs import BlobStore
 from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
+from adapters.marks import Marks, MemoryMarks
 from adapters.metrics import StageMetrics
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
@@ -18,6 +19,7 @@ from adapters.revocation import Revocations
 from adapters.sent_marks import MemorySentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
+from adapters.telegram import TelegramBot
 from adapters.voice_events import VoiceEvents
 from pipeline.devices import DevicesConfig
 from pipeline.settings import Settings
@@ -108,6 +110,10 @@ class Adapters:
     home_state: HomeState = field(default_factory=MemoryHomeState)
     #: The smart home's devices file; None when there is none (no smart-home skill).
     devices: DevicesConfig | None = None
+    #: Keys that expire, for "seen once" checks (Telegram update ids, sent replies, per-chat pacing).
+    marks: Marks = field(default_factory=MemoryMarks)
+    #: The Telegram Bot API client, when Telegram is enabled.
+    telegram: TelegramBot | None = None
     #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
     mqtt: MqttPublisher | None = None
     #: What went out once already (MQTT replies and device commands), by message id (Redis, or memory).

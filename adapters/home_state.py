@@ -51,7 +51,8 @@ class RedisHomeState:
     def set(self, entity_id: str, state: str, attributes: dict[str, Any] | None = None) -> None:
         mapping: dict[Any, Any] = {
             "state": str(state),
-            "attributes": json.dumps(attributes or {}, ensure_ascii=False),
+            # default=str: an attribute JSON cannot hold (a date) is kept as its text rather than failing the edge.
+            "attributes": json.dumps(attributes or {}, ensure_ascii=False, default=str),
             "updated_at": repr(self._clock()),
         }
         # One HSET: a reader never sees a new state with the old attributes.

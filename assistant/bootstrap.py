@@ -26,6 +26,7 @@ from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
+from adapters.marks import Marks, MemoryMarks
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
@@ -33,6 +34,7 @@ from adapters.revocation import open_revocations
 from adapters.sent_marks import MemorySentMarks, RedisSentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
+from adapters.telegram import TelegramBot
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
 from ingress.app import create_app
@@ -83,11 +85,13 @@ def build_adapters(
     blobs: BlobStore
     voice_events: VoiceEvents
     home_state: HomeState
+    marks: Marks
     sent_marks: SentMarks
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
         from adapters.home_state import RedisHomeState
+        from adapters.marks import RedisMarks
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
         from adapters.voice_events import RedisVoiceEvents
 
@@ -102,6 +106,7 @@ def build_adapters(
         blobs = RedisBlobStore(audio)
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
+        marks = RedisMarks(client)
         sent_marks = RedisSentMarks(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
@@ -112,8 +117,12 @@ def build_adapters(
         blobs = FolderBlobStore(settings.data_dir / "blobs")
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
+        marks = MemoryMarks()
         sent_marks = MemorySentMarks()
         closers.append(revocations.close)
+    telegram = build_telegram(settings)
+    if telegram is not None:
+        closers.append(telegram.close)
     # Built now, connected on its first publish: only a process that delivers to MQTT ever connects.
     mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.url else None
     if mqtt is not None:
@@ -134,10 +143,20 @@ def build_adapters(
         speech=speech or build_speech(settings),
         home_state=home_state,
         devices=devices,
+        marks=marks,
+        telegram=telegram,
         mqtt=mqtt,
         sent_marks=sent_marks,
         _closers=closers,
     )
+
+
+def build_telegram(settings: Settings) -> TelegramBot | None:
+    """The Bot API client when Telegram is enabled (a ``requests`` session: it connects on first use)."""
+    config = settings.telegram
+    if not config.enabled or not config.bot_token:
+        return None
+    return TelegramBot(config.api_url, config.bot_token)
 
 
 def build_speech(settings: Settings) -> SpeechEngines:

@@ -1,4 +1,4 @@
-"""The ``assistant`` command: run, token, migrate, gateway, worker, mqtt, models, train-intents, quantize."""
+"""The ``assistant`` command: run, token, migrate, gateway, worker, mqtt, models, train-intents, quantize, telegram."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker,
-               "train-intents": _train_intents, "quantize": _quantize, "mqtt": _mqtt}  # fmt: skip
+               "train-intents": _train_intents, "quantize": _quantize, "telegram": _telegram,
+               "mqtt": _mqtt}  # fmt: skip
     return handler[args.command](settings, args)
 
 
@@ -74,7 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     listing = models_commands.add_parser("list", help="what is installed, verified, and what the config resolves to")
     listing.add_argument("--models-dir", type=Path, default=None, help="the folder to look at (default MODELS_DIR)")
     _intent_parsers(sub)
+    _telegram_parsers(sub)
     return parser
+
+
+def _telegram_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    telegram = sub.add_parser("telegram", help="the Telegram bot's webhook at Telegram")
+    commands = telegram.add_subparsers(dest="telegram_command", required=True)
+    commands.add_parser("set-webhook", help="register TELEGRAM_WEBHOOK_URL and the secret with Telegram")
+    commands.add_parser("info", help="what Telegram knows of the webhook (URL, pending updates, last error)")
+    delete = commands.add_parser("delete-webhook", help="stop Telegram sending updates to the webhook")
+    delete.add_argument("--drop-pending", action="store_true", help="also drop the updates Telegram holds")
+
+
+def _telegram(settings: Settings, args: argparse.Namespace) -> int:
+    from assistant.telegram_commands import telegram_command
+
+    return telegram_command(settings, args.telegram_command, getattr(args, "drop_pending", False))
 
 
 def _intent_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

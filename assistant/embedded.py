@@ -21,6 +21,7 @@ from assistant.bootstrap import (
     warm_model_in_background,
     warm_speech_in_background,
 )
+from ingress.telegram import check_config as check_telegram
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
@@ -88,6 +89,8 @@ def http_server(app: Any, host: str, port: int) -> Server:
 def run_embedded(settings: Settings) -> int:
     try:
         check_speech_models(settings)
+        if settings.telegram.enabled:
+            check_telegram(settings)
     except ConfigurationError as exc:
         print(f"assistant: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from ingress import audio, auth, auth_api, health, messages, openapi, skills_api, voice_ws
+from ingress import audio, auth, auth_api, health, messages, openapi, skills_api, telegram, voice_ws
 from ingress.metrics import GatewayMetrics
 from ingress.ratelimit import install_rate_limits
 from ingress.replyhub import ReplyHub
@@ -46,6 +46,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     voice_ws.init_app(app)
+    telegram.init_app(app, settings)
     install_rate_limits(app, settings, rate_limit_storage)
 
     @app.errorhandler(HTTPException)

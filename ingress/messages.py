@@ -163,6 +163,7 @@ def get_session(session_id: str) -> dict[str, Any]:
     return {
         "session_id": session_id,
         "user_id": record["user_id"],
+        "channel": record["channel"],
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
         "entries": [
@@ -304,15 +305,16 @@ def authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
     if not SESSION_ID.fullmatch(session_id):
         raise NotFound(f"unknown session '{session_id}'")
     record = adapters.repository.load_session(session_id)
+    channel: str | None = None
     if record is not None:
-        owner, created, updated = record.user_id, record.created_at, record.updated_at
+        owner, created, updated, channel = record.user_id, record.created_at, record.updated_at, record.channel
     else:
         # Accepted but not yet recorded by the dispatch stage: Redis knows the owner already.
         owner = adapters.coordination.session_owner(session_id) or ""
         created = updated = time.time()
     if not owner or (owner != identity.subject and not identity.is_admin):
         raise NotFound(f"unknown session '{session_id}'")
-    return {"user_id": owner, "created_at": _iso(created), "updated_at": _iso(updated)}
+    return {"user_id": owner, "channel": channel, "created_at": _iso(created), "updated_at": _iso(updated)}
 
 
 def wait_param(default: float, ceiling: float) -> float:

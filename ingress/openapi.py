@@ -551,6 +551,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "session_id": {"type": "string"},
                 "user_id": {"type": "string"},
+                "channel": {**_nullable("string"), "description": "Where it runs: `web`, `telegram`, `mqtt`."},
                 "created_at": timestamp,
                 "updated_at": timestamp,
                 "entries": {

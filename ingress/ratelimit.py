@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 #: Only paths under this are limited, except the API description, which is public and static.
 LIMITED_PREFIX = "/api/"
-UNLIMITED_PATHS = frozenset({OPENAPI_PATH})
+# The Telegram webhook is called by Telegram's few addresses for every user of the bot, and is guarded by its
+# secret instead.
+UNLIMITED_PATHS = frozenset({OPENAPI_PATH, "/api/telegram"})
 #: Namespaces the counters in Redis (``LIMITS:LIMITER/assistant/<scope>/<key>/<amount>/<n>/<unit>``).
 KEY_PREFIX = "assistant"
 #: After Redis failed, the limits are counted in memory this long before Redis is tried again.

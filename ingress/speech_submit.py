@@ -76,8 +76,9 @@ def submit_speech(
     ``session_id`` None opens a new session. ``timings`` are the edge's own (``("decode", ms)``); the stages add
     theirs. ``message_id``: the id to give the message, when the caller waits for its reply already (a fresh one
     by default). ``provisional``: sent at a pause, before the end of the utterance is confirmed (see
-    ``Envelope.provisional``). ``reply_to`` and ``context``: the envelope's (MQTT devices). The audio is kept for
-    ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted at once.
+    ``Envelope.provisional``). ``reply_to`` and ``context``: the envelope's (a Telegram chat id, an MQTT device and
+    its area). The audio is kept for ``AUDIO_TTL_SECONDS``; a duplicate's, or one for another's session, is deleted
+    at once.
     """
     message_id = message_id or new_id()
     key = inbound_audio_key(message_id)

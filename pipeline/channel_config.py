@@ -97,6 +97,9 @@ class TelegramConfig:
     allowed_users: tuple[str, ...] = ()
     #: Base URL of the Bot API (``TELEGRAM_API_URL``); tests point it at a local server.
     api_url: str = "https://api.telegram.org"
+    #: Seconds between two messages the deliverer sends to one chat (``TELEGRAM_CHAT_INTERVAL_SECONDS``; Telegram
+    #: asks for at most about one a second); 0: no pacing, only Telegram's 429 answers are honoured.
+    chat_interval_seconds: float = 1.0
 
     def __repr__(self) -> str:
         # The token and the secret stay out of every log and traceback that prints settings.
@@ -111,6 +114,13 @@ class TelegramConfig:
         users = channel.get("allowed_users", [])
         if not isinstance(users, list) or not all(isinstance(u, str | int) for u in users):
             raise ConfigurationError("channels.telegram.allowed_users must be a list of usernames or user ids")
+        raw_interval = env.get("TELEGRAM_CHAT_INTERVAL_SECONDS", "").strip()
+        try:
+            interval = float(raw_interval) if raw_interval else defaults.chat_interval_seconds
+        except ValueError as exc:
+            raise ConfigurationError(f"TELEGRAM_CHAT_INTERVAL_SECONDS must be a number, got {raw_interval!r}") from exc
+        if not 0 <= interval <= 60:
+            raise ConfigurationError("TELEGRAM_CHAT_INTERVAL_SECONDS must be between 0 and 60")
         enabled_env = env.get("TELEGRAM_ENABLED", "").strip().lower()
         enabled = enabled_env in {"1", "true", "yes", "on"} if enabled_env else bool(channel.get("enabled", False))
         return cls(
@@ -120,6 +130,7 @@ class TelegramConfig:
             webhook_secret=(env.get("TELEGRAM_WEBHOOK_SECRET") or str(channel.get("webhook_secret") or "")).strip(),
             allowed_users=tuple(str(u).strip().lstrip("@") for u in users if str(u).strip()),
             api_url=(env.get("TELEGRAM_API_URL") or defaults.api_url).rstrip("/"),
+            chat_interval_seconds=interval,
         )
 
 

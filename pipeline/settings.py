@@ -33,13 +33,14 @@ class Settings:
     #: Folder of ``channels.json`` and ``audio.yml`` (``ASSISTANT_CONFIG_DIR``).
     config_dir: Path = Path("config")
     #: Celery broker; unset means the embedded in-memory broker with in-process workers.
-    broker_url: str | None = None
+    #: The three URLs and the secret below stay out of the repr: they may carry passwords.
+    broker_url: str | None = field(default=None, repr=False)
     #: Redis for session state, reply streams and dedup keys; required with a broker.
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     #: SQLAlchemy URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``); SQLite in the data folder if unset.
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     #: HMAC secret for access and refresh tokens; generated into the data folder in embedded mode.
-    jwt_secret: str = ""
+    jwt_secret: str = field(default="", repr=False)
     #: The ``aud`` claim tokens are issued with and must carry.
     jwt_audience: str = "assistant"
     #: The ``iss`` claim tokens are issued with and must carry.
@@ -88,8 +89,9 @@ class Settings:
     #: Host and port the HTTP API binds.
     host: str = "127.0.0.1"
     port: int = 8080
-    #: Channel settings from ``config/channels.json`` (``{"telegram": {"enabled": ...}}``).
-    channels: Mapping[str, Any] = field(default_factory=dict)
+    #: Channel settings from ``config/channels.json`` (``{"telegram": {"enabled": ...}}``); out of the repr, since
+    #: the file may hold the bot's token.
+    channels: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: Python logging level name.
     log_level: str = "INFO"
     #: Speech recognition and synthesis (``config/audio.yml``), models and audio limits.

@@ -26,7 +26,15 @@ from pipeline.stages import (
 from tasks.broker import transport_for, transport_options
 from tasks.runtime import StageRuntime
 
-TASK_MODULES = ["tasks.asr", "tasks.dispatch", "tasks.inference", "tasks.tts", "tasks.deliver", "tasks.deliver_mqtt"]
+TASK_MODULES = [
+    "tasks.asr",
+    "tasks.dispatch",
+    "tasks.inference",
+    "tasks.tts",
+    "tasks.deliver",
+    "tasks.deliver_telegram",
+    "tasks.deliver_mqtt",
+]
 
 #: Seconds a task may run under the prefork pool, which enforces it. The threads pool (the default) cannot
 #: stop a thread, so there every stage bounds itself: skills by ``SKILL_TIMEOUT_SECONDS``, HTTP calls by

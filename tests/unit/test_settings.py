@@ -227,3 +227,16 @@ def test_a_live_workers_leases_outlast_missed_renewals_and_a_dead_workers_expire
     # At worst the dead worker held the restore sweep's lock too.
     comes_back = VISIBILITY_TIMEOUT + RESTORE_INTERVAL + RESTORE_LOCK_SECONDS
     assert TURN_LOCK_SECONDS <= comes_back < 30 < TURN_WAIT_LIMIT_SECONDS
+
+
+def test_no_secret_shows_in_the_settings_repr(tmp_path: Path) -> None:
+    secret = "s" * 40
+    settings = Settings.from_env({"ASSISTANT_DATA_DIR": str(tmp_path), "JWT_SECRET": secret,
+                                  "MODEL_API_KEY": "sk-test-key-1234", "BROKER_URL": "redis://:brokerpw@r:6379/0",
+                                  "REDIS_URL": "redis://:statepw@r:6379/1",
+                                  "DATABASE_URL": "postgresql://u:dbpw@db/assistant"})  # fmt: skip
+    shown = repr(settings)
+    assert secret not in shown
+    for password in ("brokerpw", "statepw", "dbpw"):
+        assert password not in shown
+    assert "sk-test-key-1234" not in shown

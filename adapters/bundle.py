@@ -16,7 +16,6 @@ from adapters.metrics import StageMetrics
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
-from adapters.sent_marks import MemorySentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
 from adapters.telegram import TelegramBot
@@ -116,8 +115,6 @@ class Adapters:
     telegram: TelegramBot | None = None
     #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
     mqtt: MqttPublisher | None = None
-    #: What went out once already (MQTT replies and device commands), by message id (Redis, or memory).
-    sent_marks: SentMarks = field(default_factory=MemorySentMarks)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -31,7 +31,6 @@ from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
-from adapters.sent_marks import MemorySentMarks, RedisSentMarks, SentMarks
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.telegram import TelegramBot
@@ -86,7 +85,6 @@ def build_adapters(
     voice_events: VoiceEvents
     home_state: HomeState
     marks: Marks
-    sent_marks: SentMarks
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
@@ -107,7 +105,6 @@ def build_adapters(
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
         marks = RedisMarks(client)
-        sent_marks = RedisSentMarks(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -118,7 +115,6 @@ def build_adapters(
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
         marks = MemoryMarks()
-        sent_marks = MemorySentMarks()
         closers.append(revocations.close)
     telegram = build_telegram(settings)
     if telegram is not None:
@@ -146,7 +142,6 @@ def build_adapters(
         marks=marks,
         telegram=telegram,
         mqtt=mqtt,
-        sent_marks=sent_marks,
         _closers=closers,
     )
 

@@ -5,7 +5,7 @@ the session's reply stream (which keeps a session's replies in order, and ends t
 then its device commands and the reply itself are published. ``assistant.deliver.commands`` publishes the device
 commands of a reply that goes back on another channel (typing 开卧室灯 in the web chat switches the lamp too).
 
-Exactly-once effects: an attempt claims a mark (``SentMarks``) before it publishes, waits for the broker's PUBACK,
+Exactly-once effects: an attempt claims a mark (``adapters.marks``) before it publishes, waits for the broker's PUBACK,
 and only then marks it sent; later attempts find it sent, concurrent ones wait for the claim. A broker that is
 down fails the publish, the claim is released and the task retries: the reply is never lost. A worker that dies
 after the PUBACK and before the mark publishes that message again when its task is redelivered: the one window,
@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 
+from adapters.marks import Marks
 from adapters.mqtt import parse_reply_address, topics
 from adapters.mqtt_publisher import MqttPublisher
-from adapters.sent_marks import Claim, SentMarks
 from adapters.state import EarlierReplyPending
 from pipeline.device_delivery import (
     DEVICE_COMMANDS_TASK,
@@ -80,7 +79,7 @@ def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) ->
     mqtt = runtime.settings.mqtt
     topic = topics(mqtt.topic_prefix, mqtt.state_prefix).reply_topic(device_id)
     body = json.dumps(reply_payload(reply, request_id), ensure_ascii=False).encode()
-    sent = publish_once(runtime.adapters.sent_marks, f"mqtt:reply:{reply.message_id}", REPLY_MARK_SECONDS,
+    sent = publish_once(runtime.adapters.marks, f"mqtt:reply:{reply.message_id}", REPLY_MARK_SECONDS,
                         partial(publisher.publish, topic, body))  # fmt: skip
     if not sent:
         logger.info("reply to message %s was published already", reply.message_id)
@@ -100,7 +99,7 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
         logger.warning("message %s asks to switch devices, but there is no devices file", reply.message_id)
         return
     mqtt = runtime.settings.mqtt
-    marks = runtime.adapters.sent_marks
+    marks = runtime.adapters.marks
     commands = device_commands(reply.actions, devices, reply.message_id, reply.created_at, mqtt.command_ttl_seconds)
     for index, command in enumerate(commands):
         entity = command.payload.get("entity_id")
@@ -118,23 +117,24 @@ def publish_commands(reply: Reply, runtime: StageRuntime, publisher: MqttPublish
                      partial(publisher.publish, topic, body, interval))  # fmt: skip
 
 
-def publish_once(marks: SentMarks, key: str, ttl: int, publish: Callable[[], None]) -> bool:
-    """Run ``publish`` unless ``key`` went out already; False when it had. Claimed first, so two attempts of one
-    message running at once never both publish; marked sent once the broker took it; released if it failed."""
-    token = uuid.uuid4().hex
-    claim = marks.claim(key, token, CLAIM_LEASE_SECONDS)
-    if claim is Claim.SENT:
-        return False
-    if claim is Claim.BUSY:
+def publish_once(marks: Marks, key: str, ttl: int, publish: Callable[[], None]) -> bool:
+    """Run ``publish`` unless ``key`` went out already; False when it had.
+
+    ``<key>:sending`` is claimed first, so two attempts of one message running at once never both publish (the
+    other is re-queued for a moment); ``<key>:sent`` is set once the broker took the message, and looked for
+    after the claim, so an attempt that comes after it finds it. The claim is released either way.
+    """
+    if not marks.claim(f"{key}:sending", CLAIM_LEASE_SECONDS):
         # Another attempt is publishing it: look again shortly (it marks it sent, or fails and releases it).
         raise NotYet(BUSY_RETRY_SECONDS)
     try:
+        if marks.remaining(f"{key}:sent") > 0:
+            return False
         publish()
-    except BaseException:
-        marks.release(key, token)
-        raise
-    marks.mark(key, ttl)
-    return True
+        marks.claim(f"{key}:sent", ttl)
+        return True
+    finally:
+        marks.release(f"{key}:sending")
 
 
 def command_topic(command: DeviceCommand, devices: DevicesConfig, state_prefix: str) -> str:

@@ -232,27 +232,3 @@ def test_the_same_reply_delivered_many_times_at_once_goes_out_once(deliverer: di
     assert len(for_message(listener, topic, reply.message_id)) == 1
     assert len(for_message(listener, lamp(deliverer), reply.message_id)) == 1
     assert len(for_message(listener, lamp(deliverer), web.message_id)) == 1
-
-
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_sent_marks_claim_once_and_a_released_claim_can_be_taken_again(store: str) -> None:
-    from adapters.sent_marks import Claim, MemorySentMarks, RedisSentMarks, SentMarks
-
-    client = redis.Redis(db=REDIS_STATE_DB)
-    marks: SentMarks = MemorySentMarks() if store == "memory" else RedisSentMarks(client)
-    key = f"test:{uuid.uuid4().hex}"
-    try:
-        assert marks.claim(key, "a", 5) is Claim.CLAIMED
-        assert marks.claim(key, "b", 5) is Claim.BUSY
-        marks.release(key, "b")  # not b's claim: nothing happens
-        assert marks.claim(key, "b", 5) is Claim.BUSY
-        marks.release(key, "a")
-        assert marks.claim(key, "b", 5) is Claim.CLAIMED
-        marks.mark(key, 60)
-        assert marks.claim(key, "c", 5) is Claim.SENT
-        other = f"test:{uuid.uuid4().hex}"
-        assert marks.claim(other, "a", 0.2) is Claim.CLAIMED
-        time.sleep(0.3)  # a claim whose worker died runs out
-        assert marks.claim(other, "b", 5) is Claim.CLAIMED
-    finally:
-        client.close()

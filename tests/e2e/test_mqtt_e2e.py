@@ -2,7 +2,8 @@
 dispatch, inference and reply queues, against the local Redis, PostgreSQL and the real Mosquitto.
 
 The device publishes 打开卧室灯 and receives its reply (with its request id) and the lamp its command; the same
-request id again brings neither a second reply nor a second command.
+request id again brings neither a second reply nor a second command. 打开卧室灯 typed in the web chat (the gateway,
+``POST /api/messages``) switches the lamp too.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 import sqlalchemy
-from mqtt_deliver_support import Listener, Received, unique_root
+from mqtt_deliver_support import Listener, Received, free_port, unique_root
 
 pytestmark = pytest.mark.servers
 
@@ -125,7 +127,12 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         processes.start("worker", "worker", "--queues", "dispatch,inference,reply.mqtt,reply.web",
                         "--hostname", f"{root}@%h")  # fmt: skip
         processes.start("mqtt", "mqtt")
-        yield {"root": root, "device": device, "processes": processes}
+        port = free_port()
+        processes.start("gateway", "gateway", "--port", str(port))
+        token = subprocess.run([str(BIN / "assistant"), "token", "--sub", "erin", "--role", "user"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        gateway = {"url": f"http://127.0.0.1:{port}", "token": token}
+        yield {"root": root, "device": device, "processes": processes, "gateway": gateway}
     finally:
         device.close()
         processes.stop()
@@ -198,3 +205,30 @@ def test_a_device_asks_for_the_lamp_and_gets_a_reply_and_the_lamp_its_command_on
     assert len(replies_to(device, reply_topic, request_id)) == 1
     assert len(commands_for(device, lamp_topic, body["message_id"])) == 1
     assert [m for m in device.messages if m.topic.endswith("/error")] == []
+
+
+def test_the_lamp_asked_for_in_the_web_chat_is_switched_too(layout: dict[str, Any]) -> None:
+    root, device, gateway = layout["root"], layout["device"], layout["gateway"]
+    lamp_topic = f"{root}/home/bedroom/bedroom_lamp/set"
+    headers = {"Authorization": f"Bearer {gateway['token']}"}
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{gateway['url']}/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(layout, ready, 60, "the gateway")
+    response = requests.post(f"{gateway['url']}/api/messages", params={"wait": 20}, headers=headers,
+                             json={"text": "打开卧室灯", "client_msg_id": uuid.uuid4().hex}, timeout=40)  # fmt: skip
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    (action,) = [a for a in answer["reply"]["actions"] if a.get("type") == "intent"]
+    assert (action["service"], action["targets"]) == ("light.turn_on", ["light.bedroom_lamp"])
+    message_id = answer["message_id"]
+    wait_for(layout, lambda: commands_for(device, lamp_topic, message_id), 10, "the web chat's command")
+    time.sleep(1.0)
+    (command,) = commands_for(device, lamp_topic, message_id)
+    assert (command.json()["service"], command.json()["entity_id"]) == ("light.turn_on", "light.bedroom_lamp")
+    # Nothing went to any device's reply topic: the reply went back to the web chat.
+    assert not [m for m in device.messages if m.topic.endswith("/reply") and m.json().get("message_id") == message_id]

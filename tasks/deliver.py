@@ -11,10 +11,17 @@ from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
 
 def deliver_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
+    """The web channel's delivery: the session's stream is where its clients read replies."""
+    record_in_order(reply, runtime, waiting)
+
+
+def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
     """Store the reply and append it to its session's stream, after the reply to the session's previous message.
 
-    Several deliverers drain the queue at once: a reply whose predecessor has not gone out yet is re-queued
-    for a moment, up to ``REPLY_ORDER_WAIT_SECONDS``, after which it goes out anyway.
+    Every channel's deliverer starts with this: the stream keeps a session's replies in order, and tells the
+    lost-message sweep (tasks/rescue.py) that the message was answered. Several deliverers drain a queue at once: a
+    reply whose predecessor has not gone out yet is re-queued for a moment, up to ``REPLY_ORDER_WAIT_SECONDS``,
+    after which it goes out anyway.
     """
     # The transcript first (unless the dispatch stage stored the reply with its message), so a client that has
     # its reply finds it there too. Both steps are idempotent by message id: a redelivery completes what a

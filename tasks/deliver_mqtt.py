@@ -24,7 +24,6 @@ from functools import partial
 from adapters.marks import Marks
 from adapters.mqtt import parse_reply_address, topics
 from adapters.mqtt_publisher import MqttPublisher
-from adapters.state import EarlierReplyPending
 from pipeline.device_delivery import (
     DEVICE_COMMANDS_TASK,
     expired,
@@ -36,7 +35,7 @@ from pipeline.device_delivery import (
 from pipeline.devices import DeviceCommand, DevicesConfig, device_commands
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
-from pipeline.turns import REPLY_ORDER_WAIT_SECONDS, retry_delay
+from tasks.deliver import record_in_order
 from tasks.runtime import StageRuntime
 from tasks.stage import GiveUp, NotYet, StageSpec, Waiting, stage_task
 
@@ -62,13 +61,7 @@ def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) ->
     publish that fails after the append is retried by the task: the append then finds the reply there already
     and the publishing goes on, since whether something went out is the sent marks' business, not the stream's.
     """
-    if not reply.recorded and waiting.attempt == 0:  # a re-queued reply was stored on its first attempt
-        runtime.adapters.repository.record_reply(reply)
-    delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
-    try:
-        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
-    except EarlierReplyPending:
-        raise NotYet(delay or 0.0) from None
+    record_in_order(reply, runtime, waiting)
     publisher = _publisher(runtime)
     # Commands before the reply: a reply that says the lamp is on goes out after the command that switches it.
     publish_commands(reply, runtime, publisher)

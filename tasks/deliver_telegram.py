@@ -14,12 +14,11 @@ from collections.abc import Callable
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
 from adapters.opus import wav_to_voice_note
-from adapters.state import EarlierReplyPending
 from adapters.telegram import TelegramBot, TelegramError, TelegramUnreachable
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
 from pipeline.telegram_updates import split_text
-from pipeline.turns import REPLY_ORDER_WAIT_SECONDS, retry_delay
+from tasks.deliver import record_in_order
 from tasks.runtime import StageRuntime
 from tasks.stage import GiveUp, NotYet, StageSpec, Waiting, stage_task
 
@@ -43,15 +42,7 @@ def deliver_telegram(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> N
         raise GiveUp("Telegram is not configured in this worker (TELEGRAM_BOT_TOKEN, TELEGRAM_ENABLED)")
     if not reply.reply_to:
         raise GiveUp("the reply names no Telegram chat")
-    if not reply.recorded and waiting.attempt == 0:  # a re-queued reply was stored on its first attempt
-        adapters.repository.record_reply(reply)
-    # In the session's reply stream too: it keeps a session's replies in order across deliverers, and tells the
-    # lost-message sweep (tasks/rescue.py) that this message was answered.
-    delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
-    try:
-        adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
-    except EarlierReplyPending:
-        raise NotYet(delay or 0.0) from None
+    record_in_order(reply, runtime, waiting)
     chat = reply.reply_to
     sender = Sender(adapters, chat, waiting)
     if reply.text.strip():

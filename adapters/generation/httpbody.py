@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,27 @@ def pooled_session() -> requests.Session:
     session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
     session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
     return session
+
+
+class PooledHttp:
+    """A ``pooled_session`` per backend, built on first use (constructing a backend opens nothing), thread-safe."""
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                self._session = pooled_session()
+            return self._session
+
+    def close(self) -> None:
+        """Close the pooled connections, if any were opened."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
 
 
 def body_chunks(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any
 
 import requests
 
-from adapters.generation.httpbody import body_chunks, host_of, pooled_session
+from adapters.generation.httpbody import PooledHttp, body_chunks, host_of
 from adapters.generation.prompt import chat_messages
 from pipeline.generation import DeltaListener, GenerationRequest, ModelUnavailable
 from pipeline.model_config import ModelConfig
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 DRAIN_SECONDS = 0.05
 
 
-class OpenAIChat:
+class OpenAIChat(PooledHttp):
     """``POST {endpoint}/chat/completions`` with ``stream: true``; each content delta goes to ``on_delta``.
 
     The whole call, connecting included, has ``request.timeout_seconds``: every socket read waits at most what is
@@ -33,8 +32,7 @@ class OpenAIChat:
         self.config = config
         self.url = config.endpoint.rstrip("/") + "/chat/completions"
         self.host = host_of(self.url)
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
+        super().__init__()
 
     def warm_up(self) -> None:
         """Nothing to load: the connection opens with the first reply."""
@@ -170,17 +168,3 @@ class OpenAIChat:
 
     def _unavailable(self, failure: str) -> ModelUnavailable:
         return ModelUnavailable(f"openai server {self.host}: {failure}")
-
-    def _http(self) -> requests.Session:
-        # Built on first use, not in __init__: constructing the backend opens nothing.
-        with self._lock:
-            if self._session is None:
-                self._session = pooled_session()
-            return self._session
-
-    def close(self) -> None:
-        """Close the pooled connections, if any were opened."""
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None

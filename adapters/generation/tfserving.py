@@ -6,14 +6,13 @@ import base64
 import binascii
 import json
 import logging
-import threading
 import time
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from adapters.generation.httpbody import body_chunks, host_of, pooled_session
+from adapters.generation.httpbody import PooledHttp, body_chunks, host_of
 from adapters.generation.prompt import prompt_text
 from pipeline.generation import DeltaListener, GenerationRequest, ModelUnavailable
 from pipeline.model_config import ModelConfig
@@ -21,7 +20,7 @@ from pipeline.model_config import ModelConfig
 logger = logging.getLogger(__name__)
 
 
-class TFServing:
+class TFServing(PooledHttp):
     """``POST {endpoint}/v1/models/{name}:predict`` with one instance in row format; no streaming.
 
     The instance is ``{MODEL_INPUT_KEY: prompt}``, the prompt being the whole conversation as one string
@@ -38,8 +37,7 @@ class TFServing:
         self.config = config
         self.url = f"{config.endpoint.rstrip('/')}/v1/models/{quote(config.name, safe='/')}:predict"
         self.host = host_of(self.url)
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
+        super().__init__()
 
     def warm_up(self) -> None:
         """Nothing to load: the connection opens with the first reply."""
@@ -97,20 +95,6 @@ class TFServing:
 
     def _unavailable(self, failure: str) -> ModelUnavailable:
         return ModelUnavailable(f"tfserving {self.host}: {failure}")
-
-    def _http(self) -> requests.Session:
-        # Built on first use, not in __init__: constructing the backend opens nothing.
-        with self._lock:
-            if self._session is None:
-                self._session = pooled_session()
-            return self._session
-
-    def close(self) -> None:
-        """Close the pooled connections, if any were opened."""
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
 
 
 def _as_text(value: Any) -> str | None:

@@ -21,6 +21,7 @@ from pipeline.envelope import Envelope, Reply
 from pipeline.errors import AssistantError, EnvelopeError
 from pipeline.language import detect_language
 from pipeline.logsafe import trace_without_messages
+from pipeline.message_context import MessageContext, stage_of_queue, working_on
 from tasks.forward import shown_as
 from tasks.runtime import StageRuntime
 
@@ -161,6 +162,11 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
             logger.error("%s: undecodable message dropped: %s", spec.name, exc)
             give_up(self, body, str(exc), deliveries=1)
             return
+        context = MessageContext(item.message_id, item.session_id, item.channel, stage_of_queue(spec.queue), spec.name)
+        with working_on(context):
+            handle(self, spec, item, body, attempt, waiting_since)
+
+    def handle(self: Task, spec: StageSpec[T], item: T, body: str, attempt: int, waiting_since: float | None) -> None:
         if too_many_deliveries(self, item.message_id, body):
             return
         first_try = waiting_since or time.time()

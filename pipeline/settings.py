@@ -15,6 +15,7 @@ from pipeline.audio_config import AudioConfig
 from pipeline.channel_config import MqttConfig, TelegramConfig, devices_file
 from pipeline.errors import ConfigurationError
 from pipeline.model_config import IntentConfig, ModelConfig
+from pipeline.ops_config import LogConfig, MetricsConfig, SentryConfig
 
 MIN_SECRET_LENGTH = 32
 #: The longest skill time limit: a skill holds its session's turn, and every later message of it, while it runs.
@@ -106,6 +107,12 @@ class Settings:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     #: The smart home's areas and entities (``DEVICES_FILE``, Home Assistant's fixture shape).
     devices_file: Path = Path("config/devices.yaml")
+    #: Error reports to Sentry (``SENTRY_*``).
+    sentry: SentryConfig = field(default_factory=SentryConfig)
+    #: Workers' metrics port (``METRICS_PORT``).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: Log format and file (``LOG_FORMAT``, ``LOG_FILE``).
+    logs: LogConfig = field(default_factory=LogConfig)
 
     @property
     def embedded(self) -> bool:
@@ -177,6 +184,9 @@ class Settings:
             intents=IntentConfig.from_env(env, data_dir),
             mqtt=MqttConfig.from_env(env),
             devices_file=devices_file(env, config_dir),
+            sentry=SentryConfig.from_env(env),
+            metrics=MetricsConfig.from_env(env),
+            logs=LogConfig.from_env(env),
         )
         telegram = settings.channels.get("telegram", {})
         if not isinstance(telegram, dict):

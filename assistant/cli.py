@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from assistant.config import load_settings
+from assistant.logging_setup import configure_logging
 from pipeline.audio_config import AudioConfig
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
+
+#: What each command's log lines say they come from (``component`` in JSON lines).
+COMPONENTS = {"run": "embedded", "gateway": "gateway", "worker": "worker", "mqtt": "mqtt"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"assistant: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    configure_logging(settings, COMPONENTS.get(args.command, "cli"))
     handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker,
                "train-intents": _train_intents, "quantize": _quantize, "telegram": _telegram,
                "mqtt": _mqtt}  # fmt: skip
@@ -213,6 +213,8 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
         "--keep-alive", "75",
         "--graceful-timeout", "10",
         "--bind", f"{host}:{port}",
+        # gunicorn's own lines (start, workers booting and dying) in LOG_FORMAT and LOG_FILE like the app's.
+        "--logger-class", "assistant.gunicorn_logging.GunicornLogger",
     ]  # fmt: skip
     # Off unless asked for: a line per request costs the gateway a fifth of its time under load, and gunicorn
     # formats every line when any access log is named, /dev/null included.
@@ -229,12 +231,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or all_queues(settings.enabled_channels)
     app = build_worker_app(settings)
     argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency), "--pool", args.pool]
+    # Celery's per-task "received" and "succeeded" lines are kept to DEBUG by configure_logging, as in embedded mode.
     argv += ["--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
-    if settings.log_level != "DEBUG":
-        # Celery's "received" and "succeeded" lines, three tasks a message, are noise and CPU at hundreds of
-        # messages a second; failures and retries are still logged, by Celery (ERROR) and the stages (WARNING).
-        for name in ("celery.worker.strategy", "celery.app.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     if args.hostname:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)

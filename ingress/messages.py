@@ -22,9 +22,10 @@ from adapters.state import Partial, Registration
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
-from ingress.speech_submit import submit
+from ingress.speech_submit import edge_context, submit
 from pipeline.devices import checked_request_context
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
+from pipeline.message_context import working_on
 from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
 
@@ -94,6 +95,7 @@ def post_message() -> tuple[dict[str, Any], int]:
         context=context,
     )
     with ExitStack() as stack:
+        stack.enter_context(working_on(edge_context(draft)))  # the request's log lines carry the message's ids
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
         waiter = stack.enter_context(hub.expect(draft.message_id)) if wait > 0 else None
         registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH, gateway_metrics())

@@ -16,6 +16,7 @@ from adapters.errors import UNAVAILABLE
 from adapters.state import Registration
 from ingress.metrics import GatewayMetrics
 from pipeline.envelope import Envelope, new_id
+from pipeline.message_context import MessageContext, working_on
 from pipeline.stages import WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
 
@@ -37,19 +38,26 @@ def submit(
     ``NotFound`` for another user's session, and ``ServiceUnavailable`` when the broker refused the message, which
     is then withdrawn so that the client can send it again with the same ``client_msg_id``.
     """
-    registration = _register(adapters, draft, claim_new)
-    if metrics is not None:
-        metrics.messages.labels(registration.status).inc()
-    if registration.status not in ("ok", "duplicate"):
-        raise NotFound(f"unknown session '{draft.session_id}'")
-    if registration.status == "ok":
-        try:
-            forwarder.to_stage(stage, replace(draft, seq=registration.seq))
-        except UNAVAILABLE as exc:
-            # Not accepted: the same client_msg_id must work when the client tries again.
-            _withdraw(adapters, draft.user_id, registration, draft.client_msg_id)
-            raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
+    with working_on(edge_context(draft)):
+        registration = _register(adapters, draft, claim_new)
+        if metrics is not None:
+            metrics.messages.labels(registration.status).inc()
+        if registration.status not in ("ok", "duplicate"):
+            raise NotFound(f"unknown session '{draft.session_id}'")
+        if registration.status == "ok":
+            try:
+                forwarder.to_stage(stage, replace(draft, seq=registration.seq))
+            except UNAVAILABLE as exc:
+                # Not accepted: the same client_msg_id must work when the client tries again.
+                _withdraw(adapters, draft.user_id, registration, draft.client_msg_id)
+                raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
     return registration
+
+
+def edge_context(draft: Envelope) -> MessageContext:
+    """The ids logs show while an edge handles ``draft``: the MQTT edge's own, or the gateway's (HTTP, Telegram)."""
+    edge = "mqtt" if draft.channel == Channel.MQTT else "gateway"
+    return MessageContext(draft.message_id, draft.session_id, draft.channel, edge)
 
 
 def submit_speech(

@@ -67,6 +67,10 @@ class LogConfig:
     format: str = "text"
     #: A file the logs also go to, rotated; None: standard error only.
     file: Path | None = None
+    #: Size in bytes at which ``file`` is rotated (``LOG_FILE_MAX_BYTES``).
+    file_max_bytes: int = 10 * 1024 * 1024
+    #: Rotated files kept beside it, ``.1`` to ``.N`` (``LOG_FILE_BACKUPS``).
+    file_backups: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LogConfig:
@@ -74,4 +78,21 @@ class LogConfig:
         if fmt not in {"text", "json"}:
             raise ConfigurationError(f"LOG_FORMAT must be text or json, got {fmt!r}")
         raw = (env.get("LOG_FILE") or "").strip()
-        return cls(format=fmt, file=Path(raw) if raw else None)
+        defaults = cls()
+        max_bytes = _whole_number(env, "LOG_FILE_MAX_BYTES", defaults.file_max_bytes)
+        if max_bytes < 1024:
+            raise ConfigurationError("LOG_FILE_MAX_BYTES must be at least 1024")
+        backups = _whole_number(env, "LOG_FILE_BACKUPS", defaults.file_backups)
+        if backups < 1:
+            raise ConfigurationError("LOG_FILE_BACKUPS must be at least 1 (rotation needs somewhere to go)")
+        return cls(format=fmt, file=Path(raw) if raw else None, file_max_bytes=max_bytes, file_backups=backups)
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from exc

@@ -164,7 +164,11 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
             return
         context = MessageContext(item.message_id, item.session_id, item.channel, stage_of_queue(spec.queue), spec.name)
         with working_on(context):
+            started = time.perf_counter()
             handle(self, spec, item, body, attempt, waiting_since)
+            if logger.isEnabledFor(logging.DEBUG):  # the per-message line, as Celery's per-task ones: DEBUG only
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+                logger.debug("%s handled message %s", spec.name, item.message_id, extra={"duration_ms": elapsed_ms})
 
     def handle(self: Task, spec: StageSpec[T], item: T, body: str, attempt: int, waiting_since: float | None) -> None:
         if too_many_deliveries(self, item.message_id, body):

@@ -113,7 +113,8 @@ def test_the_file_rotates_at_its_size_and_keeps_its_backups(tmp_path: Path) -> N
     assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
     for name in files:
         assert (path.parent / name).stat().st_size <= 2048
-        assert all(json.loads(line)["logger"] == "tasks.stage" for line in (path.parent / name).read_text().splitlines())
+        lines = (path.parent / name).read_text().splitlines()
+        assert all(json.loads(line)["logger"] == "tasks.stage" for line in lines)
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["message"] == "line 199 of the test"
 

@@ -71,6 +71,8 @@ def configure_logging(settings: Settings, component: str) -> None:
     per_task = logging.NOTSET if settings.log_level == "DEBUG" else logging.WARNING
     for name in PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(per_task)
+    # Python's warnings (a library's deprecation, Celery's running-as-root one) as log lines in the same format.
+    logging.captureWarnings(True)
     _keep_celery_off_the_loggers()
 
 

@@ -128,7 +128,7 @@ def test_embedded_at_info_logs_json_without_per_task_lines_or_text(tmp_path: Pat
     with process([str(BIN / "assistant"), "run", "--port", str(port)], env, tmp_path, "run") as err:
         answers = converse(f"http://127.0.0.1:{port}", token(env, tmp_path))
         time.sleep(0.5)  # the deliverer's last lines
-    assert [a["reply"]["skill"] for a in answers][0] == "time"
+    assert answers[0]["reply"]["skill"] == "time"
     lines = json_lines(err)
     assert any(line["logger"] == "adapters.db" for line in lines)  # start-up lines are JSON too
     assert all(line["component"] == "embedded" and line["time"].endswith("Z") for line in lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 
 from flask import Flask
 
@@ -17,5 +18,7 @@ def create_wsgi_app() -> Flask:
     configure_logging(settings, "gateway")
     # With thousands of open streams alive, the default first-generation threshold makes the
     # cyclic collector pause the process for hundreds of milliseconds; collect far less often.
+    # urllib3 logs whole URLs at DEBUG, and a weather URL holds the place the user asked about.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     gc.set_threshold(50_000, 50, 100)
     return build_gateway(settings, build_adapters(settings, pool_size=10))

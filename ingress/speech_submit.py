@@ -4,9 +4,10 @@ the queue refuses it. Text and speech, from HTTP and the WebSocket, all go throu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from functools import partial
+from functools import partial, wraps
+from typing import ParamSpec
 
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 
@@ -22,7 +23,31 @@ from tasks.forward import Forwarder
 
 logger = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 
+
+def edge_context(draft: Envelope) -> MessageContext:
+    """The ids logs show while an edge handles ``draft``: the MQTT edge's, or the gateway's (HTTP, Telegram)."""
+    edge = "mqtt" if draft.channel == Channel.MQTT else "gateway"
+    return MessageContext(draft.message_id, draft.session_id, draft.channel, edge)
+
+
+def _working_on_draft(submit_draft: Callable[P, Registration]) -> Callable[P, Registration]:
+    """``submit`` with its draft's ids bound (``current_message()``): whatever an edge logs while it hands a
+    message on (a withdrawal, a broker error) carries them, for every edge at once."""
+
+    @wraps(submit_draft)
+    def bound(*args: P.args, **kwargs: P.kwargs) -> Registration:
+        draft = kwargs.get("draft", args[2] if len(args) > 2 else None)
+        if not isinstance(draft, Envelope):
+            return submit_draft(*args, **kwargs)
+        with working_on(edge_context(draft)):
+            return submit_draft(*args, **kwargs)
+
+    return bound
+
+
+@_working_on_draft
 def submit(
     adapters: Adapters,
     forwarder: Forwarder,
@@ -38,26 +63,19 @@ def submit(
     ``NotFound`` for another user's session, and ``ServiceUnavailable`` when the broker refused the message, which
     is then withdrawn so that the client can send it again with the same ``client_msg_id``.
     """
-    with working_on(edge_context(draft)):
-        registration = _register(adapters, draft, claim_new)
-        if metrics is not None:
-            metrics.messages.labels(registration.status).inc()
-        if registration.status not in ("ok", "duplicate"):
-            raise NotFound(f"unknown session '{draft.session_id}'")
-        if registration.status == "ok":
-            try:
-                forwarder.to_stage(stage, replace(draft, seq=registration.seq))
-            except UNAVAILABLE as exc:
-                # Not accepted: the same client_msg_id must work when the client tries again.
-                _withdraw(adapters, draft.user_id, registration, draft.client_msg_id)
-                raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
+    registration = _register(adapters, draft, claim_new)
+    if metrics is not None:
+        metrics.messages.labels(registration.status).inc()
+    if registration.status not in ("ok", "duplicate"):
+        raise NotFound(f"unknown session '{draft.session_id}'")
+    if registration.status == "ok":
+        try:
+            forwarder.to_stage(stage, replace(draft, seq=registration.seq))
+        except UNAVAILABLE as exc:
+            # Not accepted: the same client_msg_id must work when the client tries again.
+            _withdraw(adapters, draft.user_id, registration, draft.client_msg_id)
+            raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
     return registration
-
-
-def edge_context(draft: Envelope) -> MessageContext:
-    """The ids logs show while an edge handles ``draft``: the MQTT edge's own, or the gateway's (HTTP, Telegram)."""
-    edge = "mqtt" if draft.channel == Channel.MQTT else "gateway"
-    return MessageContext(draft.message_id, draft.session_id, draft.channel, edge)
 
 
 def submit_speech(

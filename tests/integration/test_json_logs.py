@@ -120,6 +120,8 @@ def embedded_env(folder: Path, models_dir: Path, level: str) -> dict[str, str]:
         "ASSISTANT_DATA_DIR": str(folder / "data"),
         "ASSISTANT_CONFIG_DIR": str(folder / "config"),
         "MODELS_DIR": str(models_dir),
+        # Given, not generated into the data folder: `assistant token` would race the server writing it.
+        "JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
         "INTENT_MODEL": "off",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": level,

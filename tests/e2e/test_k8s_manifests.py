@@ -18,7 +18,7 @@ import yaml
 from pipeline.model_config import ModelConfig
 from pipeline.settings import Settings
 from pipeline.stages import Channel, Stage, all_queues
-from tasks.celery_app import create_celery_app
+from tasks.celery_app import TASK_TIME_LIMIT, create_celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
@@ -217,6 +217,9 @@ def test_ports_probes_and_metrics(manifests: list[dict[str, Any]]) -> None:
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(metrics)
         if name == "mqtt":
             continue
+        # Scaled down, a worker finishes its tasks before it is killed: they are bounded by the task time limit.
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > TASK_TIME_LIMIT, name
         # Workers answer Celery's ping under their default node name, celery@<pod name>.
         for probe in ("startupProbe", "livenessProbe"):
             command = " ".join(spec[probe]["exec"]["command"])

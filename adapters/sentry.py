@@ -30,6 +30,18 @@ COMPONENTS = ("gateway", "worker", "mqtt", "embedded")
 EDGES = ("gateway", "mqtt")
 #: Our packages: their frames are shown as the application's in Sentry's stack traces.
 IN_APP = ["assistant", "adapters", "ingress", "pipeline", "skills", "tasks"]
+#: What the SDK collects by itself: nothing that may quote the user; headers only past Sentry's denylist of secrets.
+DATA_COLLECTION: dict[str, Any] = {
+    "user_info": False,
+    "cookies": {"mode": "off"},
+    "http_headers": {"request": {"mode": "denylist"}},
+    "http_bodies": [],
+    "url_query_params": {"mode": "off"},
+    "database_query_data": False,
+    "queues": False,
+    "stack_frame_variables": False,
+    "gen_ai": {"inputs": False, "outputs": False},
+}
 _STAGE_OF_TASK = {name: str(stage) for stage, name in TASK_NAMES.items()}
 
 
@@ -58,8 +70,9 @@ def init_sentry(settings: Settings, component: str) -> bool:
         release=config.release or default_release(),
         # None, not 0: no transaction is even started when traces are off.
         traces_sample_rate=config.traces_sample_rate or None,
-        # No user, IP address, cookies, request bodies or local variables: they may hold what the user wrote.
-        send_default_pii=False,
+        # No user, IP address, cookies, query strings, bodies, task arguments or local variables: they may hold
+        # what the user wrote or a token. (``data_collection`` supersedes the deprecated ``send_default_pii``.)
+        data_collection=cast(Any, DATA_COLLECTION),
         max_request_body_size="never",
         include_local_variables=False,
         integrations=[

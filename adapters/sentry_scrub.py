@@ -114,7 +114,9 @@ def scrub_event(event: dict[str, Any], keep_messages_of: Collection[str] = ()) -
     spans = event.get("spans")
     if isinstance(spans, list):
         event["spans"] = [_scrub_span(span) for span in spans if isinstance(span, dict)]
-    return {key: value if key in ("exception", "breadcrumbs") else scrub_value(value) for key, value in event.items()}
+    # ``modules`` maps installed packages to versions: names such as ``prompt_toolkit`` are not secrets.
+    kept_as_is = ("exception", "breadcrumbs", "modules")
+    return {key: value if key in kept_as_is else scrub_value(value) for key, value in event.items()}
 
 
 def scrub_breadcrumb(crumb: dict[str, Any]) -> dict[str, Any] | None:

@@ -106,6 +106,7 @@ def error_event() -> dict[str, Any]:
         },
         "user": {"ip_address": "10.0.0.9", "id": "alice"},
         "tags": {"stage": "dispatch", "message_id": "m-1", "channel": "web"},
+        "modules": {"prompt_toolkit": "3.0.0", "python-jose": "3.3.0"},
         "breadcrumbs": {
             "values": [
                 {
@@ -159,6 +160,7 @@ def test_scrub_event_removes_every_secret_and_the_users_words() -> None:
     assert "user" not in scrubbed
     # What an operator needs stays.
     assert scrubbed["tags"] == {"stage": "dispatch", "message_id": "m-1", "channel": "web"}
+    assert scrubbed["modules"] == {"prompt_toolkit": "3.0.0", "python-jose": "3.3.0"}
     assert scrubbed["logentry"]["formatted"] == "skill boom failed on message m-1: RuntimeError"
     assert scrubbed["logentry"]["params"] == ["boom", "m-1", "RuntimeError"]
     http, log = scrubbed["breadcrumbs"]["values"]

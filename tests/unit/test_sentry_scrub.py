@@ -11,8 +11,9 @@ import pytest
 
 from adapters.sentry import message_tags, own_error_types, task_tags
 from adapters.sentry_scrub import FILTERED, scrub_breadcrumb, scrub_event, scrub_text
-from pipeline.errors import EnvelopeError, SkillError
+from pipeline.errors import ConfigurationError, EnvelopeError, SkillError
 from pipeline.message_context import MessageContext
+from pipeline.ops_config import SentryConfig
 
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
@@ -255,3 +256,16 @@ def test_without_a_dsn_nothing_is_imported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_sentry_settings_from_the_environment() -> None:
+    config = SentryConfig.from_env(
+        {"SENTRY_DSN": " https://k@o1.ingest.sentry.io/2 ", "SENTRY_RELEASE": " assistant@abc123 ",
+         "SENTRY_TRACES_SAMPLE_RATE": "0.05", "SENTRY_ENVIRONMENT": "staging"}
+    )  # fmt: skip
+    assert (config.dsn, config.release, config.traces_sample_rate, config.environment) == (
+        "https://k@o1.ingest.sentry.io/2", "assistant@abc123", 0.05, "staging")  # fmt: skip
+    assert "o1.ingest" not in repr(config)
+    assert SentryConfig.from_env({}).release is None
+    with pytest.raises(ConfigurationError):
+        SentryConfig.from_env({"SENTRY_TRACES_SAMPLE_RATE": "2"})

@@ -251,21 +251,6 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     return app
 
 
-def _report_errors_from_worker(sender: Any, **_: Any) -> None:
-    """A worker process (``assistant worker``, ``celery worker``) reports to Sentry when ``SENTRY_DSN`` is set, from
-    before it consumes; worker threads embedded in another process report as that process (``assistant run``)."""
-    app = sender.app
-    if isinstance(app, StageCelery) and isinstance(sender, CeleryWorkerProcess):
-        init_sentry(app.settings, "worker")
-
-
-def _report_errors_from_child(**_: Any) -> None:
-    """Each prefork child starts its own Sentry client: the one it inherited holds the parent's connections."""
-    app = current_app._get_current_object()
-    if isinstance(app, StageCelery):
-        init_sentry(app.settings, "worker")
-
-
 def _check_speech_models_on_init(sender: Any, **_: Any) -> None:
     """A worker process (``assistant worker``, ``celery worker``) on ``asr`` or ``tts`` does not start without its
     models: it would only answer each utterance with an apology. Checked once its queues are known, before it
@@ -398,3 +383,18 @@ def check_broker(app: StageCelery) -> None:
     leak broker clients."""
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)
+
+
+def _report_errors_from_worker(sender: Any, **_: Any) -> None:
+    """A worker process (``assistant worker``, ``celery worker``) reports to Sentry when ``SENTRY_DSN`` is set, from
+    before it consumes; worker threads embedded in another process report as that process (``assistant run``)."""
+    app = sender.app
+    if isinstance(app, StageCelery) and isinstance(sender, CeleryWorkerProcess):
+        init_sentry(app.settings, "worker")
+
+
+def _report_errors_from_child(**_: Any) -> None:
+    """Each prefork child starts its own Sentry client: the one it inherited holds the parent's connections."""
+    app = current_app._get_current_object()
+    if isinstance(app, StageCelery):
+        init_sentry(app.settings, "worker")

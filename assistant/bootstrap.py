@@ -31,6 +31,7 @@ from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.sentry import init_sentry
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.telegram import TelegramBot
@@ -242,6 +243,8 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     app = create_celery_app(settings, runtime_factory)
     # Build the runtime when a worker starts, so the gateway lists its skills before any message.
     # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_init.connect(_report_errors_from_worker, dispatch_uid="assistant.sentry_on_init", weak=False)
+    worker_process_init.connect(_report_errors_from_child, dispatch_uid="assistant.sentry_in_child", weak=False)
     worker_init.connect(_check_speech_models_on_init, dispatch_uid="assistant.speech_models_on_init", weak=False)
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
     worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
@@ -380,3 +383,18 @@ def check_broker(app: StageCelery) -> None:
     leak broker clients."""
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)
+
+
+def _report_errors_from_worker(sender: Any, **_: Any) -> None:
+    """A worker process (``assistant worker``, ``celery worker``) reports to Sentry when ``SENTRY_DSN`` is set, from
+    before it consumes; worker threads embedded in another process report as that process (``assistant run``)."""
+    app = sender.app
+    if isinstance(app, StageCelery) and isinstance(sender, CeleryWorkerProcess):
+        init_sentry(app.settings, "worker")
+
+
+def _report_errors_from_child(**_: Any) -> None:
+    """Each prefork child starts its own Sentry client: the one it inherited holds the parent's connections."""
+    app = current_app._get_current_object()
+    if isinstance(app, StageCelery):
+        init_sentry(app.settings, "worker")

@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from adapters.bundle import Adapters, SpeechEngines
+from adapters.sentry import init_sentry
 from assistant.bootstrap import (
     EXIT_CONFIGURATION,
     build_adapters,
@@ -87,6 +88,7 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
 
 def run_embedded(settings: Settings) -> int:
+    init_sentry(settings, "embedded")
     try:
         check_speech_models(settings)
         if settings.telegram.enabled:

@@ -8,6 +8,7 @@ import sys
 import threading
 from types import FrameType
 
+from adapters.sentry import init_sentry
 from assistant.bootstrap import build_adapters, build_mqtt_edge, freeze_startup_heap
 from pipeline.settings import Settings
 
@@ -23,6 +24,7 @@ def run_mqtt_edge(settings: Settings) -> int:
         print("assistant mqtt runs beside gateway and workers (BROKER_URL, REDIS_URL); "
               "assistant run starts the MQTT edge itself when MQTT_URL is set", file=sys.stderr)  # fmt: skip
         return 2
+    init_sentry(settings, "mqtt")
     stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -27,6 +27,7 @@ from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
 from adapters.marks import Marks, MemoryMarks
+from adapters.metrics import StageMetrics, timed_classifier_loader
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
@@ -75,6 +76,7 @@ def build_adapters(
     ``speech`` shares engines loaded already (tests); by default they load on first use.
     """
     devices = load_devices(settings.devices_file)  # before any connection: a bad file stops the start cleanly
+    metrics = StageMetrics()  # the process's one metrics object
     repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
         repository.migrate()
@@ -136,7 +138,8 @@ def build_adapters(
         revocations=revocations,
         blobs=blobs,
         voice_events=voice_events,
-        speech=speech or build_speech(settings),
+        speech=speech or build_speech(settings, metrics),
+        metrics=metrics,
         home_state=home_state,
         devices=devices,
         marks=marks,
@@ -154,7 +157,7 @@ def build_telegram(settings: Settings) -> TelegramBot | None:
     return TelegramBot(config.api_url, config.bot_token)
 
 
-def build_speech(settings: Settings) -> SpeechEngines:
+def build_speech(settings: Settings, metrics: StageMetrics | None = None) -> SpeechEngines:
     """The configured recognizer and synthesizer, each loaded from ``MODELS_DIR`` on first use."""
     audio = settings.audio
 
@@ -168,7 +171,7 @@ def build_speech(settings: Settings) -> SpeechEngines:
 
         return PiperSynthesizer(audio.tts, audio.models_dir)
 
-    return SpeechEngines(recognizer, synthesizer)
+    return SpeechEngines(recognizer, synthesizer, metrics)
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:
@@ -215,19 +218,20 @@ def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
         Forwarder(app),
         declarative_skills,
         build_generator=generator,
-        intents=build_intents(adapters.settings),
+        intents=build_intents(adapters.settings, adapters.metrics),
     )
 
 
-def build_intents(settings: Settings) -> IntentModel | None:
+def build_intents(settings: Settings, metrics: StageMetrics | None = None) -> IntentModel | None:
     """The intent classifier of a dispatch worker (nothing loads until its first refresh); None when it is off."""
     if not settings.intents.enabled:
         return None
     from adapters.intent_training import train_in_child
     from adapters.intents import NONE_LABEL, OnnxIntentClassifier
 
+    load = OnnxIntentClassifier.load if metrics is None else timed_classifier_loader(OnnxIntentClassifier.load, metrics)
     # Trained in a child process: the worker loads only the ONNX model, never scikit-learn.
-    return IntentModel(settings.intents, OnnxIntentClassifier.load, train_in_child, NONE_LABEL)
+    return IntentModel(settings.intents, load, train_in_child, NONE_LABEL)
 
 
 def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:
@@ -336,9 +340,10 @@ def warm_model_in_background(runtime: StageRuntime) -> threading.Thread | None:
 
     def warm() -> None:
         try:
-            warm_up = getattr(runtime.generator(), "warm_up", None)
-            if callable(warm_up):
-                warm_up()
+            with runtime.adapters.metrics.model_load(str(runtime.settings.model.backend)):
+                warm_up = getattr(runtime.generator(), "warm_up", None)
+                if callable(warm_up):
+                    warm_up()
         except Exception as exc:
             # Each message tries again, and gets the "model unavailable" reply while the model cannot load.
             logger.error("loading the model backend failed: %s", exc)

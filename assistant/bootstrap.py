@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -18,7 +19,7 @@ from typing import Any
 from celery import current_app
 from celery.apps.worker import Worker as CeleryWorkerProcess
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from flask import Flask
 
 from adapters.blobs import BlobStore, FolderBlobStore
@@ -37,6 +38,7 @@ from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, 
 from adapters.telegram import TelegramBot
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
+from assistant.metrics_server import mark_child_dead, serve_worker_metrics
 from ingress.app import create_app
 from ingress.mqtt_edge import MqttEdge
 from pipeline.errors import ConfigurationError
@@ -249,7 +251,12 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     worker_init.connect(_check_speech_models_on_init, dispatch_uid="assistant.speech_models_on_init", weak=False)
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
     worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
+    worker_process_shutdown.connect(_child_metrics_done, dispatch_uid="assistant.child_metrics", weak=False)
     return app
+
+
+def _child_metrics_done(pid: int | None = None, **_: Any) -> None:
+    mark_child_dead(pid or os.getpid())
 
 
 def _check_speech_models_on_init(sender: Any, **_: Any) -> None:
@@ -286,6 +293,8 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
         runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+    if not app.settings.embedded:  # ``assistant run`` shows its workers' metrics on its own /metrics
+        serve_worker_metrics(app.settings, runtime.adapters.metrics)
     freeze_startup_heap()
 
 

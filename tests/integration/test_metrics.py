@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from e2e.servers import free_port
 from fakes.openai_server import FakeOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from support import eventually
@@ -24,7 +25,6 @@ from support import eventually
 from adapters.tokens import issue_token
 from assistant.bootstrap import build_adapters, build_gateway, warm_model_in_background
 from assistant.embedded import build_embedded
-from e2e.servers import free_port
 from pipeline.settings import Settings
 from pipeline.stages import TASK_NAMES, Stage
 
@@ -98,7 +98,7 @@ def post(base: str, token: str, text: str, **body: Any) -> requests.Response:
     )
 
 
-# -- embedded ------------------------------------------------------------------------------------------------------------
+# -- embedded ----------------------------------------------------------------------------------------------------------
 
 
 def test_embedded_metrics_show_every_stage(tmp_path: Path, serve: Any) -> None:
@@ -181,7 +181,7 @@ def run_embedded_checks(base: str, settings: Settings, celery_app: Any) -> None:
     assert "# TYPE assistant_stage_seconds histogram" in text
 
 
-# -- a distributed worker process ---------------------------------------------------------------------------------------
+# -- a distributed worker process -------------------------------------------------------------------------------------
 
 
 @pytest.fixture

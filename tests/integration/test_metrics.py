@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -322,3 +323,56 @@ def test_a_prefork_worker_adds_up_its_children(tmp_path: Path, serve: Any, postg
         assert value(samples, "assistant_end_to_end_seconds_count", channel="web") == sent
         # Written by the children: the parent handles no message.
         assert value(samples, "assistant_queue_depth", queue="dispatch") == 0
+
+
+@pytest.mark.servers
+def test_the_mqtt_edge_serves_its_messages_on_metrics_port(tmp_path: Path, postgres_url: str, redis_dbs: None) -> None:
+    from adapters.mqtt import mqtt_client, topics
+    from pipeline.channel_config import MqttConfig
+
+    port = free_port()
+    root = f"t{uuid.uuid4().hex[:10]}"
+    env = distributed_env(tmp_path, postgres_url, port) | {
+        "MQTT_URL": "mqtt://127.0.0.1:1883",
+        "MQTT_CLIENT_ID": f"edge-{root}",
+        "MQTT_TOPIC_PREFIX": f"{root}/assistant",
+        "MQTT_STATE_PREFIX": f"{root}/home",
+        "MQTT_SESSION_EXPIRY_SECONDS": "5",
+    }
+    build_adapters(Settings.from_env(env), migrate=True).close()
+    child_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | env
+    edge = subprocess.Popen([sys.executable, "-m", "assistant.cli", "mqtt"], cwd=ROOT, env=child_env,
+                            start_new_session=True)  # fmt: skip
+    connected = threading.Event()
+    device = mqtt_client(MqttConfig(url="mqtt://127.0.0.1:1883"), f"dev-{root}", clean=True,
+                         on_connected=lambda _client: connected.set())  # fmt: skip
+    device.loop_start()
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        eventually(lambda: serving(url, edge), DEADLINE, what="the edge's metrics", interval=0.2)
+        request_topic = topics(f"{root}/assistant").request_topic("porch")
+        assert connected.wait(10)
+
+        def refused() -> Samples | None:
+            # Sent until the edge has subscribed (what comes before is not delivered to it).
+            device.publish(request_topic, b"not json", qos=1).wait_for_publish(5)
+            return scraped_when(url, "assistant_messages_total", 1, channel="mqtt", outcome="rejected")
+
+        eventually(refused, DEADLINE, what="a refused request counted", interval=0.3)
+        device.publish(request_topic, b'{"id": "r-1", "text": "\\u73b0\\u5728\\u51e0\\u70b9"}', qos=1)
+        samples = eventually(
+            lambda: scraped_when(url, "assistant_messages_total", 1, channel="mqtt", outcome="accepted"),
+            DEADLINE,
+            what="the request counted",
+        )
+        assert value(samples, "assistant_messages_total", channel="mqtt", outcome="accepted") == 1
+        assert value(samples, "process_resident_memory_bytes") > 0
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        edge.terminate()
+        try:
+            edge.wait(15)
+        except subprocess.TimeoutExpired:
+            edge.kill()
+            edge.wait(5)

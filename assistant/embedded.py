@@ -22,6 +22,7 @@ from assistant.bootstrap import (
     warm_model_in_background,
     warm_speech_in_background,
 )
+from assistant.metrics_server import queue_depths
 from ingress.telegram import check_config as check_telegram
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
@@ -68,6 +69,9 @@ def build_embedded(
     """The adapters (migrated SQLite, in-memory stores, a blob folder), the Celery app sharing them, and its
     workers, which run every stage, ``asr`` and ``tts`` included. ``speech``: engines loaded already (tests)."""
     adapters = build_adapters(settings, migrate=True, speech=speech)
+    depths = queue_depths(settings)
+    if depths is not None:  # /metrics shows the in-memory broker's queues
+        adapters.metrics.registry.register(depths)
     app = build_worker_app(settings, adapters)
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers

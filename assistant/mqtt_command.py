@@ -10,6 +10,7 @@ from types import FrameType
 
 from adapters.sentry import init_sentry
 from assistant.bootstrap import build_adapters, build_mqtt_edge, freeze_startup_heap
+from assistant.metrics_server import serve, serving_registry
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def run_mqtt_edge(settings: Settings) -> int:
     adapters = build_adapters(settings, pool_size=2)
     edge = build_mqtt_edge(settings, adapters)
     edge.start()
+    if settings.metrics.port is not None:
+        serve(settings.metrics.port, serving_registry(adapters.metrics.registry))
     freeze_startup_heap()
     try:
         stopping.wait()

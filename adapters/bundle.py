@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -58,7 +59,14 @@ class SpeechEngines:
     model serves them all, with that many workers inside it.
     """
 
-    def __init__(self, recognizer: Callable[[int], Recognizer], synthesizer: Callable[[], Synthesizer]) -> None:
+    def __init__(
+        self,
+        recognizer: Callable[[int], Recognizer],
+        synthesizer: Callable[[], Synthesizer],
+        metrics: StageMetrics | None = None,
+    ) -> None:
+        """``metrics``: where ``warm_up`` records each engine's load time (``assistant_model_load_seconds``)."""
+        self._metrics = metrics
         self._recognizer_workers = 1
         self._recognizer: _Once[Recognizer] = _Once(lambda: recognizer(self._recognizer_workers))
         self._synthesizer: _Once[Synthesizer] = _Once(synthesizer)
@@ -79,9 +87,14 @@ class SpeechEngines:
     def warm_up(self, recognizer: bool = True, synthesizer: bool = True) -> None:
         """Build the engines asked for and run each once (a worker does this before its first message)."""
         if recognizer:
-            self.recognizer().warm_up()
+            with self._load_timed("whisper"):
+                self.recognizer().warm_up()
         if synthesizer:
-            self.synthesizer().warm_up()
+            with self._load_timed("piper"):
+                self.synthesizer().warm_up()
+
+    def _load_timed(self, model: str) -> AbstractContextManager[None]:
+        return nullcontext() if self._metrics is None else self._metrics.model_load(model)
 
 
 @dataclass

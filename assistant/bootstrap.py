@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -18,7 +19,7 @@ from typing import Any
 from celery import current_app
 from celery.apps.worker import Worker as CeleryWorkerProcess
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from flask import Flask
 
 from adapters.blobs import BlobStore, FolderBlobStore
@@ -27,15 +28,18 @@ from adapters.db import Repository
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
 from adapters.marks import Marks, MemoryMarks
+from adapters.metrics import StageMetrics, timed_classifier_loader
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
+from adapters.sentry import init_sentry
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.telegram import TelegramBot
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
+from assistant.metrics_server import mark_child_dead, serve_worker_metrics
 from ingress.app import create_app
 from ingress.mqtt_edge import MqttEdge
 from pipeline.errors import ConfigurationError
@@ -75,6 +79,7 @@ def build_adapters(
     ``speech`` shares engines loaded already (tests); by default they load on first use.
     """
     devices = load_devices(settings.devices_file)  # before any connection: a bad file stops the start cleanly
+    metrics = StageMetrics()  # the process's one metrics object
     repository = Repository.from_url(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
     if migrate:
         repository.migrate()
@@ -136,7 +141,8 @@ def build_adapters(
         revocations=revocations,
         blobs=blobs,
         voice_events=voice_events,
-        speech=speech or build_speech(settings),
+        speech=speech or build_speech(settings, metrics),
+        metrics=metrics,
         home_state=home_state,
         devices=devices,
         marks=marks,
@@ -154,7 +160,7 @@ def build_telegram(settings: Settings) -> TelegramBot | None:
     return TelegramBot(config.api_url, config.bot_token)
 
 
-def build_speech(settings: Settings) -> SpeechEngines:
+def build_speech(settings: Settings, metrics: StageMetrics | None = None) -> SpeechEngines:
     """The configured recognizer and synthesizer, each loaded from ``MODELS_DIR`` on first use."""
     audio = settings.audio
 
@@ -168,7 +174,7 @@ def build_speech(settings: Settings) -> SpeechEngines:
 
         return PiperSynthesizer(audio.tts, audio.models_dir)
 
-    return SpeechEngines(recognizer, synthesizer)
+    return SpeechEngines(recognizer, synthesizer, metrics)
 
 
 def build_registry(adapters: Adapters) -> SkillRegistry:
@@ -215,19 +221,20 @@ def build_runtime(adapters: Adapters, app: StageCelery) -> StageRuntime:
         Forwarder(app),
         declarative_skills,
         build_generator=generator,
-        intents=build_intents(adapters.settings),
+        intents=build_intents(adapters.settings, adapters.metrics),
     )
 
 
-def build_intents(settings: Settings) -> IntentModel | None:
+def build_intents(settings: Settings, metrics: StageMetrics | None = None) -> IntentModel | None:
     """The intent classifier of a dispatch worker (nothing loads until its first refresh); None when it is off."""
     if not settings.intents.enabled:
         return None
     from adapters.intent_training import train_in_child
     from adapters.intents import NONE_LABEL, OnnxIntentClassifier
 
+    load = OnnxIntentClassifier.load if metrics is None else timed_classifier_loader(OnnxIntentClassifier.load, metrics)
     # Trained in a child process: the worker loads only the ONNX model, never scikit-learn.
-    return IntentModel(settings.intents, OnnxIntentClassifier.load, train_in_child, NONE_LABEL)
+    return IntentModel(settings.intents, load, train_in_child, NONE_LABEL)
 
 
 def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> StageCelery:
@@ -242,10 +249,17 @@ def build_worker_app(settings: Settings, adapters: Adapters | None = None) -> St
     app = create_celery_app(settings, runtime_factory)
     # Build the runtime when a worker starts, so the gateway lists its skills before any message.
     # dispatch_uid: many apps (tests) share one signal, the receiver is connected once.
+    worker_init.connect(_report_errors_from_worker, dispatch_uid="assistant.sentry_on_init", weak=False)
+    worker_process_init.connect(_report_errors_from_child, dispatch_uid="assistant.sentry_in_child", weak=False)
     worker_init.connect(_check_speech_models_on_init, dispatch_uid="assistant.speech_models_on_init", weak=False)
     worker_ready.connect(_build_runtime_on_start, dispatch_uid="assistant.runtime_on_start", weak=False)
     worker_process_init.connect(_warm_speech_in_child, dispatch_uid="assistant.speech_in_child", weak=False)
+    worker_process_shutdown.connect(_child_metrics_done, dispatch_uid="assistant.child_metrics", weak=False)
     return app
+
+
+def _child_metrics_done(pid: int | None = None, **_: Any) -> None:
+    mark_child_dead(pid or os.getpid())
 
 
 def _check_speech_models_on_init(sender: Any, **_: Any) -> None:
@@ -282,6 +296,8 @@ def _build_runtime_on_start(sender: Any, **_: Any) -> None:
         # One model serves every thread of the pool; loaded and run once before the first message is taken.
         runtime.adapters.speech.share_recognizer(int(sender.controller.concurrency or 1))
         runtime.adapters.speech.warm_up(recognizer=Stage.ASR in speech, synthesizer=Stage.TTS in speech)
+    if not app.settings.embedded:  # ``assistant run`` shows its workers' metrics on its own /metrics
+        serve_worker_metrics(app.settings, runtime.adapters.metrics)
     freeze_startup_heap()
 
 
@@ -336,9 +352,10 @@ def warm_model_in_background(runtime: StageRuntime) -> threading.Thread | None:
 
     def warm() -> None:
         try:
-            warm_up = getattr(runtime.generator(), "warm_up", None)
-            if callable(warm_up):
-                warm_up()
+            with runtime.adapters.metrics.model_load(str(runtime.settings.model.backend)):
+                warm_up = getattr(runtime.generator(), "warm_up", None)
+                if callable(warm_up):
+                    warm_up()
         except Exception as exc:
             # Each message tries again, and gets the "model unavailable" reply while the model cannot load.
             logger.error("loading the model backend failed: %s", exc)
@@ -380,3 +397,18 @@ def check_broker(app: StageCelery) -> None:
     leak broker clients."""
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)
+
+
+def _report_errors_from_worker(sender: Any, **_: Any) -> None:
+    """A worker process (``assistant worker``, ``celery worker``) reports to Sentry when ``SENTRY_DSN`` is set, from
+    before it consumes; worker threads embedded in another process report as that process (``assistant run``)."""
+    app = sender.app
+    if isinstance(app, StageCelery) and isinstance(sender, CeleryWorkerProcess):
+        init_sentry(app.settings, "worker")
+
+
+def _report_errors_from_child(**_: Any) -> None:
+    """Each prefork child starts its own Sentry client: the one it inherited holds the parent's connections."""
+    app = current_app._get_current_object()
+    if isinstance(app, StageCelery):
+        init_sentry(app.settings, "worker")

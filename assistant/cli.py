@@ -226,6 +226,10 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.metrics.port is not None:
+        from assistant.metrics_server import prepare_multiprocess
+
+        prepare_multiprocess(args.pool)  # before prometheus-client is imported, with the composition root
     from assistant.bootstrap import build_worker_app
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or all_queues(settings.enabled_channels)

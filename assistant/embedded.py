@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from adapters.bundle import Adapters, SpeechEngines
+from adapters.sentry import init_sentry
 from assistant.bootstrap import (
     EXIT_CONFIGURATION,
     build_adapters,
@@ -21,6 +22,7 @@ from assistant.bootstrap import (
     warm_model_in_background,
     warm_speech_in_background,
 )
+from assistant.metrics_server import queue_depths
 from ingress.telegram import check_config as check_telegram
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
@@ -67,6 +69,9 @@ def build_embedded(
     """The adapters (migrated SQLite, in-memory stores, a blob folder), the Celery app sharing them, and its
     workers, which run every stage, ``asr`` and ``tts`` included. ``speech``: engines loaded already (tests)."""
     adapters = build_adapters(settings, migrate=True, speech=speech)
+    depths = queue_depths(settings)
+    if depths is not None:  # /metrics shows the in-memory broker's queues
+        adapters.metrics.registry.register(depths)
     app = build_worker_app(settings, adapters)
     workers = EmbeddedWorkers(app, all_queues(settings.enabled_channels))
     return adapters, app, workers
@@ -87,6 +92,7 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
 
 def run_embedded(settings: Settings) -> int:
+    init_sentry(settings, "embedded")
     try:
         check_speech_models(settings)
         if settings.telegram.enabled:

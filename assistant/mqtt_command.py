@@ -8,7 +8,9 @@ import sys
 import threading
 from types import FrameType
 
+from adapters.sentry import init_sentry
 from assistant.bootstrap import build_adapters, build_mqtt_edge, freeze_startup_heap
+from assistant.metrics_server import serve, serving_registry
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ def run_mqtt_edge(settings: Settings) -> int:
         print("assistant mqtt runs beside gateway and workers (BROKER_URL, REDIS_URL); "
               "assistant run starts the MQTT edge itself when MQTT_URL is set", file=sys.stderr)  # fmt: skip
         return 2
+    init_sentry(settings, "mqtt")
     stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -34,6 +37,8 @@ def run_mqtt_edge(settings: Settings) -> int:
     adapters = build_adapters(settings, pool_size=2)
     edge = build_mqtt_edge(settings, adapters)
     edge.start()
+    if settings.metrics.port is not None:
+        serve(settings.metrics.port, serving_registry(adapters.metrics.registry))
     freeze_startup_heap()
     try:
         stopping.wait()

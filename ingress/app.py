@@ -36,8 +36,8 @@ def create_app(
         "hub": ReplyHub(adapters.replies),
         "forwarder": forwarder,
         "check_broker": check_broker,
-        # The stages' counters too when they run in this process (embedded); a distributed gateway runs none.
-        "metrics": GatewayMetrics(adapters.metrics.registry if settings.embedded else None),
+        # The process's metrics: the edges' counters, and the stages' when they run in this process (embedded).
+        "metrics": GatewayMetrics(adapters.metrics.registry),
     }
     app.register_blueprint(auth_api.bp)
     app.register_blueprint(messages.bp)

@@ -19,7 +19,6 @@ from ingress.messages import (
     checked_client_msg_id,
     checked_session_id,
     edge_parts,
-    gateway_metrics,
     wait_param,
     wanted,
 )
@@ -75,7 +74,6 @@ def post_audio() -> tuple[dict[str, Any], int]:
             wants=wanted(reply_audio),
             language=language,
             timings=(("decode", decoded_ms),),
-            metrics=gateway_metrics(),
             message_id=message_id,
         )
         answer, status, reply = await_answer(registration, waiter, wait)

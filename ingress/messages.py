@@ -98,7 +98,7 @@ def post_message() -> tuple[dict[str, Any], int]:
         stack.enter_context(working_on(edge_context(draft)))  # the request's log lines carry the message's ids
         # Waiting is registered before the message is submitted, so no look-up for an early reply is needed.
         waiter = stack.enter_context(hub.expect(draft.message_id)) if wait > 0 else None
-        registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH, gateway_metrics())
+        registration = submit(adapters, forwarder, draft, session_id is None, Stage.DISPATCH)
         answer, status, _ = await_answer(registration, waiter, wait)
     return answer, status
 

@@ -9,18 +9,12 @@ from prometheus_client.process_collector import ProcessCollector
 class GatewayMetrics:
     """Counters and histograms that ``/metrics`` exposes."""
 
-    def __init__(self, stages: CollectorRegistry | None = None) -> None:
-        """``stages``: the registry of stage metrics this process shares (embedded mode), shown alongside."""
+    def __init__(self, process: CollectorRegistry) -> None:
+        """``process``: the registry of this process's metrics (``StageMetrics``), shown alongside: the messages
+        the edges counted and, when the stages run here too (embedded mode), theirs."""
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        if stages is not None:
-            self.registry.register(stages)
-        self.messages = Counter(
-            "assistant_messages_total",
-            "Messages received, by outcome (accepted, duplicate, rejected).",
-            ["outcome"],
-            registry=self.registry,
-        )
+        self.registry.register(process)
         self.reply_wait = Histogram(
             "assistant_reply_wait_seconds",
             "Time from accepting a message to its reply reaching the waiting request.",

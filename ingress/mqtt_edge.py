@@ -13,6 +13,7 @@ from werkzeug.exceptions import NotFound, ServiceUnavailable
 from adapters.audio import AudioTooLong, UndecodableAudio, decode_audio, float32_to_pcm16
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
+from adapters.metrics import REJECTED
 from adapters.mqtt import QOS, Topics, mqtt_client, reply_address, topics
 from adapters.state import Registration
 from ingress.mqtt_requests import (
@@ -158,6 +159,7 @@ class MqttEdge:
                 request_id = self._audio_id(topic)
                 registration = self._submit_audio(device_id, request_id, payload)
         except RequestRejected as exc:
+            self._adapters.metrics.count_message(str(Channel.MQTT), REJECTED)  # refused before ``submit`` counts
             self._refuse(client, device_id, exc if exc.request_id or not request_id else _with_id(exc, request_id))
             return
         except NotFound:
@@ -174,6 +176,7 @@ class MqttEdge:
         except Exception as exc:
             # A bug, not the device's fault: it still hears that its request was not taken.
             logger.error("MQTT request from %s failed: %s", device_id, trace_without_messages(exc))
+            self._adapters.metrics.count_message(str(Channel.MQTT), REJECTED)
             self._refuse(client, device_id, RequestRejected("internal_error", "the request could not be taken",
                                                             request_id))  # fmt: skip
             return

@@ -14,8 +14,8 @@ from werkzeug.exceptions import NotFound, ServiceUnavailable
 from adapters.blobs import inbound_audio_key
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
+from adapters.metrics import ACCEPTED, DUPLICATE, REJECTED
 from adapters.state import Registration
-from ingress.metrics import GatewayMetrics
 from pipeline.envelope import Envelope, new_id
 from pipeline.message_context import MessageContext, working_on
 from pipeline.stages import WANTS_TEXT, Channel, Stage
@@ -54,7 +54,6 @@ def submit(
     draft: Envelope,
     claim_new: bool,
     stage: Stage,
-    metrics: GatewayMetrics | None = None,
 ) -> Registration:
     """Give ``draft`` its place in its session and send it to ``stage``.
 
@@ -62,19 +61,23 @@ def submit(
     (the client sent this ``client_msg_id`` before; nothing is sent, the ids are the first message's). Raises
     ``NotFound`` for another user's session, and ``ServiceUnavailable`` when the broker refused the message, which
     is then withdrawn so that the client can send it again with the same ``client_msg_id``.
+
+    Every edge submits through here, so ``assistant_messages_total{channel, outcome}`` is counted here.
     """
+    count = adapters.metrics.count_message
     registration = _register(adapters, draft, claim_new)
-    if metrics is not None:
-        metrics.messages.labels(registration.status).inc()
     if registration.status not in ("ok", "duplicate"):
+        count(draft.channel, REJECTED)
         raise NotFound(f"unknown session '{draft.session_id}'")
     if registration.status == "ok":
         try:
             forwarder.to_stage(stage, replace(draft, seq=registration.seq))
         except UNAVAILABLE as exc:
             # Not accepted: the same client_msg_id must work when the client tries again.
+            count(draft.channel, REJECTED)
             _withdraw(adapters, draft.user_id, registration, draft.client_msg_id)
             raise ServiceUnavailable("the message queue is unreachable; try again shortly") from exc
+    count(draft.channel, ACCEPTED if registration.status == "ok" else DUPLICATE)
     return registration
 
 
@@ -91,7 +94,6 @@ def submit_speech(
     language: str | None = None,
     timings: Iterable[tuple[str, float]] = (),
     channel: str = Channel.WEB,
-    metrics: GatewayMetrics | None = None,
     message_id: str | None = None,
     provisional: bool = False,
     reply_to: str | None = None,
@@ -126,7 +128,7 @@ def submit_speech(
         context=dict(context or {}),
     )
     try:
-        registration = submit(adapters, forwarder, draft, session_id is None, Stage.ASR, metrics)
+        registration = submit(adapters, forwarder, draft, session_id is None, Stage.ASR)
     except NotFound:
         _forget(adapters, key)
         raise

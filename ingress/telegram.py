@@ -20,8 +20,9 @@ from werkzeug.exceptions import Forbidden, NotFound, ServiceUnavailable
 from adapters.audio import AudioError, decode_audio, float32_to_pcm16
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
+from adapters.metrics import DUPLICATE, REJECTED
 from adapters.telegram import TelegramBot, TelegramError, TelegramUnreachable
-from ingress.messages import edge_parts, gateway_metrics
+from ingress.messages import edge_parts
 from ingress.speech_submit import submit, submit_speech
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
 from pipeline.errors import ConfigurationError
@@ -99,6 +100,7 @@ def webhook() -> tuple[dict[str, Any], int]:
     update_key = f"telegram:update:{message.update_id}"
     if not adapters.marks.claim(update_key, UPDATE_TTL_SECONDS):
         logger.info("telegram update %d seen already", message.update_id)
+        adapters.metrics.count_message(str(Channel.TELEGRAM), DUPLICATE)
         return {"ok": True, "duplicate": True}, 200
     try:
         handle(adapters, forwarder, message)
@@ -118,6 +120,7 @@ def handle(adapters: Adapters, forwarder: Forwarder, message: TelegramMessage) -
     config = adapters.settings.telegram
     if not is_allowed(message, config.allowed_users):
         logger.info("telegram user %d is not allowed; answered once", message.user_id)
+        adapters.metrics.count_message(str(Channel.TELEGRAM), REJECTED)
         edge_reply(forwarder, message, "denied", localized(DENIED, message.language))
         return
     if message.command == "start":
@@ -140,7 +143,7 @@ def handle(adapters: Adapters, forwarder: Forwarder, message: TelegramMessage) -
         reply_to=str(message.chat_id),
         language=message.language,
     )
-    registration = submit(adapters, forwarder, draft, False, Stage.DISPATCH, gateway_metrics())
+    registration = submit(adapters, forwarder, draft, False, Stage.DISPATCH)
     logger.info("telegram message %s of update %d: %s", registration.message_id, message.update_id,
                 registration.status)  # fmt: skip
 
@@ -176,7 +179,6 @@ def submit_voice(adapters: Adapters, forwarder: Forwarder, message: TelegramMess
         language=message.language,
         timings=(("decode", decoded_ms),),
         channel=Channel.TELEGRAM,
-        metrics=gateway_metrics(),
         reply_to=str(message.chat_id),
     )
     logger.info("telegram voice message %s of update %d: %s", registration.message_id, message.update_id,

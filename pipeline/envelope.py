@@ -156,6 +156,9 @@ class Reply:
     created_at: float = field(default_factory=now)
     #: The envelope's stage timings plus the stage that answered.
     timings: tuple[tuple[str, float], ...] = ()
+    #: When the edge accepted the answered message (its envelope's ``created_at``; 0: unknown), for the
+    #: end-to-end latency the deliverers measure.
+    accepted_at: float = 0.0
     #: The answered message's place in its session (0: none), so a session's replies go out in order.
     seq: int = 0
     #: True when the stage that made the reply stored it in the transcript already; the deliverer then doesn't.
@@ -187,6 +190,7 @@ class Reply:
             "reply_to": self.reply_to,
             "user_id": self.user_id,
             "created_at": self.created_at,
+            "accepted_at": self.accepted_at,
             "timings": [list(t) for t in self.timings],
             "wants": list(self.wants),
             "language": self.language,
@@ -215,6 +219,7 @@ class Reply:
             reply_to=_optional_text(data, "reply_to"),
             user_id=_text(data, "user_id", ""),
             created_at=_number(data, "created_at"),
+            accepted_at=_number(data, "accepted_at"),
             timings=_timings(data),
             seq=_integer(data, "seq"),
             recorded=_flag(data, "recorded"),
@@ -242,6 +247,7 @@ class Reply:
             reply_to=envelope.reply_to,
             user_id=envelope.user_id,
             timings=envelope.timings,
+            accepted_at=envelope.created_at,
             seq=envelope.seq,
             wants=envelope.wants,
             **fields,

@@ -19,6 +19,8 @@ class SentryConfig:
     environment: str = "production"
     #: Share of messages whose performance trace is sent, 0..1 (``SENTRY_TRACES_SAMPLE_RATE``); 0: none.
     traces_sample_rate: float = 0.0
+    #: ``SENTRY_RELEASE``, the version events are grouped under; None: ``assistant@<installed version>``.
+    release: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SentryConfig:
@@ -34,6 +36,7 @@ class SentryConfig:
             dsn=(env.get("SENTRY_DSN") or "").strip() or None,
             environment=(env.get("SENTRY_ENVIRONMENT") or defaults.environment).strip(),
             traces_sample_rate=rate,
+            release=(env.get("SENTRY_RELEASE") or "").strip() or None,
         )
 
 

@@ -52,7 +52,9 @@ def handle_audio(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) ->
             logger.warning("message %s: could not publish a partial transcript: %s", message_id, type(exc).__name__)
 
     try:
-        heard = adapters.speech.recognizer().transcribe(pcm16_to_float32(pcm16), envelope.language, on_partial=partial)
+        recognizer = adapters.speech.recognizer()
+        with adapters.metrics.model_call("whisper"):
+            heard = recognizer.transcribe(pcm16_to_float32(pcm16), envelope.language, on_partial=partial)
     except Exception as exc:
         # A model that fails on this audio fails the same way again: no retries, which would hold the session's
         # later messages up for a minute and a half and spend a core on each. The user gets an apology.

@@ -17,6 +17,7 @@ keeps one per connection pool and builds a new one only when kombu replaced the 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -107,7 +108,15 @@ def transport_for(broker_url: str) -> str | None:
 
     A path, not the class: Celery reports the setting in JSON (``inspect stats``, Flower).
     """
-    return f"{__name__}:{PipelineTransport.__name__}" if broker_url.startswith("redis://") else None
+    redis = broker_url.startswith(("redis://", "rediss://"))
+    return f"{__name__}:{PipelineTransport.__name__}" if redis else None
+
+
+def broker_ssl(broker_url: str) -> dict[str, Any] | bool:
+    """Celery's ``broker_use_ssl`` for ``broker_url``: for ``rediss://`` (managed Redis over TLS), the server's
+    certificate verified against the system's CAs (``SSL_CERT_FILE`` adds a private CA's). Kombu picks TLS from
+    the URL's scheme only when it chooses the transport itself, and then without verifying the certificate."""
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED} if broker_url.startswith("rediss://") else False
 
 
 def transport_options(embedded_polling_interval: float | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pipeline.stages import (
     delivered_channels,
     reply_queue,
 )
-from tasks.broker import transport_for, transport_options
+from tasks.broker import broker_ssl, transport_for, transport_options
 from tasks.runtime import StageRuntime
 
 TASK_MODULES = [
@@ -113,6 +113,7 @@ def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery
     app.conf.update(
         broker_url=broker_url,
         broker_transport=transport_for(broker_url),
+        broker_use_ssl=broker_ssl(broker_url),
         broker_transport_options=transport_options(settings.embedded_polling_interval if settings.embedded else None),
         **RELIABILITY,
         task_time_limit=TASK_TIME_LIMIT,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from adapters.state import EarlierReplyPending
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
@@ -13,6 +15,14 @@ from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 def deliver_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
     """The web channel's delivery: the session's stream is where its clients read replies."""
     record_in_order(reply, runtime, waiting)
+    observe_delivered(reply, runtime)
+
+
+def observe_delivered(reply: Reply, runtime: StageRuntime) -> None:
+    """``assistant_end_to_end_seconds{channel}``: from the edge accepting the message to its reply going out."""
+    if reply.accepted_at > 0:
+        elapsed = max(0.0, time.time() - reply.accepted_at)
+        runtime.adapters.metrics.end_to_end.labels(reply.channel).observe(elapsed)
 
 
 def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:

@@ -35,7 +35,7 @@ from pipeline.device_delivery import (
 from pipeline.devices import DeviceCommand, DevicesConfig, device_commands
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
-from tasks.deliver import record_in_order
+from tasks.deliver import observe_delivered, record_in_order
 from tasks.runtime import StageRuntime
 from tasks.stage import GiveUp, NotYet, StageSpec, Waiting, stage_task
 
@@ -76,6 +76,7 @@ def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) ->
                         partial(publisher.publish, topic, body))  # fmt: skip
     if not sent:
         logger.info("reply to message %s was published already", reply.message_id)
+    observe_delivered(reply, runtime)
 
 
 def deliver_device_commands(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:

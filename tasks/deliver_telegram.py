@@ -18,7 +18,7 @@ from adapters.telegram import TelegramBot, TelegramError, TelegramUnreachable
 from pipeline.envelope import Reply
 from pipeline.stages import Channel, deliver_task, reply_queue
 from pipeline.telegram_updates import split_text
-from tasks.deliver import record_in_order
+from tasks.deliver import observe_delivered, record_in_order
 from tasks.runtime import StageRuntime
 from tasks.stage import GiveUp, NotYet, StageSpec, Waiting, stage_task
 
@@ -51,6 +51,7 @@ def deliver_telegram(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> N
     if spoken(reply):
         sender.once(f"{reply.message_id}:voice", lambda: send_voice(adapters, bot, reply, chat))
     logger.info("telegram reply to message %s delivered", reply.message_id)
+    observe_delivered(reply, runtime)
 
 
 class Sender:

@@ -89,7 +89,8 @@ def _generate(
     runtime: StageRuntime, generator: Generator, request: GenerationRequest, partials: PartialAnnouncer, timeout: float
 ) -> str:
     # In a thread of its own, so a backend that does not keep to its timeout costs that thread, not the answer.
-    text = runtime.skill_threads.run(lambda: generator.generate(request, partials.announce), timeout, "model")
+    with runtime.adapters.metrics.model_call(str(runtime.settings.model.backend)):
+        text = runtime.skill_threads.run(lambda: generator.generate(request, partials.announce), timeout, "model")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the model answered no text")
     return storable(text.strip())

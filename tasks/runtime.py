@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.bundle import Adapters
+from adapters.metrics import SKILL_ERROR, SKILL_OK, SKILL_TIMEOUT
+from pipeline.errors import SkillTimeout
 from pipeline.generation import Generator
 from pipeline.intents import IntentGuess
 from pipeline.settings import Settings
@@ -85,7 +87,18 @@ class StageRuntime:
         """Run ``skill`` in its own thread so one that hangs costs its thread, not the worker.
 
         ``keep_alive`` is called every few seconds while the skill runs (the turn's lock is renewed with it).
+        Each run is counted in ``assistant_skill_calls_total{skill, outcome}``.
         """
-        return self.skill_threads.run(
-            lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name, keep_alive
-        )
+        calls = self.adapters.metrics.skill_calls
+        try:
+            result = self.skill_threads.run(
+                lambda: skill.execute(context), self.settings.skill_timeout_seconds, skill.name, keep_alive
+            )
+        except SkillTimeout:
+            calls.labels(skill.name, SKILL_TIMEOUT).inc()
+            raise
+        except Exception:
+            calls.labels(skill.name, SKILL_ERROR).inc()
+            raise
+        calls.labels(skill.name, SKILL_OK).inc()
+        return result

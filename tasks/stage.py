@@ -175,7 +175,7 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
             return
         first_try = waiting_since or time.time()
         try:
-            spec.handle(item, runtime_of(self), Waiting(attempt, time.time() - first_try))
+            timed(spec)(item, runtime_of(self), Waiting(attempt, time.time() - first_try))
         except EnvelopeError as exc:  # something the message carries cannot be read: retrying will not help
             logger.error("%s: message %s cannot be handled: %s", spec.name, item.message_id, exc)
             give_up(self, body, _reason(exc), deliveries=1)
@@ -195,6 +195,20 @@ def stage_task(spec: StageSpec[T], max_retries: int = MAX_RETRIES) -> Task:
     # Options become attributes of the generated task class: ``spec`` is read back in ``give_up``.
     task = shared_task(name=spec.name, bind=True, base=StageTask, spec=spec, max_retries=max_retries)(run)
     return cast(Task, task)
+
+
+def timed(spec: StageSpec[T]) -> Callable[[T, StageRuntime, Waiting], None]:
+    """``spec.handle``, observed in ``assistant_stage_seconds{stage}`` however it ends."""
+
+    def handle(item: T, runtime: StageRuntime, waiting: Waiting) -> None:
+        started = time.perf_counter()
+        try:
+            spec.handle(item, runtime, waiting)
+        finally:
+            seconds = time.perf_counter() - started
+            runtime.adapters.metrics.stage_seconds.labels(stage_of_queue(spec.queue)).observe(seconds)
+
+    return handle
 
 
 def too_many_deliveries(task: Task, message_id: str, body: str) -> bool:
@@ -223,6 +237,7 @@ def give_up(task: Task, body: str, reason: str, deliveries: int) -> None:
     """
     runtime = runtime_of(task)
     spec: StageSpec[Any] = task.spec
+    runtime.adapters.metrics.dead_letters.labels(stage_of_queue(spec.queue)).inc()
     ids = _salvage(body)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("dead letter", lambda: runtime.adapters.repository.dead_letter(
@@ -272,6 +287,7 @@ def apology_for(ids: dict[str, Any]) -> Reply | None:
         reply_to=ids.get("reply_to") if isinstance(ids.get("reply_to"), str) else None,
         user_id=str(ids.get("user_id") or ""),
         seq=seq if isinstance(seq, int) else 0,
+        accepted_at=float(accepted) if isinstance(accepted := ids.get("created_at"), int | float) else 0.0,
         # Spoken, when the client asked for speech: a voice client may have no screen to show it on.
         wants=tuple(w for w in wants if isinstance(w, str)) if isinstance(wants, list) else ("text",),
         language=language,

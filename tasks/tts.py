@@ -107,7 +107,8 @@ def synthesize(
                 speech.interrupted = True
                 break
             try:
-                chunk = next(chunks, None)
+                with runtime.adapters.metrics.model_call("piper"):  # one sentence's synthesis
+                    chunk = next(chunks, None)
             except Exception as exc:
                 raise SynthesisFailed(type(exc).__name__) from exc
             if chunk is None:

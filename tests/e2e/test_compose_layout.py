@@ -261,7 +261,7 @@ def test_flower_shows_the_workers(layout: dict[str, Any]) -> None:
 
 def test_the_voice_workers_get_the_models_read_only() -> None:
     services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    for name, queue in (("worker-asr", "asr"), ("worker-tts", "tts")):
+    for name, queue in (("worker-asr", "asr"), ("worker-tts", "tts"), ("worker-inference", "inference")):
         service = services[name]
         assert service["command"][:4] == ["assistant", "worker", "--queues", queue]
         assert service["environment"]["MODELS_DIR"] == "/models"
@@ -331,3 +331,22 @@ def test_an_utterance_is_heard_answered_and_spoken_across_the_workers(
         control.close()
     ran = {name.partition("@")[0]: worker["total"] for name, worker in stats.items()}
     assert ran["asr"].get("assistant.asr", 0) >= 1 and ran["tts"].get("assistant.tts", 0) >= 1, ran
+
+
+def test_every_service_reserves_and_limits_its_cpu_and_memory() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        resources = service.get("deploy", {}).get("resources", {})
+        for kind in ("reservations", "limits"):
+            assert set(resources.get(kind, {})) >= {"cpus", "memory"}, (name, kind)
+        reserved, limit = resources["reservations"], resources["limits"]
+        # A reservation above its limit would never be granted.
+        assert 0 < float(reserved["cpus"]) <= float(limit["cpus"]), name
+        assert 0 < compose_bytes(reserved["memory"]) <= compose_bytes(limit["memory"]), name
+
+
+def compose_bytes(size: str) -> int:
+    """Compose's memory sizes (``512M``, ``1G``: binary units, as Docker reads them) in bytes."""
+    match = re.fullmatch(r"(\d+)([KMG])", str(size))
+    assert match is not None, size
+    return int(match[1]) * 1024 ** " KMG".index(match[2])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, cast
@@ -88,12 +89,24 @@ def init_sentry(settings: Settings, component: str) -> bool:
         before_breadcrumb=before_breadcrumb,
     )
     sentry_sdk.get_global_scope().set_tag("component", component)
+    _trace_tasks_of_a_running_consumer()
     # Tags are put on the task's scope when it starts: an error logged after the stage left its message (a retry
     # given up on, a failure Celery reports) still carries them. The Celery integration opens that scope first.
     task_prerun.connect(_tag_task, dispatch_uid="assistant.sentry_task_tags", weak=False)
     request_started.connect(_tag_request, weak=False)
     logger.info("errors are reported to Sentry as %s (environment %s)", component, config.environment)
     return True
+
+
+def _trace_tasks_of_a_running_consumer() -> None:
+    """The Celery integration wraps ``celery.app.trace.build_tracer``; Celery's consumer module holds the function it
+    imported by name. When that module was imported before Sentry started (a worker whose consumer loaded first, or
+    another pipeline earlier in the process), it would keep building untraced tasks: point it at the wrapped one."""
+    consumer = sys.modules.get("celery.worker.consumer.consumer")
+    if consumer is not None:
+        import celery.app.trace
+
+        consumer.build_tracer = celery.app.trace.build_tracer  # type: ignore[attr-defined]
 
 
 def close_sentry(timeout: float = 2.0) -> None:

@@ -108,6 +108,9 @@ def run_embedded(settings: Settings) -> int:
     # The models load while the server starts; an utterance that comes first waits for them.
     warm_speech_in_background(adapters.speech)
     warm_model_in_background(celery_app.runtime)
+    # The intent model trains now, in the background, not when the first message arrives: until it is ready,
+    # paraphrases reach the fallback.
+    celery_app.runtime.start_intents()
     # Devices' requests come in beside the HTTP API's, on the same in-process workers.
     mqtt_edge = build_mqtt_edge(settings, adapters, celery_app) if settings.mqtt.url else None
     if mqtt_edge is not None:

@@ -218,3 +218,21 @@ def test_gateway_and_worker_log_json_without_per_task_lines(tmp_path: Path, post
     assert not [line for line in worker_lines if line["logger"] in PER_TASK_LOGGERS]
     assert_no_user_text(worker_err, gateway_err, tmp_path / "log" / "gateway.log")
     assert same_lines(json_lines(tmp_path / "log" / "gateway.log"), gateway_lines)
+
+
+def test_embedded_trains_its_intent_model_at_start_not_at_the_first_message(tmp_path: Path, models_dir: Path) -> None:
+    env = {**embedded_env(tmp_path, models_dir, "INFO"), "INTENT_MODEL": "on"}
+    port = free_port()
+    with process([str(BIN / "assistant"), "run", "--port", str(port)], env, tmp_path, "run") as err:
+
+        def trained() -> bool:
+            return any(line["logger"] == "tasks.intent_model" and "swapped in" in line["message"]
+                       for line in json_lines(err))  # fmt: skip
+
+        eventually(trained, 120, "the intent model trained with no message sent", interval=0.5)
+        base = f"http://127.0.0.1:{port}"
+        eventually(lambda: _ready(base), 60, what=f"{base}/readyz", interval=0.2)
+        response = requests.post(f"{base}/api/messages?wait=20", json={"text": "how do I use you"}, timeout=30,
+                                 headers={"Authorization": f"Bearer {token(env, tmp_path)}"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"]["skill"] == "help"  # the first message already has the model

@@ -25,8 +25,10 @@ def observe_delivered(reply: Reply, runtime: StageRuntime) -> None:
         runtime.adapters.metrics.end_to_end.labels(reply.channel).observe(elapsed)
 
 
-def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
-    """Store the reply and append it to its session's stream, after the reply to the session's previous message.
+def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> Reply:
+    """Store the reply and append it to its session's stream, after the reply to the session's previous message;
+    the reply that stands for its message: this one, or one appended before it (a message answered twice, after a
+    redelivery, keeps its first answer, and a channel sends that one).
 
     Every channel's deliverer starts with this: the stream keeps a session's replies in order, and tells the
     lost-message sweep (tasks/rescue.py) that the message was answered. Several deliverers drain a queue at once: a
@@ -40,9 +42,14 @@ def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> No
         runtime.adapters.repository.record_reply(reply)
     delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
     try:
-        runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
+        cursor = runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
     except EarlierReplyPending:
         raise NotYet(delay or 0.0) from None
+    if cursor is None:  # the message had a reply already
+        first = runtime.adapters.replies.reply_for(reply.message_id)
+        if first is not None:
+            return first[1]
+    return reply
 
 
 deliver_web_task = stage_task(

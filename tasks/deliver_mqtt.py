@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from adapters.errors import UNAVAILABLE
 from adapters.marks import Marks
 from adapters.mqtt import parse_reply_address, topics
 from adapters.mqtt_publisher import MqttPublisher
@@ -61,7 +62,7 @@ def deliver_mqtt_reply(reply: Reply, runtime: StageRuntime, waiting: Waiting) ->
     publish that fails after the append is retried by the task: the append then finds the reply there already
     and the publishing goes on, since whether something went out is the sent marks' business, not the stream's.
     """
-    record_in_order(reply, runtime, waiting)
+    reply = record_in_order(reply, runtime, waiting)
     publisher = _publisher(runtime)
     # Commands before the reply: a reply that says the lamp is on goes out after the command that switches it.
     publish_commands(reply, runtime, publisher)
@@ -125,7 +126,11 @@ def publish_once(marks: Marks, key: str, ttl: int, publish: Callable[[], None]) 
         if marks.remaining(f"{key}:sent") > 0:
             return False
         publish()
-        marks.claim(f"{key}:sent", ttl)
+        try:
+            marks.claim(f"{key}:sent", ttl)
+        except UNAVAILABLE as exc:
+            # Published: a retry would publish it again. Only a redelivery could, now.
+            logger.warning("could not mark %s sent: %s", key, type(exc).__name__)
         return True
     finally:
         marks.release(f"{key}:sending")

@@ -32,6 +32,10 @@ MAX_SEND_RETRIES = 6
 MAX_WAIT_SECONDS = 15 * 60
 #: How long a sent piece is remembered: longer than any redelivery.
 SENT_TTL_SECONDS = 7 * 24 * 3600
+#: How long one delivery holds a piece while sending it: past the Bot API call's timeouts.
+SENDING_LEASE_SECONDS = 60
+#: How soon a delivery that found a piece being sent by another looks again.
+BUSY_RETRY_SECONDS = 0.5
 
 
 def deliver_telegram(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> None:
@@ -40,10 +44,10 @@ def deliver_telegram(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> N
     bot = adapters.telegram
     if bot is None:
         raise GiveUp("Telegram is not configured in this worker (TELEGRAM_BOT_TOKEN, TELEGRAM_ENABLED)")
-    if not reply.reply_to:
-        raise GiveUp("the reply names no Telegram chat")
-    record_in_order(reply, runtime, waiting)
     chat = reply.reply_to
+    if not chat:
+        raise GiveUp("the reply names no Telegram chat")
+    reply = record_in_order(reply, runtime, waiting)
     sender = Sender(adapters, chat, waiting)
     if reply.text.strip():
         for index, piece in enumerate(split_text(reply.text)):
@@ -67,6 +71,19 @@ class Sender:
         sent_key = f"telegram:sent:{piece_id}"
         if self._marks.remaining(sent_key) > 0:
             return  # sent before this delivery (a redelivery, or a wait after an earlier piece)
+        # Two deliveries of one reply at once (a redelivery beside a slow first one) never both send a piece: the
+        # other looks again shortly, and finds it sent or free.
+        sending_key = f"telegram:sending:{piece_id}"
+        if not self._marks.claim(sending_key, SENDING_LEASE_SECONDS):
+            raise NotYet(BUSY_RETRY_SECONDS)
+        try:
+            if self._marks.remaining(sent_key) > 0:
+                return
+            self._send(piece_id, sent_key, send)
+        finally:
+            self._marks.release(sending_key)
+
+    def _send(self, piece_id: str, sent_key: str, send: Callable[[], object]) -> None:
         self._pace()
         try:
             send()

@@ -18,7 +18,7 @@ from pipeline.language import detect_language
 from pipeline.settings import Settings
 from pipeline.stages import TASK_NAMES, Stage
 from tasks.runtime import StageRuntime
-from tasks.stage import StageSpec, Waiting, stage_task
+from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ UNAVAILABLE = {
 MODEL_UNAVAILABLE = "model_unavailable"
 #: ``Reply.skill`` of a generated answer.
 MODEL_SKILL = "model"
+#: Seconds a message's generation lease lasts beyond ``MODEL_TIMEOUT_SECONDS``.
+GENERATION_LEASE_MARGIN_SECONDS = 30.0
+#: How soon a copy of a message being generated looks again.
+GENERATION_BUSY_RETRY_SECONDS = 1.0
 
 
 def handle_unmatched(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) -> None:
@@ -39,10 +43,21 @@ def handle_unmatched(envelope: Envelope, runtime: StageRuntime, waiting: Waiting
         return
     if _answered_already(envelope, runtime):
         return
-    started = time.perf_counter()
-    reply = generated_reply(envelope, runtime)
-    stamped = envelope.with_timing(str(Stage.INFERENCE), (time.perf_counter() - started) * 1000)
-    runtime.forward.reply(replace(reply, timings=stamped.timings))
+    # One generation per message: a second copy (the rescue sweep's, after a model slower than its patience, or a
+    # redelivery) waits while this one runs, then finds its reply. The lease outlives the model's timeout; it is
+    # kept after success, until the deliverer has the reply, and given back on failure so a retry can run.
+    marks = runtime.adapters.marks
+    lease = f"inference:{envelope.message_id}"
+    if not marks.claim(lease, runtime.settings.model.timeout_seconds + GENERATION_LEASE_MARGIN_SECONDS):
+        raise NotYet(GENERATION_BUSY_RETRY_SECONDS)
+    try:
+        started = time.perf_counter()
+        reply = generated_reply(envelope, runtime)
+        stamped = envelope.with_timing(str(Stage.INFERENCE), (time.perf_counter() - started) * 1000)
+        runtime.forward.reply(replace(reply, timings=stamped.timings))
+    except BaseException:
+        marks.release(lease)
+        raise
 
 
 def fallback_reply(envelope: Envelope, settings: Settings) -> Reply:

@@ -21,6 +21,7 @@ from inference_support import (
     new_session,
     running,
 )
+from support import eventually
 
 from adapters.state import Partial
 from pipeline.envelope import Envelope
@@ -229,3 +230,26 @@ def test_partials_arrive_soon_after_the_server_sends_them(api: Api, fake: FakeOp
         stream.close()
     first_sent = fake.sent[sent_before]
     assert partials and partials[0].wall - first_sent.wall < 0.15
+
+
+def test_a_copy_sent_while_its_message_is_generated_waits_and_is_not_generated_again(
+    api: Api, fake: FakeOpenAI
+) -> None:
+    """The rescue sweep sends a message back once it is 20 s old; a slower model must not answer it twice."""
+    session, _ = opened(api)
+    fake.pace = 0.15  # about 1.5 s for the whole answer
+    before = len(fake.requests)
+    posted = api.post(UNMATCHED_ZH, session_id=session, wait=0)
+    message_id = posted["message_id"]
+    eventually(lambda: len(fake.requests) > before, 5, "the first generation to start")
+    copy = Envelope(message_id=message_id, session_id=session, channel="web", user_id="alice",
+                    text=UNMATCHED_ZH, seq=2)  # fmt: skip
+    Forwarder(api.celery_app).to_stage(Stage.INFERENCE, copy)
+
+    def answers() -> list[dict[str, Any]]:
+        return [e for e in api.transcript(session) if e["kind"] == "reply" and e["message_id"] == message_id]
+
+    eventually(answers, 10, "the generated reply")
+    time.sleep(2.5)  # the copy looks again every second, and finds the reply
+    assert len(fake.requests) == before + 1
+    assert len(answers()) == 1

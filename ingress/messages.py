@@ -103,10 +103,17 @@ def post_message() -> tuple[dict[str, Any], int]:
     return answer, status
 
 
+#: Session ids the channels' edges give their conversations; no web client may name one.
+CHANNEL_SESSION_PREFIXES = ("telegram:", "mqtt:")
+
+
 def checked_session_id(session_id: Any) -> str | None:
     """A client's ``session_id`` (None: open a new session); 400 when it is not one."""
     if session_id is not None and (not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id)):
         raise BadRequest("'session_id' must be 1-64 letters, digits or _ . : -")
+    if session_id is not None and session_id.startswith(CHANNEL_SESSION_PREFIXES):
+        # Those are the Telegram chats' and MQTT devices' sessions: a web client that took one would lock them out.
+        raise BadRequest(f"'session_id' may not start with {' or '.join(CHANNEL_SESSION_PREFIXES)}")
     return session_id
 
 

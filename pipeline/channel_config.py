@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ class MqttConfig:
     """The MQTT edge (``assistant mqtt``) and the ``reply.mqtt`` deliverer (``MQTT_*`` variables)."""
 
     #: ``mqtt://user:password@host:1883`` or ``mqtts://...``; None: no MQTT edge.
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)
     #: The fixed client id of the edge, so the broker keeps its persistent session (and queued requests) across
     #: restarts. Deliverers publish with their own ids derived from it.
     client_id: str = "assistant-edge"

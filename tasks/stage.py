@@ -304,6 +304,14 @@ def redacted(body: str) -> str:
         return json.dumps({"undecodable": True, "length": len(body)})
     if isinstance(data.get("text"), str):
         data["text"] = f"<{len(data['text'])} characters>"
+    heard = data.get("heard")
+    if isinstance(heard, dict) and isinstance(heard.get("text"), str):
+        heard["text"] = f"<{len(heard['text'])} characters>"  # a spoken message's transcript
+    actions = data.get("actions")
+    if isinstance(actions, list):
+        # Smart-home actions quote the names the user said in their slots.
+        data["actions"] = [{"type": a.get("type"), "intent": a.get("intent"), "targets": a.get("targets")}
+                           if isinstance(a, dict) else "<action>" for a in actions]  # fmt: skip
     return json.dumps(data, ensure_ascii=False)
 
 

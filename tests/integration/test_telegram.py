@@ -277,16 +277,17 @@ def test_a_voice_message_is_recognised_and_answered_in_text_and_speech(
     assert np.isfinite(samples).all()
 
 
-def test_a_session_id_taken_by_a_web_user_is_not_retried_forever(gateway: Gateway, telegram: FakeTelegram) -> None:
+def test_a_web_user_cannot_take_a_telegram_chat_s_session(gateway: Gateway, telegram: FakeTelegram) -> None:
     update = message_update("现在几点")
     chat = chat_of(update)
-    body = {"text": "现在几点", "session_id": f"telegram:{chat}"}
     headers = {"Authorization": f"Bearer {gateway.web_user}"}
-    squatted = requests.post(f"{gateway.base}/api/messages?wait=5", json=body, headers=headers, timeout=30)
-    assert squatted.status_code == 200
-    assert gateway.post(update).status_code == 200  # a 4xx or 5xx would make Telegram send it again and again
-    time.sleep(1.5)
-    assert telegram.sent_to(chat) == []
+    for session_id in (f"telegram:{chat}", "mqtt:kitchen-speaker"):
+        body = {"text": "现在几点", "session_id": session_id}
+        squatting = requests.post(f"{gateway.base}/api/messages?wait=5", json=body, headers=headers, timeout=30)
+        assert squatting.status_code == 400, squatting.text
+        assert "may not start with" in squatting.json()["message"]
+    assert gateway.post(update).status_code == 200
+    assert len(sent(telegram, chat)) == 1  # the chat is answered: its session is still its own
 
 
 def test_a_long_reply_goes_out_in_paced_pieces_in_order(gateway: Gateway, telegram: FakeTelegram) -> None:

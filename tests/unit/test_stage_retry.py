@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,3 +38,15 @@ def test_a_retry_the_broker_refuses_requeues_the_message(stage: Any) -> None:
         stage.retry(exc=ConnectionError("down"), countdown=1)
     # Celery's own retry would reject with requeue=False: the broker deletes a message it is told to drop.
     assert rejected.value.requeue is True
+
+
+def test_a_dead_letter_keeps_neither_a_transcript_nor_the_names_said_in_actions() -> None:
+    from tasks.stage import redacted
+
+    body = json.dumps({"v": 1, "message_id": "m", "text": "打开前门的锁", "heard": {"text": "unlock the front door",
+                       "language": "en"}, "actions": [{"type": "intent", "intent": "HassTurnOff",
+                       "slots": {"name": "前门锁"}, "targets": ["lock.front_door"]}]}, ensure_ascii=False)  # fmt: skip
+    kept = redacted(body)
+    for said in ("打开前门的锁", "unlock the front door", "前门锁"):
+        assert said not in kept
+    assert "lock.front_door" in kept and "HassTurnOff" in kept

@@ -78,6 +78,12 @@ def check_config(settings: Settings) -> None:
         )
     if len(secret) > 256 or not set(secret) <= SECRET_CHARACTERS:
         raise ConfigurationError("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ -")
+    if not config.allowed_users:
+        # An open bot reaches every skill, the smart home's locks included: letting anyone in must be said.
+        raise ConfigurationError(
+            "Telegram is enabled but allowed_users is empty: list usernames or user ids in channels.telegram."
+            "allowed_users or TELEGRAM_ALLOWED_USERS, or '*' to let anyone use the bot"
+        )
 
 
 @bp.post(PATH)

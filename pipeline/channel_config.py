@@ -93,7 +93,8 @@ class TelegramConfig:
     webhook_url: str = ""
     #: The secret Telegram sends back in ``X-Telegram-Bot-Api-Secret-Token`` (``TELEGRAM_WEBHOOK_SECRET``).
     webhook_secret: str = ""
-    #: Usernames or numeric user ids that may talk to the bot; empty: anyone.
+    #: Usernames or numeric user ids that may talk to the bot (``TELEGRAM_ALLOWED_USERS`` wins over the file);
+    #: ``*`` lets anyone in. Required once Telegram is enabled: an open bot would let strangers switch the lights.
     allowed_users: tuple[str, ...] = ()
     #: Base URL of the Bot API (``TELEGRAM_API_URL``); tests point it at a local server.
     api_url: str = "https://api.telegram.org"
@@ -128,10 +129,17 @@ class TelegramConfig:
             bot_token=(env.get("TELEGRAM_BOT_TOKEN") or str(channel.get("bot_token") or "")).strip(),
             webhook_url=(env.get("TELEGRAM_WEBHOOK_URL") or str(channel.get("webhook_url") or "")).strip(),
             webhook_secret=(env.get("TELEGRAM_WEBHOOK_SECRET") or str(channel.get("webhook_secret") or "")).strip(),
-            allowed_users=tuple(str(u).strip().lstrip("@") for u in users if str(u).strip()),
+            allowed_users=_allowed_users(env, users),
             api_url=(env.get("TELEGRAM_API_URL") or defaults.api_url).rstrip("/"),
             chat_interval_seconds=interval,
         )
+
+
+def _allowed_users(env: Mapping[str, str], listed: list[str | int]) -> tuple[str, ...]:
+    """``TELEGRAM_ALLOWED_USERS`` (comma-separated) wins over the file's list; ``@`` is dropped, ``*`` kept."""
+    raw = env.get("TELEGRAM_ALLOWED_USERS")
+    users: list[str | int] = [part for part in raw.split(",")] if raw and raw.strip() else listed
+    return tuple(name for u in users if (name := str(u).strip().lstrip("@")))
 
 
 def devices_file(env: Mapping[str, str], config_dir: Path) -> Path:

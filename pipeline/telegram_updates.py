@@ -136,10 +136,15 @@ def language_of(code: Any) -> str | None:
     return "zh" if code.startswith("zh") else "en" if code.startswith("en") else None
 
 
+#: The ``allowed_users`` entry that lets every Telegram user talk to the bot.
+ANYONE = "*"
+
+
 def is_allowed(message: TelegramMessage, allowed_users: Iterable[str]) -> bool:
-    """True when ``allowed_users`` is empty or names the sender by username (any case, ``@`` optional) or id."""
+    """True when ``allowed_users`` holds ``*`` or names the sender by username (any case, ``@`` optional) or id;
+    an empty list lets nobody in."""
     allowed = {name.lstrip("@").lower() for name in allowed_users}
-    if not allowed:
+    if ANYONE in allowed:
         return True
     return str(message.user_id) in allowed or (message.username or "").lower() in allowed
 

@@ -56,6 +56,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory, telegram: FakeTelegram) -> 
         "TELEGRAM_ENABLED": "true",
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_ALLOWED_USERS": "erin_tg",
         "TELEGRAM_API_URL": telegram.url,
     }
     run = Layout(env, tmp_path_factory.mktemp("e2e-telegram-logs"))

@@ -37,6 +37,7 @@ def env(tmp_path: Path, telegram: FakeTelegram) -> dict[str, str]:
         "TELEGRAM_ENABLED": "1",
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_ALLOWED_USERS": "erin_tg",
         "TELEGRAM_WEBHOOK_URL": "https://assistant.example.com/api/telegram",
         "TELEGRAM_API_URL": telegram.url,
     }

@@ -92,7 +92,22 @@ def test_settings_read_channels_json(tmp_path: Path) -> None:
     ],
 )
 def test_the_webhook_needs_a_token_and_a_secret_telegram_accepts(token: str, secret: str, message: str) -> None:
-    config = TelegramConfig(enabled=True, bot_token=token, webhook_secret=secret)
+    config = TelegramConfig(enabled=True, bot_token=token, webhook_secret=secret, allowed_users=("a",))
     with pytest.raises(ConfigurationError, match=message):
         check_config(Settings(telegram=config))
-    check_config(Settings(telegram=TelegramConfig(enabled=True, bot_token=TOKEN, webhook_secret="Good_secret-1")))
+    check_config(Settings(telegram=TelegramConfig(enabled=True, bot_token=TOKEN, webhook_secret="Good_secret-1",
+                                                  allowed_users=("a",))))  # fmt: skip
+
+
+def test_an_open_bot_must_be_asked_for() -> None:
+    open_bot = TelegramConfig(enabled=True, bot_token=TOKEN, webhook_secret="Good_secret-1")
+    with pytest.raises(ConfigurationError, match="allowed_users is empty"):
+        check_config(Settings(telegram=open_bot))
+    check_config(Settings(telegram=TelegramConfig(enabled=True, bot_token=TOKEN, webhook_secret="Good_secret-1",
+                                                  allowed_users=("*",))))  # fmt: skip
+
+
+def test_the_environment_s_allowed_users_win_over_the_file() -> None:
+    config = TelegramConfig.from_sources({"allowed_users": ["a"]}, {"TELEGRAM_ALLOWED_USERS": " @bo, 42 ,"})
+    assert config.allowed_users == ("bo", "42")
+    assert TelegramConfig.from_sources({"allowed_users": ["a"]}, {}).allowed_users == ("a",)

@@ -105,7 +105,8 @@ def test_language_of(code: Any, language: str | None) -> None:
 def test_allowed_users_by_username_or_id() -> None:
     message = parse_update(update(text="hi"))
     assert message is not None
-    assert is_allowed(message, ())
+    assert not is_allowed(message, ())  # nobody: an open bot must be asked for with '*'
+    assert is_allowed(message, ("*",))
     assert is_allowed(message, ("Li_Lei",))
     assert is_allowed(message, ("@li_lei",))
     assert is_allowed(message, ("42",))

@@ -82,6 +82,7 @@ def mqtt_client(
     on_connect_subscribe: Iterable[tuple[str, int]] = (),
     clean: bool = False,
     on_connected: OnConnected | None = None,
+    max_packet_bytes: int | None = None,
 ) -> paho.Client:
     """An MQTT v5 client for ``config.url``, set to connect when its network loop starts.
 
@@ -150,6 +151,9 @@ def mqtt_client(
     client.on_disconnect = on_disconnect
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 0 if clean else config.session_expiry_seconds
+    if max_packet_bytes is not None:
+        # The broker drops larger packets rather than sending them: no device can make this process read one.
+        properties.MaximumPacketSize = max_packet_bytes
     client.connect_async(
         address.host, address.port, keepalive=config.keepalive_seconds, clean_start=clean, properties=properties
     )

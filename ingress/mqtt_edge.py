@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 DEVICE_ROLES = ("device",)
 
 
+#: Bytes an MQTT packet carries besides its payload, at most, as far as the edge's topics go.
+PACKET_OVERHEAD = 4096
+
+
 class MqttEdge:
     """Subscribes to ``<prefix>/+/request``, ``<prefix>/+/audio[/<id>]`` and the smart home's state topics.
 
@@ -86,8 +90,14 @@ class MqttEdge:
         """Connect (in the background, retrying with back-off) and handle messages in paho's network thread."""
         if self._client is not None:
             return
+        # The largest packet worth reading: a request or a recording at their limits, plus the topic and headers.
+        largest = max(self._config.max_payload_bytes, self._adapters.settings.audio.max_audio_bytes) + PACKET_OVERHEAD
         client = mqtt_client(
-            self._config, self._config.client_id, self.subscriptions(), on_connected=self._on_connected
+            self._config,
+            self._config.client_id,
+            self.subscriptions(),
+            on_connected=self._on_connected,
+            max_packet_bytes=largest,
         )
         client.on_message = self._on_message
         client.on_disconnect = _chain(client.on_disconnect, self._on_disconnect)

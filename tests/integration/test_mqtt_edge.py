@@ -36,6 +36,8 @@ pytestmark = pytest.mark.servers
 BROKER = "mqtt://127.0.0.1:1883"
 DEADLINE = 60.0
 MAX_PAYLOAD = 2048
+#: The recordings it sends are below this; the edge asks the broker for no packet much larger.
+MAX_AUDIO = 256 * 1024
 #: How long a test waits to be sure something does not come.
 QUIET_SECONDS = 2.0
 AUDIO = Path(__file__).resolve().parents[1] / "audio"
@@ -115,6 +117,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, speech: SpeechEngines) ->
             "MQTT_SESSION_EXPIRY_SECONDS": "120",
         }
     )
+    settings = replace(settings, audio=replace(settings.audio, max_audio_bytes=MAX_AUDIO))
     adapters, app, workers = build_embedded(settings, speech=speech)
     workers.start()
     try:
@@ -318,6 +321,20 @@ def test_bad_input_gets_an_error_and_the_edge_keeps_serving(pipeline: Pipeline, 
     assert transcript_texts(pipeline, "mqtt:kitchen-speaker") == []
     assert transcript_texts(pipeline, "mqtt:intruder") == []
     request_id = device.request("kitchen-speaker", "现在几点", session_id="after-errors")
+    assert device.reply("kitchen-speaker", request_id)["text"].startswith("现在是")
+
+
+def test_the_broker_keeps_packets_too_large_to_read_from_the_edge(
+    pipeline: Pipeline, running: Any, device: Device
+) -> None:
+    """The edge tells the broker its largest packet: one past it never reaches the process (a request merely over
+    its own limit gets an error; this one gets nothing, and costs the edge nothing)."""
+    running()
+    t = topics(pipeline.prefix)
+    device.publish(t.audio_topic("kitchen-speaker", "huge"), b"\0" * (MAX_AUDIO + 64 * 1024))
+    time.sleep(2.0)
+    assert not device.seen(t.error_topic("kitchen-speaker")), "the edge read a packet past its maximum"
+    request_id = device.request("kitchen-speaker", "现在几点", session_id="after-huge")
     assert device.reply("kitchen-speaker", request_id)["text"].startswith("现在是")
 
 

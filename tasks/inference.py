@@ -31,6 +31,8 @@ UNAVAILABLE = {
 MODEL_UNAVAILABLE = "model_unavailable"
 #: ``Reply.skill`` of a generated answer.
 MODEL_SKILL = "model"
+#: The longest generated reply kept (about two Telegram messages); the rest is cut.
+MAX_REPLY_CHARACTERS = 8000
 #: Seconds a message's generation lease lasts beyond ``MODEL_TIMEOUT_SECONDS``.
 GENERATION_LEASE_MARGIN_SECONDS = 30.0
 #: How soon a copy of a message being generated looks again.
@@ -108,7 +110,15 @@ def _generate(
         text = runtime.skill_threads.run(lambda: generator.generate(request, partials.announce), timeout, "model")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the model answered no text")
-    return storable(text.strip())
+    return bounded(storable(text.strip()))
+
+
+def bounded(text: str) -> str:
+    """At most ``MAX_REPLY_CHARACTERS``: a server that ignores ``max_tokens`` must not flood a chat, a device or the
+    transcript with megabytes."""
+    if len(text) <= MAX_REPLY_CHARACTERS:
+        return text
+    return text[: MAX_REPLY_CHARACTERS - 1].rstrip() + "…"
 
 
 def storable(text: str) -> str:

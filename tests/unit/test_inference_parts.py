@@ -53,6 +53,14 @@ def test_model_text_is_made_storable() -> None:
     assert cleaned == "ab?c，你好" and storable_text(cleaned)
 
 
+def test_a_reply_past_the_longest_is_cut() -> None:
+    from tasks.inference import MAX_REPLY_CHARACTERS, bounded
+
+    assert bounded("好" * 10) == "好" * 10
+    cut = bounded("好" * (MAX_REPLY_CHARACTERS * 3))
+    assert len(cut) == MAX_REPLY_CHARACTERS and cut.endswith("…")
+
+
 def test_the_inference_task_outlives_the_model_s_timeout() -> None:
     from pipeline.settings import Settings
     from tasks.celery_app import TASK_TIME_LIMIT, inference_time_limit

@@ -21,7 +21,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from .serving import LocalServer
+from .serving import LocalServer, ModelServerFake
 
 #: What the fake answers unless told otherwise: "你好，world" in three deltas.
 DEFAULT_TOKENS = ("你好", "，", "world")
@@ -54,7 +54,7 @@ class SentToken:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(ModelServerFake):
     """The fake server; start with ``with FakeOpenAI() as fake:`` and point a backend at ``fake.endpoint``."""
 
     #: The reply, one streamed chunk per item.
@@ -96,34 +96,9 @@ class FakeOpenAI:
         self._server: LocalServer | None = None
 
     @property
-    def url(self) -> str:
-        """Base URL of the server (``http://127.0.0.1:<port>``)."""
-        if self._server is None:
-            raise RuntimeError("the fake OpenAI server is not started")
-        return self._server.url
-
-    @property
     def endpoint(self) -> str:
         """What ``MODEL_ENDPOINT`` is set to: the base URL with ``/v1``."""
         return f"{self.url}/v1"
-
-    def start(self, port: int = 0) -> FakeOpenAI:
-        self._released.clear()
-        self._server = LocalServer(self._app, port)
-        return self
-
-    def stop(self) -> None:
-        """Release every hang and stall, then stop serving."""
-        self._released.set()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @Request.application  # type: ignore[arg-type]
     def _app(self, request: Request) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -29,3 +29,37 @@ class LocalServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+class ModelServerFake:
+    """Start, stop and ``with`` for the fake model servers: ``self._app`` served on a local port; a test's hangs and
+    stalls wait on ``self._released``, which ``stop`` sets so that no request outlives the server."""
+
+    _app: Any
+    _released: threading.Event
+    _server: LocalServer | None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server (``http://127.0.0.1:<port>``)."""
+        if self._server is None:
+            raise RuntimeError(f"the {type(self).__name__} server is not started")
+        return self._server.url
+
+    def start(self, port: int = 0) -> Self:
+        self._released.clear()
+        self._server = LocalServer(self._app, port)
+        return self
+
+    def stop(self) -> None:
+        """Release every hang and stall, then stop serving."""
+        self._released.set()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -17,7 +17,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from .serving import LocalServer
+from .serving import LocalServer, ModelServerFake
 
 #: How ``predictions`` look: ``named`` (objects with the output and a score), ``single`` (the bare string),
 #: ``tokens`` (a list of token strings), ``bytes`` (``{"b64": ...}`` under ``<output_key>_bytes``).
@@ -35,7 +35,7 @@ class RecordedPredict:
 
 
 @dataclass
-class FakeTFServing:
+class FakeTFServing(ModelServerFake):
     """The fake server; ``with FakeTFServing() as fake:`` and point a backend at ``fake.url``."""
 
     #: The model name it serves.
@@ -66,30 +66,6 @@ class FakeTFServing:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._server: LocalServer | None = None
-
-    @property
-    def url(self) -> str:
-        """What ``MODEL_ENDPOINT`` is set to (``http://127.0.0.1:<port>``)."""
-        if self._server is None:
-            raise RuntimeError("the fake TensorFlow Serving is not started")
-        return self._server.url
-
-    def start(self, port: int = 0) -> FakeTFServing:
-        self._released.clear()
-        self._server = LocalServer(self._app, port)
-        return self
-
-    def stop(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeTFServing:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @Request.application  # type: ignore[arg-type]
     def _app(self, request: Request) -> Response:

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-#: ``visitor`` is a web widget's visitor: it may only send messages and read its own sessions.
-ROLES = ("user", "admin", "visitor")
+#: ``visitor`` is a web widget's visitor: it may only send messages and read its own sessions. ``agent`` is a human
+#: operator who takes over widget conversations handed to a person.
+ROLES = ("user", "admin", "visitor", "agent")
 #: Seconds of clock difference allowed between the machines that issue and check tokens. An expired
 #: token is accepted this much longer, so its revocation is kept this much longer too.
 CLOCK_SKEW_SECONDS = 5

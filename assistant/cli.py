@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or HOST)")
     token = sub.add_parser("token", help="print a signed access token, or revoke tokens")
     token.add_argument("--sub", help="the user the token is for")
-    token.add_argument("--role", action="append", help="user, admin or visitor (repeatable; default user)")
+    token.add_argument("--role", action="append", help="user, admin, visitor or agent (repeatable; default user)")
     token.add_argument("--ttl", type=int, default=None, help="access token lifetime in seconds "
                                                              "(default JWT_ACCESS_TTL_SECONDS)")  # fmt: skip
     token.add_argument("--refresh", action="store_true", help="print JSON with an access and a refresh token")

@@ -265,6 +265,9 @@ def reply_json(cursor: str, reply: Reply) -> dict[str, Any]:
         "heard": reply.heard,
         "audio": audio_json(reply.session_id, reply.message_id, reply.audio),
         "audio_url": audio_url(reply.session_id, reply.message_id, reply.audio),
+        "kind": reply.kind,
+        "role": reply.role,
+        "handoff": reply.handoff,
     }
 
 
@@ -293,7 +296,9 @@ def audio_url(session_id: str, message_id: str, audio: dict[str, Any] | None) ->
 
 def _sse(cursor: str, reply: Reply) -> str:
     data = json.dumps(reply_json(cursor, reply), ensure_ascii=False)
-    return f"id: {cursor}\nevent: reply\ndata: {data}\n\n"
+    # The event is named after the reply's kind: ``reply`` (the assistant's or an operator's answer), ``handoff``
+    # (who handles the session changed) or ``held`` (the message went to the operator); each has its id.
+    return f"id: {cursor}\nevent: {reply.kind}\ndata: {data}\n\n"
 
 
 def _sse_partial(partial: Partial) -> str:

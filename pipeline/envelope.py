@@ -7,12 +7,36 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import EnvelopeError
 
 #: Bumped when the JSON form changes in a way old workers cannot read.
 ENVELOPE_VERSION = 1
+
+
+class ReplyKind(StrEnum):
+    """What a ``Reply`` is; a web client's event stream names its events after it."""
+
+    #: An answer to show: the assistant's, or the human operator's (``role`` says whose).
+    REPLY = "reply"
+    #: Who handles the session changed (a human was asked for, took it, gave it back, nobody came in time); the
+    #: text tells the visitor.
+    HANDOFF = "handoff"
+    #: The message went to the human operator who has the session: it is answered, with nothing to show.
+    HELD = "held"
+
+
+class ReplyRole(StrEnum):
+    """Who speaks in a ``Reply``."""
+
+    ASSISTANT = "assistant"
+    AGENT = "agent"
+
+
+REPLY_KINDS = tuple(str(kind) for kind in ReplyKind)
+REPLY_ROLES = tuple(str(role) for role in ReplyRole)
 
 
 def new_id() -> str:
@@ -173,6 +197,14 @@ class Reply:
     #: "interrupted"}``, or ``{"status": "missing", "reason"}`` when it could not be spoken (no voice for the
     #: language, synthesis failed). Never the audio itself: that lives in blob storage under ``key``.
     audio: dict[str, Any] | None = None
+    #: What it is (``ReplyKind``): an answer to show, a change of who handles the session (``handoff``), or the
+    #: acknowledgment that a message went to the human operator who has the session (``held``, no text).
+    kind: str = "reply"
+    #: Who speaks (``ReplyRole``): the assistant, or the human operator (``agent``) who has the session.
+    role: str = "assistant"
+    #: With ``kind`` ``handoff``: ``{"status": "waiting" | "active" | "bot" | "timed_out" | "message_left",
+    #: "agent": the operator's display name or None}``.
+    handoff: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +213,9 @@ class Reply:
             "session_id": self.session_id,
             "seq": self.seq,
             "recorded": self.recorded,
+            "kind": self.kind,
+            "role": self.role,
+            "handoff": self.handoff,
             "channel": self.channel,
             "text": self.text,
             "skill": self.skill,
@@ -227,6 +262,9 @@ class Reply:
             language=_optional_text(data, "language"),
             heard=_optional_object(data, "heard"),
             audio=_optional_object(data, "audio"),
+            kind=_choice(data, "kind", REPLY_KINDS),
+            role=_choice(data, "role", REPLY_ROLES),
+            handoff=_optional_object(data, "handoff"),
         )
 
     @classmethod
@@ -266,6 +304,14 @@ def _text(data: dict[str, Any], name: str, default: str | None = None) -> str:
         return default
     if not isinstance(value, str):
         raise EnvelopeError(f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _choice(data: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed``; absent or null: the first (replies written before the field existed)."""
+    value = _text(data, name, allowed[0])
+    if value not in allowed:
+        raise EnvelopeError(f"field '{name}' must be one of {', '.join(allowed)}")
     return value
 
 

@@ -198,7 +198,7 @@ def widget(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             _flush()
 
 
-# -- visitor tokens ---------------------------------------------------------------------------------------------------
+# -- visitor tokens ----------------------------------------------------------------------------------------------------
 
 
 class TestVisitorTokens:
@@ -350,7 +350,7 @@ class TestRenewal:
         assert_error(response, 401, "token_expired")
 
 
-# -- a visitor token at work ------------------------------------------------------------------------------------------
+# -- a visitor token at work -------------------------------------------------------------------------------------------
 
 
 class TestVisitorAtWork:
@@ -449,7 +449,7 @@ class TestVisitorAtWork:
             assert data["message_id"] == answered["message_id"]
 
 
-# -- operators' ticket ------------------------------------------------------------------------------------------------
+# -- operators' ticket -------------------------------------------------------------------------------------------------
 
 
 class TestOperatorTicket:
@@ -477,7 +477,7 @@ class TestOperatorTicket:
         assert_error(probe, 401, "invalid_ticket")
 
 
-# -- CORS ---------------------------------------------------------------------------------------------------------------
+# -- CORS --------------------------------------------------------------------------------------------------------------
 
 
 class TestCors:

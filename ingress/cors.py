@@ -170,6 +170,7 @@ def _check_origin() -> Response | None:
         raise OriginRefused(f"pages of {origin[:300]} may not call {request.path[:200]}: register the site's origin")
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         response = Response(status=204)
+        del response.headers["Content-Type"]  # no body
         response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
         response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
         response.headers["Access-Control-Max-Age"] = str(MAX_AGE_SECONDS)

@@ -22,6 +22,9 @@ import pytest
 import redis
 import requests
 from flask import Flask
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from adapters.revocation import open_revocations
 from adapters.sites import Site
@@ -253,6 +256,9 @@ class TestVisitorTokens:
             {"site_key": "k" * 65},
             {"site_key": "site_x", "visitor_token": 5},
             {"site_key": "site_x", "visitor_token": ""},
+            {"site_key": "site_x", "visitor_token": "\ud800"},
+            {"site_key": "site_x", "visitor_token": "eyJ令牌.a.b"},
+            {"site_key": "site_x", "visitor_token": "x" * 4097},
             {"site_key": "site_x", "customer_id": "bob"},
             {"site_key": "site_x", "customer_signature": "0" * 64},
             {"site_key": "site_x", "customer_id": "bad id", "customer_signature": "0" * 64},
@@ -614,3 +620,30 @@ def test_visitor_tokens_are_rate_limited_per_address(tmp_path: Path, serve: Any)
     finally:
         app.extensions["assistant"]["hub"].close()
         adapters.close()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    # Unpaired surrogates too: JSON can carry them, the JWT library cannot encode them.
+    visitor_token=JSON_VALUES
+    | st.text(alphabet=st.characters(max_codepoint=0x7F) | st.characters(categories=["Cs"]), min_size=1),
+    customer_id=JSON_VALUES,
+    customer_signature=JSON_VALUES | st.from_regex(r"\A[0-9a-f]{64}\Z"),
+    which=st.sets(st.sampled_from(["visitor_token", "customer_id", "customer_signature"])),
+)
+def test_no_body_from_a_real_sites_page_makes_a_server_error(
+    widget: Widget, visitor_token: Any, customer_id: Any, customer_signature: Any, which: set[str]
+) -> None:
+    """The fuzz test cannot reach past the site and origin checks; here every body comes from the shop's page."""
+    fields = {"visitor_token": visitor_token, "customer_id": customer_id, "customer_signature": customer_signature}
+    body = {"site_key": widget.shop.site_key, **{name: fields[name] for name in which}}
+    response = widget.call("POST", "/api/visitor-tokens", json=body)
+    assert response.status_code in (201, 400, 401, 403), response.text
+    assert response.headers["Access-Control-Allow-Origin"] == SHOP

@@ -62,8 +62,8 @@ class TestTransitions:
         asked(store, sid)
         handoff = store.get(sid)
         assert handoff is not None
-        assert (handoff.status, handoff.handoff_id, handoff.agent, handoff.user_id, handoff.language,
-                handoff.last_text) == (HandoffStatus.WAITING, "h1", None, "visitor:demo:v1", "zh", "转人工")  # fmt: skip
+        assert (handoff.status, handoff.handoff_id, handoff.agent) == (HandoffStatus.WAITING, "h1", None)
+        assert (handoff.user_id, handoff.language, handoff.last_text) == ("visitor:demo:v1", "zh", "转人工")
         # Asked again while waiting: held, not a second request; the same request (a redelivery) is given back.
         assert store.request(sid, "h2", "visitor:demo:v1", "zh", "人工客服", TTL) is None
         again = store.request(sid, "h1", "visitor:demo:v1", "zh", "转人工", TTL)
@@ -71,7 +71,8 @@ class TestTransitions:
 
         taken = store.take(sid, "op1", TTL)
         assert (taken.outcome, taken.changed, taken.previous) == (TakeOutcome.TAKEN, True, HandoffStatus.WAITING)
-        assert taken.handoff is not None and (taken.handoff.status, taken.handoff.agent) == (HandoffStatus.ACTIVE, "op1")
+        assert taken.handoff is not None
+        assert (taken.handoff.status, taken.handoff.agent) == (HandoffStatus.ACTIVE, "op1")
         # Taking it again is harmless for its operator, refused for another.
         assert (store.take(sid, "op1", TTL).outcome, store.take(sid, "op1", TTL).changed) == (TakeOutcome.TAKEN, False)
         refused = store.take(sid, "op2", TTL)

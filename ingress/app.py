@@ -11,7 +11,21 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from ingress import audio, auth, auth_api, health, messages, openapi, operator_api, skills_api, telegram, voice_ws
+from ingress import (
+    audio,
+    auth,
+    auth_api,
+    cors,
+    health,
+    messages,
+    openapi,
+    operator_api,
+    skills_api,
+    telegram,
+    tickets,
+    visitors,
+    voice_ws,
+)
 from ingress.metrics import GatewayMetrics
 from ingress.ratelimit import install_rate_limits
 from ingress.replyhub import ReplyHub
@@ -46,6 +60,10 @@ def create_app(
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(tickets.bp)
+    visitors.init_app(app)
+    # Before the rate limits: a preflight or a refused origin is answered first, and counts for neither.
+    cors.init_app(app, cors.SiteDirectory(adapters.sites, demo=settings.embedded))
     voice_ws.init_app(app)
     telegram.init_app(app, settings)
     install_rate_limits(app, settings, rate_limit_storage)

@@ -331,6 +331,46 @@ class TestHandoff:
         finally:
             stream.close()
 
+    def test_operators_open_the_streams_with_tickets(self, pipeline: Pipeline) -> None:
+        session = new_session()
+        asked = pipeline.say("转人工", session)
+
+        def ticket(path: str) -> str:
+            response = pipeline.request("POST", path, user="op1")
+            assert response.status_code == 201, response.text
+            value: str = response.json()["ticket"]
+            return value
+
+        def opened(path: str, value: str) -> requests.Response:
+            # As a browser's EventSource: no Authorization header, the ticket in the URL.
+            return pipeline.request("GET", path, user=None, params={"ticket": value}, stream=True,
+                                    timeout=(5, DEADLINE))  # fmt: skip
+
+        operators = ticket("/api/operator/stream-ticket")
+        listing = EventReader(opened("/api/operator/events", operators))
+        try:
+            name, _, first = listing.next()
+            assert name == "sessions" and session in {s["session_id"] for s in first["sessions"]}
+        finally:
+            listing.close()
+        used = opened("/api/operator/events", operators)
+        assert (used.status_code, used.json()["error"]) == (401, "invalid_ticket")
+        # The handed-off session's own stream, for its transcript live; an operators' ticket does not open it.
+        assert opened(f"/api/sessions/{session}/events", ticket("/api/operator/stream-ticket")).status_code == 401
+        events = EventReader(opened(f"/api/sessions/{session}/events",
+                                    ticket(f"/api/sessions/{session}/stream-ticket")))  # fmt: skip
+        try:
+            name, _, event = events.next()
+            assert (name, event["message_id"]) == ("handoff", asked["message_id"])
+        finally:
+            events.close()
+        # A session that was not handed over gives an operator no ticket.
+        other = new_session()
+        pipeline.say("现在几点", other)
+        assert pipeline.request("POST", f"/api/sessions/{other}/stream-ticket", user="op1").status_code == 404
+        assert pipeline.request("POST", "/api/operator/stream-ticket", user="alice").status_code == 403
+        assert pipeline.operate("release", session).status_code == 200
+
     def test_only_operators_operate_and_an_agent_only_operates(self, pipeline: Pipeline) -> None:
         session = new_session()
         pipeline.say("现在几点", session)

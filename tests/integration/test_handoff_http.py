@@ -235,7 +235,11 @@ class TestHandoff:
             assert (name, answer["role"], answer["kind"]) == ("reply", "agent", "reply")
             assert answer["text"] == "您好，我是客服。"
             assert answer["message_id"] == sent.json()["message_id"]
-            assert pipeline.say("谢谢", session)["kind"] == "held"
+            # Held, even when the client wants speech: nothing to synthesize.
+            spoken = pipeline.request("POST", "/api/messages", json={"text": "谢谢", "session_id": session,
+                                      "reply_audio": True}, params={"wait": str(DEADLINE)})  # fmt: skip
+            assert spoken.status_code == 200, spoken.text
+            assert (spoken.json()["reply"]["kind"], spoken.json()["reply"]["audio"]) == ("held", None)
             assert events.next()[0] == "held"
 
             released = pipeline.operate("release", session)

@@ -19,6 +19,7 @@ from ingress import (
     health,
     messages,
     openapi,
+    operator_api,
     skills_api,
     telegram,
     tickets,
@@ -56,6 +57,7 @@ def create_app(
     app.register_blueprint(messages.bp)
     app.register_blueprint(audio.bp)
     app.register_blueprint(skills_api.bp)
+    app.register_blueprint(operator_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(tickets.bp)

@@ -415,8 +415,10 @@
       heading.textContent = t("no_selection");
       $("detail-meta").textContent = "";
     } else {
-      heading.textContent = shortUser(session ? session.user_id : state.selectedUser) + " · " + state.selected;
-      $("detail-meta").textContent = statusText(session);
+      heading.textContent = shortUser(session ? session.user_id : state.selectedUser);
+      var meta = $("detail-meta");
+      meta.textContent = statusText(session) + " · ";
+      meta.appendChild(el("span", "sid", state.selected));
       $("detail").dataset.status = session ? session.status : "bot";
     }
     $("take").disabled = !session || mine;
@@ -595,8 +597,10 @@
           if (input.value.trim() === text) input.value = "";
           // Shown at once; the same reply coming back on the stream has the same key and is not shown twice.
           if (sessionId === state.selected && res.data.message_id) {
+            // After the last line shown, not at this browser's clock, which may not agree with the server's.
+            var last = state.items.length ? state.items[state.items.length - 1].time : Date.now() / 1000;
             addEntry({ kind: "reply", role: "agent", message_id: res.data.message_id, text: text,
-              timestamp: Date.now() / 1000 }, false);
+              timestamp: last + 0.001 }, false);
           }
         } else if (res.status === 409) {
           notify(t("not_yours"), "error", res.data.error);

@@ -23,7 +23,10 @@ os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -201,3 +204,107 @@ class Browsers:
                 driver.quit()
 
 
+
+
+# --- driving the widget as a visitor ------------------------------------------------------------------------------
+
+OPEN = '[data-testid="assistant-open"]'
+INPUT = '[data-testid="assistant-input"]'
+SEND = '[data-testid="assistant-send"]'
+MESSAGE = '[data-testid="assistant-message"]'
+TYPING = '[data-testid="assistant-typing"]'
+
+#: Every EventSource the page opens, recorded (URL and object) before any script of the page runs.
+RECORD_STREAMS = """(function () {
+  var Native = window.EventSource;
+  window.__streams = [];
+  function Recorded(url, options) {
+    var source = new Native(url, options);
+    window.__streams.push({ url: String(url), source: source });
+    return source;
+  }
+  Recorded.prototype = Native.prototype;
+  Recorded.CONNECTING = 0; Recorded.OPEN = 1; Recorded.CLOSED = 2;
+  window.EventSource = Recorded;
+})();"""
+
+
+def record_streams(driver: WebDriver) -> None:
+    """From the next page load on, ``window.__streams`` lists the page's EventSources."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_STREAMS})
+
+
+def streams(driver: WebDriver) -> list[str]:
+    """The URLs of the EventSources the page opened (``record_streams`` first)."""
+    urls: list[str] = driver.execute_script("return (window.__streams || []).map(function (s) { return s.url; })")
+    return urls
+
+
+def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout: float = UI_WAIT) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, f"waited {timeout:g} s for {what}")
+
+
+def open_widget(driver: WebDriver, url: str) -> None:
+    """Loads ``url`` and opens the chat panel; the message box has the focus."""
+    driver.get(url)
+    button = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, OPEN), "the chat button")
+    if button.get_attribute("aria-expanded") != "true":
+        button.click()
+    wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, INPUT).is_displayed(), "the chat panel")
+
+
+def say(driver: WebDriver, text: str) -> None:
+    """Types ``text`` into the widget and sends it with Enter."""
+    box = driver.find_element(By.CSS_SELECTOR, INPUT)
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def messages(driver: WebDriver) -> list[dict[str, str]]:
+    """The widget's messages in order: role (user, assistant, agent), kind (message, reply, handoff), text (without
+    the speaker's label) and key."""
+    found: list[dict[str, str]] = driver.execute_script(
+        """return Array.from(document.querySelectorAll(arguments[0])).map(function (n) {
+             return { role: n.dataset.role, kind: n.dataset.kind || "", key: n.dataset.key || "",
+                      partial: n.hasAttribute("data-partial"), text: n.lastChild ? n.lastChild.textContent : "" };
+           });""",
+        MESSAGE,
+    )
+    return found
+
+
+def wait_for_messages(driver: WebDriver, count: int, what: str, role: str | None = None) -> list[dict[str, str]]:
+    """Waits until the widget shows at least ``count`` complete messages (of ``role`` if given); all messages."""
+
+    def enough(d: WebDriver) -> list[dict[str, str]] | None:
+        shown = messages(d)
+        chosen = [m for m in shown if not m["partial"] and (role is None or m["role"] == role)]
+        return shown if len(chosen) >= count else None
+
+    found: list[dict[str, str]] = wait_until(driver, enough, what)
+    return found
+
+
+def stored(driver: WebDriver, site_key: str) -> dict[str, Any]:
+    """What the widget keeps in the page's localStorage for ``site_key`` (token, session, last event id...)."""
+    raw = driver.execute_script("return localStorage.getItem(arguments[0])", f"assistant-widget:{site_key}")
+    state: dict[str, Any] = json.loads(raw) if raw else {}
+    return state
+
+
+def browser_fetch(driver: WebDriver, url: str, method: str = "GET", token: str | None = None,
+                  body: Any = None) -> dict[str, Any]:  # fmt: skip
+    """``fetch`` from the page (its origin, CORS and all): {"status", "body"} or {"error": "TypeError: ..."} when
+    the browser refused to let the page read the answer."""
+    result: dict[str, Any] = driver.execute_async_script(
+        """var done = arguments[arguments.length - 1], headers = {"Content-Type": "application/json"};
+           if (arguments[2]) headers.Authorization = "Bearer " + arguments[2];
+           fetch(arguments[0], {method: arguments[1], headers: headers,
+                                body: arguments[3] === null ? undefined : JSON.stringify(arguments[3])})
+             .then(function (r) { return r.text().then(function (t) {
+                 var b; try { b = JSON.parse(t); } catch (e) { b = t; }
+                 done({status: r.status, body: b}); }); })
+             .catch(function (e) { done({error: String(e)}); });""",
+        url, method, token, body,
+    )  # fmt: skip
+    return result

@@ -187,8 +187,7 @@
           if (!shown["user:" + e.message_id]) add("user", "user:" + e.message_id, e.text || "");
           return;
         }
-        var kind = e.kind === "reply" ? e.reply_kind || (e.handoff && !e.role ? "handoff" : "reply") : e.kind;
-        if (kind === "handoff" || kind === "reply") show(kind, e);
+        if (e.kind === "handoff" || e.kind === "reply") show(e.kind, e); // "held" has no text
       });
       pending.forEach(function (n) { log.appendChild(n); });
       scroll();

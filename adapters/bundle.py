@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from adapters.blobs import BlobStore
 from adapters.db import Repository
+from adapters.handoffs import HandoffStore, MemoryHandoffs
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.marks import Marks, MemoryMarks
 from adapters.metrics import StageMetrics
@@ -126,6 +127,8 @@ class Adapters:
     marks: Marks = field(default_factory=MemoryMarks)
     #: The Telegram Bot API client, when Telegram is enabled.
     telegram: TelegramBot | None = None
+    #: Web sessions handed to a person, and who has them (Redis, or memory when embedded).
+    handoffs: HandoffStore = field(default_factory=MemoryHandoffs)
     #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
     mqtt: MqttPublisher | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)

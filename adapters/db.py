@@ -245,7 +245,7 @@ class SessionRecord:
 class TranscriptEntry:
     """One line of a session's transcript: an inbound message or the reply to one."""
 
-    #: ``message`` or ``reply``.
+    #: ``message``, or the reply's kind (``ReplyKind``): ``reply``, ``handoff`` or ``held``.
     kind: str
     #: The message's id; for a reply, the id of the message it answers.
     message_id: str
@@ -263,6 +263,10 @@ class TranscriptEntry:
     heard: dict[str, Any] | None = None
     #: The reply's speech (replies only): ``Reply.audio``, ready or missing and why, interrupted or not.
     audio: dict[str, Any] | None = None
+    #: Who speaks: ``user`` for a message, ``assistant`` or ``agent`` (a human operator) for a reply.
+    role: str = "user"
+    #: With kind ``handoff`` (and ``held``): ``{"status", "agent"}``, as ``Reply.handoff``.
+    handoff: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +481,7 @@ class Repository:
         for reply in reply_rows:
             stored = _stored_reply(reply.payload)
             entry = TranscriptEntry(
-                "reply",
+                stored.kind if stored else "reply",
                 reply.message_id,
                 reply.text,
                 _to_epoch(reply.created_at),
@@ -486,6 +490,8 @@ class Repository:
                 timings=stored.timings if stored else (),
                 heard=stored.heard if stored else None,
                 audio=stored.audio if stored else None,
+                role=stored.role if stored else "assistant",
+                handoff=stored.handoff if stored else None,
             )
             keyed.append((reply.created_at, 1, entry))  # rank 1: a reply sorts after its message when the times tie
         keyed.sort(key=lambda item: (item[0], item[1]))

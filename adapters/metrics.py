@@ -19,6 +19,10 @@ LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 #: ``assistant_messages_total`` outcomes.
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+#: ``assistant_handoffs_total`` outcomes: a visitor asked for a person, an operator took the session or handed it back,
+#: nobody took it in time, the visitor left a message after that.
+HANDOFF_REQUESTED, HANDOFF_TAKEN, HANDOFF_RELEASED = "requested", "taken", "released"
+HANDOFF_TIMED_OUT, HANDOFF_MESSAGE_LEFT = "timed_out", "message_left"
 #: ``assistant_skill_calls_total`` outcomes.
 SKILL_OK, SKILL_ERROR, SKILL_TIMEOUT = "ok", "error", "timeout"
 
@@ -87,8 +91,18 @@ class StageMetrics:
             registry=registry,
         )
 
+        self.handoffs = Counter(
+            "assistant_handoffs",
+            "Handoffs of web sessions to a person, by outcome (requested, taken, released, timed_out, message_left).",
+            ["outcome"],
+            registry=registry,
+        )
+
     def count_message(self, channel: str, outcome: str) -> None:
         self.messages.labels(channel, outcome).inc()
+
+    def count_handoff(self, outcome: str) -> None:
+        self.handoffs.labels(outcome).inc()
 
     @contextmanager
     def model_call(self, model: str) -> Iterator[None]:

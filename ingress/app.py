@@ -11,7 +11,19 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from adapters.bundle import Adapters
 from adapters.errors import UNAVAILABLE
-from ingress import audio, auth, auth_api, health, messages, openapi, pages, skills_api, telegram, voice_ws
+from ingress import (
+    audio,
+    auth,
+    auth_api,
+    health,
+    messages,
+    openapi,
+    operator_api,
+    pages,
+    skills_api,
+    telegram,
+    voice_ws,
+)
 from ingress.metrics import GatewayMetrics
 from ingress.ratelimit import install_rate_limits
 from ingress.replyhub import ReplyHub
@@ -43,6 +55,7 @@ def create_app(
     app.register_blueprint(messages.bp)
     app.register_blueprint(audio.bp)
     app.register_blueprint(skills_api.bp)
+    app.register_blueprint(operator_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)

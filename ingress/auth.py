@@ -41,6 +41,27 @@ VISITOR_ENDPOINTS = frozenset(
 )  # fmt: skip
 
 
+#: Everything a token whose only role is ``agent`` (a human operator) opens: the operator API, the handed-off sessions'
+#: transcripts and events (``messages.authorized_session`` lets an agent read only those), refreshing and logging
+#: out. Operators do not chat with the assistant as users.
+AGENT_ENDPOINTS = frozenset(
+    {"messages.get_session", "messages.get_replies", "messages.stream_events", "audio.get_reply_audio",
+     "auth.refresh", "auth.logout"}
+)  # fmt: skip
+#: The blueprint of the operator API, all of whose endpoints an agent may call.
+OPERATOR_BLUEPRINT = "operator"
+
+
+def agent_only(identity: Identity) -> bool:
+    """A human operator's token: the ``agent`` role without ``user`` or ``admin``."""
+    return "agent" in identity.roles and not {"user", "admin"} & set(identity.roles)
+
+
+def may_operate(identity: Identity) -> bool:
+    """Operators (``agent``) and admins may use the operator API."""
+    return "agent" in identity.roles or identity.is_admin
+
+
 class TokenRefused(Unauthorized):
     """401 with a machine-readable reason, ``error``, next to the message."""
 
@@ -98,6 +119,9 @@ def require_token(role: str | None = None, token_type: str = ACCESS) -> Callable
             # Before the token type: a visitor is told it may not, rather than to bring another kind of token.
             if identity.is_visitor and request.endpoint not in VISITOR_ENDPOINTS:
                 raise Forbidden("a visitor token may only send messages and read its own sessions")
+            endpoint = request.endpoint or ""
+            if agent_only(identity) and endpoint not in AGENT_ENDPOINTS and request.blueprint != OPERATOR_BLUEPRINT:
+                raise Forbidden("an agent token may only use the operator API and read handed-off sessions")
             _check_type(current_claims(), token_type)
             if role is not None and role not in identity.roles:
                 raise Forbidden(f"this needs the '{role}' role")

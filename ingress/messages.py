@@ -25,6 +25,7 @@ from ingress.replyhub import ReplyHub
 from ingress.speech_submit import edge_context, submit
 from pipeline.devices import checked_request_context
 from pipeline.envelope import Envelope, Reply, new_id, storable_text
+from pipeline.handoff import HandoffStatus
 from pipeline.message_context import working_on
 from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
 from tasks.forward import Forwarder
@@ -177,7 +178,10 @@ def get_session(session_id: str) -> dict[str, Any]:
         "updated_at": record["updated_at"],
         "entries": [
             {
+                # ``message`` (the visitor's), or the reply's kind: ``reply``, ``handoff`` or ``held`` (no text).
                 "kind": e.kind,
+                "role": e.role,
+                "handoff": e.handoff,
                 "message_id": e.message_id,
                 "text": e.text,
                 "skill": e.skill,
@@ -326,9 +330,17 @@ def authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
         # Accepted but not yet recorded by the dispatch stage: Redis knows the owner already.
         owner = adapters.coordination.session_owner(session_id) or ""
         created = updated = time.time()
-    if not owner or (owner != identity.subject and not identity.is_admin):
+    if not owner or (owner != identity.subject and not identity.is_admin and not _handed_to(adapters, session_id)):
         raise NotFound(f"unknown session '{session_id}'")
     return {"user_id": owner, "channel": channel, "created_at": _iso(created), "updated_at": _iso(updated)}
+
+
+def _handed_to(adapters: Adapters, session_id: str) -> bool:
+    """True when the caller is an operator and the session was handed to a person (and not given back)."""
+    if "agent" not in current_identity().roles:
+        return False
+    handoff = adapters.handoffs.get(session_id)
+    return handoff is not None and handoff.status is not HandoffStatus.BOT
 
 
 def wait_param(default: float, ceiling: float) -> float:

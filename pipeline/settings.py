@@ -79,6 +79,9 @@ class Settings:
     max_wait_seconds: float = 60.0
     #: Seconds a session's state and reply stream stay in Redis after its last message.
     session_ttl_seconds: int = 7 * 24 * 3600
+    #: Seconds a web visitor who asked for a person waits for an operator to take the session before being told
+    #: nobody is available and asked to leave a message.
+    handoff_wait_seconds: float = 120.0
     #: Deliveries of one queue message before it goes to the dead-letter table.
     max_deliveries: int = 5
     #: Embedded broker's polling interval, seconds; it is the latency of each in-process hop.
@@ -172,6 +175,7 @@ class Settings:
             default_wait_seconds=_float(env, "DEFAULT_WAIT_SECONDS", defaults.default_wait_seconds),
             max_wait_seconds=_float(env, "MAX_WAIT_SECONDS", defaults.max_wait_seconds),
             session_ttl_seconds=_int(env, "SESSION_TTL_SECONDS", defaults.session_ttl_seconds),
+            handoff_wait_seconds=_float(env, "HANDOFF_WAIT_SECONDS", defaults.handoff_wait_seconds),
             max_deliveries=_int(env, "MAX_DELIVERIES", defaults.max_deliveries),
             embedded_polling_interval=_float(env, "EMBEDDED_POLLING_INTERVAL", defaults.embedded_polling_interval),
             rate_limit_per_user=_rate_limit(env, "RATE_LIMIT_PER_USER", defaults.rate_limit_per_user),
@@ -196,6 +200,8 @@ class Settings:
             raise ConfigurationError(f"SKILL_TIMEOUT_SECONDS must be above 0 and at most {MAX_SKILL_TIMEOUT_SECONDS:g}")
         if not 0 < settings.jwt_access_ttl_seconds <= settings.jwt_refresh_ttl_seconds:
             raise ConfigurationError("JWT_ACCESS_TTL_SECONDS must be above 0 and at most JWT_REFRESH_TTL_SECONDS")
+        if not 0 < settings.handoff_wait_seconds <= settings.session_ttl_seconds:
+            raise ConfigurationError("HANDOFF_WAIT_SECONDS must be above 0 and at most SESSION_TTL_SECONDS")
         if settings.webhook_max_bytes <= 0:
             raise ConfigurationError("WEBHOOK_MAX_BYTES must be above 0")
         return settings.with_secret()

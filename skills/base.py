@@ -17,7 +17,10 @@ stands in or the one it names, or None). ``slots`` holds what the message names 
 "上海气温" → "上海"; ``day``: ``today``, ``tomorrow``, ``weekend``, ... as ``pipeline.slots.DAYS`` lists),
 the answers to follow-up questions, and slots kept while a question is open. Each slot is also a key
 of ``context`` itself, unless it has one of the names above.
-``execute`` returns a string, or a ``SkillResult`` to ask a follow-up question or send actions.
+``execute`` returns a string, or a ``SkillResult`` to ask a follow-up question, send actions, or hand the
+conversation to a person: ``SkillResult(text, handoff=True)`` on the web channel puts the session in the
+operators' queue (the visitor reads ``text``, then that a person is coming; see docs/handoff.md); on other
+channels the flag is ignored and ``text`` is the answer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class SkillResult:
     slots: Mapping[str, str] = field(default_factory=dict)
     #: Structured actions for the client or devices (plain JSON objects).
     actions: tuple[dict[str, Any], ...] = ()
+    #: Hand the conversation to a human operator (web channel only): the bot stays silent until one gives it back.
+    handoff: bool = False
 
     @classmethod
     def question(cls, text: str, slot: str, slots: Mapping[str, str] | None = None) -> SkillResult:

@@ -46,6 +46,8 @@ class Outcome:
 
     state: DialogueState
     reply: Reply | None
+    #: The skill asked to hand the conversation to a person (``SkillResult.handoff``).
+    handoff: bool = False
 
 
 def dispatch(
@@ -170,6 +172,9 @@ def _run(
         task = PendingTask(skill=skill.name, question=result.ask, slot=result.slot, slots={**slots, **result.slots})
         return _answer(envelope, replace(state, pending=task), result.text, skill.name, True, result.actions)
     text = result.text
+    if result.handoff:
+        # Handed to a person: no interrupted question is offered again now; the state keeps it for later.
+        return replace(_answer(envelope, state, text, skill.name, False, result.actions), handoff=True)
     if state.interrupted:
         resumed = state.interrupted[-1]
         state = replace(state, pending=resumed, interrupted=state.interrupted[:-1])

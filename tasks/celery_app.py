@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.device_delivery import DEVICE_COMMANDS_TASK
+from pipeline.handoff import HANDOFF_TIMEOUT_TASK
 from pipeline.settings import Settings
 from pipeline.stages import (
     STAGE_QUEUES,
@@ -29,6 +30,7 @@ from tasks.runtime import StageRuntime
 TASK_MODULES = [
     "tasks.asr",
     "tasks.dispatch",
+    "tasks.handoff",
     "tasks.inference",
     "tasks.tts",
     "tasks.deliver",
@@ -106,6 +108,8 @@ def create_celery_app(settings: Settings, runtime_factory: Callable[[StageCelery
     app = StageCelery(settings, runtime_factory)
     routes: dict[str, dict[str, str]] = {TASK_NAMES[stage]: {"queue": str(stage)} for stage in STAGE_QUEUES}
     routes |= {deliver_task(c): {"queue": reply_queue(c)} for c in delivered_channels(settings.enabled_channels)}
+    # The web channel's handoff time-outs run beside the messages they end, in the dispatch workers.
+    routes[HANDOFF_TIMEOUT_TASK] = {"queue": str(Stage.DISPATCH)}
     if deliver_task(Channel.MQTT) in routes:  # device commands of replies to other channels
         routes[DEVICE_COMMANDS_TASK] = {"queue": reply_queue(Channel.MQTT)}
     broker_url = settings.broker_url or "memory://localhost/"

@@ -10,7 +10,7 @@ from functools import partial
 
 from pipeline.dialogue import DialogueState
 from pipeline.envelope import Envelope
-from pipeline.stages import TASK_NAMES, Stage
+from pipeline.stages import TASK_NAMES, Channel, Stage
 from pipeline.turns import (
     LEASE_RENEW_SECONDS,
     TURN_LOCK_SECONDS,
@@ -19,7 +19,8 @@ from pipeline.turns import (
     Turn,
     retry_delay,
 )
-from skills.dispatcher import dispatch
+from skills.dispatcher import Outcome, dispatch
+from tasks.handoff import request_handoff, route_message
 from tasks.runtime import StageRuntime
 from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
@@ -71,9 +72,17 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) 
             record = adapters.repository.load_session(envelope.session_id)
             raw_state = record.state_json if record else None
         state = DialogueState.from_json(raw_state)
-        run_skill = partial(runtime.run_skill, keep_alive=lease.renew)
-        registry = runtime.current_registry(start.skills_version)
-        outcome = dispatch(envelope, state, registry, run_skill, runtime.classify, settings.intents.threshold)
+        # A web session handed to a person: its messages are held (the bot is silent), or asked for one.
+        decided = route_message(envelope, state, runtime)
+        if decided is not None:
+            outcome = Outcome(replace(state, last_seq=max(state.last_seq, envelope.seq)), decided)
+        else:
+            run_skill = partial(runtime.run_skill, keep_alive=lease.renew)
+            registry = runtime.current_registry(start.skills_version)
+            outcome = dispatch(envelope, state, registry, run_skill, runtime.classify, settings.intents.threshold)
+            if outcome.handoff and outcome.reply is not None and envelope.channel == Channel.WEB:
+                asked = request_handoff(envelope, state, runtime, said=outcome.reply.text)
+                outcome = replace(outcome, reply=asked or outcome.reply)
         new_state = outcome.state.to_json()
         stamped = envelope.with_timing(str(Stage.DISPATCH), (time.perf_counter() - started) * 1000)
         reply = None if outcome.reply is None else replace(outcome.reply, timings=stamped.timings)

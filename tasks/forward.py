@@ -8,6 +8,7 @@ from celery import Celery
 
 from pipeline.device_delivery import DEVICE_COMMANDS_TASK, has_device_actions
 from pipeline.envelope import Envelope, Reply
+from pipeline.handoff import HANDOFF_TIMEOUT_TASK
 from pipeline.stages import TASK_NAMES, Channel, Stage, deliver_task, reply_queue, reply_stage
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,21 @@ class Forwarder:
             args=[reply.to_json()],
             queue=reply_queue(reply.channel),
             **shown_as(reply.message_id),
+        )
+
+    def handoff_timeout(self, session_id: str, handoff_id: str, countdown: float) -> None:
+        """Schedule the end of handoff ``handoff_id`` in ``countdown`` seconds, should nobody take the session.
+
+        A delayed task on the dispatch queue: the worker holding it keeps its delivery alive, and a worker that
+        dies hands it to another. It does nothing if the session was taken or given back meanwhile.
+        """
+        self._app.send_task(
+            HANDOFF_TIMEOUT_TASK,
+            args=[session_id, handoff_id],
+            countdown=countdown,
+            queue=str(Stage.DISPATCH),
+            argsrepr=f"(session {session_id})",
+            kwargsrepr="{}",
         )
 
     def _commands(self, reply: Reply) -> None:

@@ -19,6 +19,7 @@ from ingress import (
     messages,
     openapi,
     operator_api,
+    operator_page,
     pages,
     skills_api,
     telegram,
@@ -58,6 +59,7 @@ def create_app(
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(operator_page.bp)
     app.register_blueprint(pages.bp)
     voice_ws.init_app(app)
     telegram.init_app(app, settings)

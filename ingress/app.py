@@ -21,6 +21,7 @@ from ingress import (
     openapi,
     operator_api,
     operator_page,
+    pages,
     skills_api,
     telegram,
     tickets,
@@ -62,6 +63,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(operator_page.bp)
+    app.register_blueprint(pages.bp)
     app.register_blueprint(tickets.bp)
     visitors.init_app(app)
     # Before the rate limits: a preflight or a refused origin is answered first, and counts for neither.

@@ -435,8 +435,10 @@
     api("POST", path + "/stream-ticket").then(function (res) {
       if (generation !== state.generation) return;
       if (!res.ok) {
-        if (res.status === 403 || res.status === 404) return notify(t("load_failed", { message: problem(res) }), "error");
-        return retrySession();
+        if (res.status !== 403 && res.status !== 404) return retrySession();
+        // Handed back (by anyone): an operator no longer reads the session, and what was shown stays.
+        if (!state.items.length) notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+        return;
       }
       var url = path + "/events?ticket=" + encodeURIComponent(res.data.ticket);
       if (state.cursor) url += "&after=" + encodeURIComponent(state.cursor);
@@ -486,7 +488,12 @@
     if (!sessionId) return;
     api("GET", "/api/sessions/" + encodeURIComponent(sessionId)).then(function (res) {
       if (generation !== state.generation) return;
-      if (!res.ok) return notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+      if (!res.ok) {
+        // Handed back: the session is no longer an operator's to read; keep what is shown, quietly.
+        if (res.status === 404 && state.items.length) return;
+        if (res.status !== 401) notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+        return;
+      }
       state.selectedUser = res.data.user_id;
       (res.data.entries || []).forEach(function (entry) { addEntry(entry, true); });
       renderDetail();
@@ -518,10 +525,12 @@
     state.keys[key] = true;
     var time = typeof entry.timestamp === "number" ? entry.timestamp : Date.parse(entry.at) / 1000 || Date.now() / 1000;
     var node = el("li", "msg msg-" + role + (kind === "handoff" ? " msg-handoff" : ""));
-    node.setAttribute("data-testid", "operator-message");
-    node.dataset.role = role;
-    node.dataset.kind = kind;
-    node.dataset.messageId = entry.message_id || "";
+    // The test hook is on the text alone; the speaker and time around it are read by screen readers too.
+    var body = el("span", "text", text);
+    body.setAttribute("data-testid", "operator-message");
+    body.dataset.role = role;
+    body.dataset.kind = kind;
+    body.dataset.messageId = entry.message_id || "";
     var speaker = kind === "handoff" ? t("speaker_notice")
       : role === "user" ? t("speaker_user")
       : role === "agent" ? t("speaker_agent")
@@ -531,7 +540,7 @@
     if (when) head.appendChild(el("span", "when", " " + when));
     node.appendChild(head);
     node.appendChild(el("span", "visually-hidden", lang === "zh" ? "：" : ": "));
-    node.appendChild(el("span", "text", text));
+    node.appendChild(body);
     // In time order: an entry read late from the transcript (the visitor's message) goes before later replies.
     var index = state.items.length;
     while (index > 0 && state.items[index - 1].time > time) index -= 1;

@@ -118,7 +118,7 @@ def session_item(driver: WebDriver, session_id: str, status: str | None = None) 
 
 def messages(driver: WebDriver, role: str | None = None) -> list[str]:
     selector = '[data-testid="operator-message"]' + (f'[data-role="{role}"]' if role else "")
-    return [m.find_element(By.CSS_SELECTOR, ".text").text for m in driver.find_elements(By.CSS_SELECTOR, selector)]
+    return [m.text for m in driver.find_elements(By.CSS_SELECTOR, selector)]
 
 
 def status(driver: WebDriver) -> tuple[str | None, str]:

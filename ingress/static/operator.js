@@ -343,37 +343,74 @@
     return date.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { hour: "2-digit", minute: "2-digit" });
   }
 
+  // Each session keeps its button across updates (keyed by id): focus, a screen reader's place and a test's handle
+  // on it survive the list changing around it.
+  var rows = {};
+
+  function sessionRow(sessionId) {
+    var row = rows[sessionId];
+    if (row) return row;
+    var button = el("button", "session");
+    button.type = "button";
+    button.setAttribute("data-testid", "operator-session");
+    button.dataset.sessionId = sessionId;
+    var top = el("span", "session-top");
+    row = { item: el("li"), button: button, who: el("span", "who"), badge: el("span"), last: el("span", "last"),
+      when: el("span", "when") };
+    top.appendChild(row.who);
+    top.appendChild(row.badge);
+    button.appendChild(top);
+    button.appendChild(row.last);
+    button.appendChild(row.when);
+    button.addEventListener("click", function () { select(sessionId); });
+    row.item.appendChild(button);
+    rows[sessionId] = row;
+    return row;
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   function renderSessions() {
-    var focused = document.activeElement && document.activeElement.dataset
-      ? document.activeElement.dataset.sessionId : null;
+    var listed = {};
     STATUSES.forEach(function (status) {
       var list = $("list-" + status);
-      list.textContent = "";
       var group = state.sessions.filter(function (s) { return s.status === status; });
-      if (!group.length) list.appendChild(el("li", "empty", t("empty")));
-      group.forEach(function (s) {
-        var item = el("li");
-        var button = el("button", "session");
-        button.type = "button";
-        button.setAttribute("data-testid", "operator-session");
-        button.dataset.sessionId = s.session_id;
+      var empty = list.querySelector(".empty");
+      if (!group.length && !empty) list.appendChild(el("li", "empty", t("empty")));
+      if (group.length && empty) list.removeChild(empty);
+      group.forEach(function (s, index) {
+        listed[s.session_id] = true;
+        var row = sessionRow(s.session_id);
+        var button = row.button;
         button.dataset.status = s.status;
         if (s.session_id === state.selected) button.setAttribute("aria-current", "true");
-        var top = el("span", "session-top");
-        top.appendChild(el("span", "who", shortUser(s.user_id)));
-        top.appendChild(el("span", "badge badge-" + s.status, statusText(s)));
-        button.appendChild(top);
-        button.appendChild(el("span", "last", s.last_text || ""));
+        else button.removeAttribute("aria-current");
+        setText(row.who, shortUser(s.user_id));
+        row.badge.className = "badge badge-" + s.status;
+        setText(row.badge, statusText(s));
+        setText(row.last, s.last_text || "");
         var when = clock(s.since || s.updated_at);
-        if (when) button.appendChild(el("span", "when", t("since", { time: when })));
+        setText(row.when, when ? t("since", { time: when }) : "");
         button.setAttribute("aria-label", t("session_label", {
           user: shortUser(s.user_id), status: statusText(s), text: s.last_text || ""
         }));
-        button.addEventListener("click", function () { select(s.session_id); });
-        item.appendChild(button);
-        list.appendChild(item);
-        if (focused === s.session_id) button.focus();
+        // Moved only when out of place; moving a focused button keeps its focus in Chromium but not everywhere.
+        if (list.children[index] !== row.item) {
+          var hadFocus = document.activeElement === button;
+          list.insertBefore(row.item, list.children[index] || null);
+          if (hadFocus) button.focus();
+        }
       });
+    });
+    Object.keys(rows).forEach(function (sessionId) {
+      if (listed[sessionId]) return;
+      var row = rows[sessionId];
+      var hadFocus = document.activeElement === row.button;
+      if (row.item.parentNode) row.item.parentNode.removeChild(row.item);
+      delete rows[sessionId];
+      if (hadFocus) $("queue-heading").focus();
     });
   }
 

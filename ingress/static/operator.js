@@ -459,7 +459,8 @@
       $("detail").dataset.status = session ? session.status : "bot";
     }
     $("take").disabled = !session || mine;
-    $("release").disabled = !mine && !(session && session.status === "message_left");
+    // Another operator's session is theirs to hand back; a waiting one or a left message may be dismissed.
+    $("release").disabled = !mine && !(session && (session.status === "waiting" || session.status === "message_left"));
     $("reply-input").disabled = !mine;
     $("send").disabled = !mine;
   }

@@ -3,14 +3,18 @@ and hands it back; a second operator's take is refused clearly. The visitor is d
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from browser_support import ARTIFACTS, UI_WAIT, Browsers, Gateway, ShopPage
+from browser_support import ARTIFACTS, BIN, UI_WAIT, Browsers, Gateway, ShopPage, free_port, gateway_env
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -21,6 +25,10 @@ HTTP_TIMEOUT = 30.0
 ASK_FOR_HUMAN = "转人工"
 WAITING_ZH = "正在为您转接人工客服，请稍候。"
 BACK_TO_BOT_ZH = "人工客服已结束服务，接下来由智能助手继续为您服务。"
+TIMED_OUT_ZH = "暂时没有人工客服有空。请留言，客服会尽快回复您。"
+MESSAGE_LEFT_ZH = "已收到您的留言，客服会尽快回复您。"
+#: Seconds the impatient gateway lets a visitor wait for a person before offering to take a message.
+SHORT_WAIT = 2
 
 
 # -- the visitor, over HTTP -------------------------------------------------------------------------------------------
@@ -37,10 +45,14 @@ class Visitor:
 
     @classmethod
     def arrive(cls, shop: ShopPage) -> Visitor:
-        response = requests.post(f"{shop.gateway.url}/api/visitor-tokens", json={"site_key": shop.site_key},
-                                 headers={"Origin": shop.origin}, timeout=HTTP_TIMEOUT)  # fmt: skip
+        return cls.at(shop.gateway, shop.site_key, shop.origin)
+
+    @classmethod
+    def at(cls, gateway: Gateway, site_key: str, origin: str) -> Visitor:
+        response = requests.post(f"{gateway.url}/api/visitor-tokens", json={"site_key": site_key},
+                                 headers={"Origin": origin}, timeout=HTTP_TIMEOUT)  # fmt: skip
         assert response.status_code == 201, response.text
-        return cls(shop.gateway, shop.origin, response.json()["token"])
+        return cls(gateway, origin, response.json()["token"])
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", "Origin": self.origin}
@@ -134,6 +146,33 @@ def screenshot(driver: WebDriver, label: str) -> None:
 @pytest.fixture
 def agent_token(gateway: Gateway) -> Callable[[str], str]:
     return lambda name: gateway.token(name, role="agent")
+
+
+@pytest.fixture(scope="module")
+def impatient_gateway(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Gateway]:
+    """A second ``assistant run`` whose visitors wait only ``SHORT_WAIT`` seconds for a person."""
+    folder = tmp_path_factory.mktemp("impatient")
+    env = gateway_env(folder, models_dir) | {"HANDOFF_WAIT_SECONDS": str(SHORT_WAIT)}
+    port = free_port()
+    log = folder / "run.log"
+    with open(log, "wb") as out:
+        child = subprocess.Popen([str(BIN / "assistant"), "run", "--port", str(port)], cwd=folder, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    running = Gateway(f"http://127.0.0.1:{port}", folder / "data", env, folder, log)
+    try:
+        deadline = time.monotonic() + 90
+        while not running.ready():
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"assistant run did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(5)
 
 
 # -- tests ------------------------------------------------------------------------------------------------------------
@@ -255,3 +294,36 @@ def test_a_second_operator_is_told_the_session_is_already_taken(
     wait(second, lambda d: session_item(d, session_id, "active"), "the session listed as active on the second desk")
     screenshot(second, "already-taken")
     screenshot(first, "taken")
+
+
+def test_a_message_left_when_nobody_came_is_listed_and_answered(impatient_gateway: Gateway, browser: Browsers) -> None:
+    gateway = impatient_gateway
+    origin = "https://shop.example"  # only its Origin header is needed: the visitor talks over HTTP
+    site = gateway.add_site(origin, name="Tea & Co.")
+    visitor = Visitor.at(gateway, str(site["site_key"]), origin)
+    session_id = visitor.hands_off()
+    # Nobody takes it in time: the visitor is told, and what they say next is the message left.
+    eventually(lambda: TIMED_OUT_ZH in [e["text"] for e in visitor.entries()], "the timed-out notice", SHORT_WAIT + 20)
+    left = "请帮我查一下订单 A1024 的物流，谢谢！"
+    ack = visitor.say(left)
+    assert (ack["kind"], ack["handoff"]["status"], ack["text"]) == ("handoff", "message_left", MESSAGE_LEFT_ZH), ack
+
+    driver = browser()
+    open_desk(driver, gateway, gateway.token("yun", role="agent"), language="zh-CN")
+    item = wait(driver, lambda d: session_item(d, session_id, "message_left"), "the left message in the list")
+    assert item.find_element(By.XPATH, "./ancestor::ul").get_attribute("id") == "list-message_left"
+    assert left in item.text
+    item.click()
+    wait(driver, lambda d: left in messages(d, "user"), "the left message in the transcript")
+    assert TIMED_OUT_ZH in messages(driver, "assistant")
+    screenshot(driver, "message-left")
+
+    by_id(driver, "operator-take").click()
+    wait(driver, lambda d: status(d)[0] == "taken", "the take of a left message")
+    answer = "您好，订单 A1024 已发出，预计后天送达。"
+    by_id(driver, "operator-input").send_keys(answer)
+    by_id(driver, "operator-send").click()
+    eventually(lambda: answer in [e["text"] for e in visitor.entries() if e.get("role") == "agent"],
+               "the answer to the left message")  # fmt: skip
+    by_id(driver, "operator-release").click()
+    wait(driver, lambda d: session_item(d, session_id) is None, "the session to leave the list")

@@ -62,11 +62,6 @@ def agent_only(identity: Identity) -> bool:
     return "agent" in identity.roles and not {"user", "admin"} & set(identity.roles)
 
 
-def may_operate(identity: Identity) -> bool:
-    """Operators (``agent``) and admins may use the operator API."""
-    return "agent" in identity.roles or identity.is_admin
-
-
 class TokenRefused(Unauthorized):
     """401 with a machine-readable reason, ``error``, next to the message."""
 

@@ -18,9 +18,11 @@ from adapters.metrics import StageMetrics
 from adapters.mqtt_publisher import MqttPublisher
 from adapters.open_meteo import OpenMeteo
 from adapters.revocation import Revocations
+from adapters.sites import SiteRepository
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, ReplyStream
 from adapters.telegram import TelegramBot
+from adapters.tickets import MemoryStreamTickets, StreamTickets
 from adapters.voice_events import VoiceEvents
 from pipeline.devices import DevicesConfig
 from pipeline.settings import Settings
@@ -117,6 +119,8 @@ class Adapters:
     voice_events: VoiceEvents
     #: The speech models, loaded on first use.
     speech: SpeechEngines
+    #: The websites that carry the chat widget (the ``sites`` table, on the repository's engine).
+    sites: SiteRepository
     #: What the stages of this process count (model errors); the embedded gateway's ``/metrics`` shows it too.
     metrics: StageMetrics = field(default_factory=StageMetrics)
     #: Remembered states of the smart home's entities (Redis, or memory when embedded).
@@ -131,6 +135,8 @@ class Adapters:
     handoffs: HandoffStore = field(default_factory=MemoryHandoffs)
     #: Publishes MQTT replies and device commands, connecting on first use; None without ``MQTT_URL``.
     mqtt: MqttPublisher | None = None
+    #: Single-use stream tickets (Redis, or memory when embedded).
+    tickets: StreamTickets = field(default_factory=MemoryStreamTickets)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -39,6 +39,8 @@ class Identity:
 
     subject: str
     roles: tuple[str, ...]
+    #: The website a visitor's token was issued for (its ``site`` claim, a site key); None for other tokens.
+    site: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -92,8 +94,10 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
 
 
 def longest_token_life(settings: Settings) -> int:
-    """Seconds after its issue that any token may still be accepted (refresh tokens live longest)."""
-    return settings.jwt_refresh_ttl_seconds + CLOCK_SKEW_SECONDS
+    """Seconds after its issue that any token may still be accepted: refresh tokens, or a visitor's token traded
+    for a new one until ``VISITOR_RENEW_SECONDS`` after it expired."""
+    visitor = settings.visitor_token_ttl_seconds + settings.visitor_renew_seconds
+    return max(settings.jwt_refresh_ttl_seconds, visitor) + CLOCK_SKEW_SECONDS
 
 
 def roles_problem(roles: object) -> str | None:
@@ -125,16 +129,21 @@ def claims_problem(claims: Mapping[str, Any]) -> str | None:
         return problem
     if claims["type"] == REFRESH and "visitor" in claims["roles"]:
         return "visitor tokens cannot be refreshed"
+    if "site" in claims and (not isinstance(claims["site"], str) or not claims["site"]):
+        return "the 'site' claim must be a non-empty string"
     return None
 
 
 def identity_of(claims: Mapping[str, Any]) -> Identity:
     """The identity in claims that passed ``claims_problem``."""
-    return Identity(subject=claims["sub"], roles=tuple(claims["roles"]))
+    return Identity(subject=claims["sub"], roles=tuple(claims["roles"]), site=claims.get("site"))
 
 
-def mint(subject: str, roles: Iterable[str], token_type: str, ttl_seconds: int) -> str:
-    """A signed token; call inside an app context whose config came from ``jwt_config``."""
+def mint(subject: str, roles: Iterable[str], token_type: str, ttl_seconds: int, site: str | None = None) -> str:
+    """A signed token; call inside an app context whose config came from ``jwt_config``.
+
+    ``site``: the site key a visitor's token is for (its ``site`` claim).
+    """
     if not subject:
         raise ValueError("a token needs a subject")
     roles = list(roles)
@@ -147,20 +156,25 @@ def mint(subject: str, roles: Iterable[str], token_type: str, ttl_seconds: int) 
     # refuse a token issued later in the same second. iat and exp come from one clock reading, so
     # expires_delta=False keeps the library from computing exp from its own.
     now = time.time()
-    claims = {"roles": roles, "iat": now, "exp": int(now) + ttl_seconds}
+    claims: dict[str, Any] = {"roles": roles, "iat": now, "exp": int(now) + ttl_seconds}
+    if site is not None:
+        claims["site"] = site
     create = create_refresh_token if token_type == REFRESH else create_access_token
     return create(identity=subject, additional_claims=claims, expires_delta=False)
 
 
-def issue_token(settings: Settings, subject: str, roles: Iterable[str], ttl_seconds: int | None = None) -> str:
-    """An access token for ``subject`` with ``roles``, valid ``ttl_seconds`` (default ``JWT_ACCESS_TTL_SECONDS``).
+def issue_token(
+    settings: Settings, subject: str, roles: Iterable[str], ttl_seconds: int | None = None, site: str | None = None
+) -> str:
+    """An access token for ``subject`` with ``roles``, valid ``ttl_seconds`` (default ``JWT_ACCESS_TTL_SECONDS``);
+    ``site``: a visitor token's site key.
 
     Needs no request: for ``assistant token``, tests and benchmarks. A negative ttl gives an expired token.
     """
     ttl = settings.jwt_access_ttl_seconds if ttl_seconds is None else ttl_seconds
     _check_ttl(settings, ttl)
     with _jwt_context(settings):
-        return mint(subject, roles, ACCESS, ttl)
+        return mint(subject, roles, ACCESS, ttl, site=site)
 
 
 def issue_pair(settings: Settings, subject: str, roles: Iterable[str], ttl_seconds: int | None = None) -> TokenPair:
@@ -187,9 +201,11 @@ def read_token(settings: Settings, token: str, allow_expired: bool = False) -> d
     return claims
 
 
-def revoke(revocations: Revocations, claims: Mapping[str, Any]) -> None:
-    """Revoke the token with ``claims`` until it would have stopped being accepted anyway."""
-    revocations.revoke_token(claims["jti"], claims["exp"] + CLOCK_SKEW_SECONDS)
+def revoke(revocations: Revocations, claims: Mapping[str, Any], visitor_renew_seconds: int = 0) -> None:
+    """Revoke the token with ``claims`` until it would have stopped being accepted anyway: for a visitor's token,
+    ``visitor_renew_seconds`` (``VISITOR_RENEW_SECONDS``) after its expiry, since it may be renewed until then."""
+    renewable = visitor_renew_seconds if "visitor" in (claims.get("roles") or ()) else 0
+    revocations.revoke_token(claims["jti"], claims["exp"] + CLOCK_SKEW_SECONDS + renewable)
 
 
 def _check_ttl(settings: Settings, ttl: int) -> None:

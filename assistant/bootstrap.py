@@ -34,9 +34,11 @@ from adapters.open_meteo import OpenMeteo
 from adapters.ratelimits import open_rate_limit_storage
 from adapters.revocation import open_revocations
 from adapters.sentry import init_sentry
+from adapters.sites import SiteRepository
 from adapters.speech import Recognizer, Synthesizer
 from adapters.state import Coordination, MemoryCoordination, MemoryReplyStream, ReplyStream, SkippedNumbers
 from adapters.telegram import TelegramBot
+from adapters.tickets import MemoryStreamTickets, StreamTickets
 from adapters.voice_events import MemoryVoiceEvents, VoiceEvents
 from assistant.config import load_devices
 from assistant.metrics_server import mark_child_dead, serve_worker_metrics
@@ -90,12 +92,14 @@ def build_adapters(
     voice_events: VoiceEvents
     home_state: HomeState
     marks: Marks
+    tickets: StreamTickets
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
         from adapters.home_state import RedisHomeState
         from adapters.marks import RedisMarks
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
+        from adapters.tickets import RedisStreamTickets
         from adapters.voice_events import RedisVoiceEvents
 
         client = connect(settings.redis_url, max_connections=max(50, pool_size * 4), name="assistant")
@@ -110,6 +114,7 @@ def build_adapters(
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
         marks = RedisMarks(client)
+        tickets = RedisStreamTickets(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
         skipped = SkippedNumbers()
@@ -120,6 +125,7 @@ def build_adapters(
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
         marks = MemoryMarks()
+        tickets = MemoryStreamTickets()
         closers.append(revocations.close)
     telegram = build_telegram(settings)
     if telegram is not None:
@@ -142,12 +148,14 @@ def build_adapters(
         blobs=blobs,
         voice_events=voice_events,
         speech=speech or build_speech(settings, metrics),
+        sites=SiteRepository(repository.engine),
         metrics=metrics,
         home_state=home_state,
         devices=devices,
         marks=marks,
         telegram=telegram,
         mqtt=mqtt,
+        tickets=tickets,
         _closers=closers,
     )
 

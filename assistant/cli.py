@@ -1,4 +1,5 @@
-"""The ``assistant`` command: run, token, migrate, gateway, worker, mqtt, models, train-intents, quantize, telegram."""
+"""The ``assistant`` command: run, token, migrate, gateway, worker, mqtt, models, train-intents, quantize, telegram,
+sites."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings, COMPONENTS.get(args.command, "cli"))
     handler = {"run": _run, "token": _token, "migrate": _migrate, "gateway": _gateway, "worker": _worker,
                "train-intents": _train_intents, "quantize": _quantize, "telegram": _telegram,
-               "mqtt": _mqtt}  # fmt: skip
+               "mqtt": _mqtt, "sites": _sites}  # fmt: skip
     return handler[args.command](settings, args)
 
 
@@ -76,7 +77,30 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--models-dir", type=Path, default=None, help="the folder to look at (default MODELS_DIR)")
     _intent_parsers(sub)
     _telegram_parsers(sub)
+    _sites_parsers(sub)
     return parser
+
+
+def _sites_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sites = sub.add_parser("sites", help="the websites whose pages may carry the chat widget")
+    commands = sites.add_subparsers(dest="sites_command", required=True)
+    add = commands.add_parser("add", help="register a site; prints its site key and signing secret")
+    add.add_argument("--origin", action="append", required=True, metavar="URL",
+                     help="an origin its pages are served from, like https://shop.example (repeatable)")  # fmt: skip
+    add.add_argument("--name", default="", help="a name to tell it by (default: its first origin)")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    listing = commands.add_parser("list", help="the registered sites (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    remove = commands.add_parser("remove", help="unregister a site: its pages get no more visitor tokens")
+    remove.add_argument("site_key", metavar="SITE_KEY")
+
+
+def _sites(settings: Settings, args: argparse.Namespace) -> int:
+    from assistant.site_commands import sites_command
+
+    return sites_command(settings, args.sites_command, getattr(args, "origin", None) or [],
+                         getattr(args, "name", ""), getattr(args, "site_key", ""),
+                         getattr(args, "json", False))  # fmt: skip
 
 
 def _telegram_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,7 +197,7 @@ def _revoke(settings: Settings, args: argparse.Namespace) -> int:
         revocations = open_revocations(settings)
         try:
             if claims is not None:
-                revoke(revocations, claims)
+                revoke(revocations, claims, settings.visitor_renew_seconds)
             else:
                 now = time.time()
                 revocations.revoke_subject(args.revoke_subject, now)

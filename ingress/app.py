@@ -15,6 +15,7 @@ from ingress import (
     audio,
     auth,
     auth_api,
+    cors,
     health,
     messages,
     openapi,
@@ -23,6 +24,8 @@ from ingress import (
     pages,
     skills_api,
     telegram,
+    tickets,
+    visitors,
     voice_ws,
 )
 from ingress.metrics import GatewayMetrics
@@ -61,6 +64,10 @@ def create_app(
     app.register_blueprint(openapi.bp)
     app.register_blueprint(operator_page.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(tickets.bp)
+    visitors.init_app(app)
+    # Before the rate limits: a preflight or a refused origin is answered first, and counts for neither.
+    cors.init_app(app, cors.SiteDirectory(adapters.sites, demo=settings.embedded))
     voice_ws.init_app(app)
     telegram.init_app(app, settings)
     install_rate_limits(app, settings, rate_limit_storage)

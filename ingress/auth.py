@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from flask_jwt_extended.exceptions import (
 from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
 from adapters.revocation import Revocations, RevocationUnavailable
+from adapters.tickets import StreamTickets
 from adapters.tokens import ACCESS, ALGORITHM, REFRESH, Identity, claims_problem, identity_of, jwt_config
 from pipeline.settings import Settings
 
@@ -37,8 +38,12 @@ AUTHENTICATED_HOOKS = "assistant.authenticated"
 #: closed to visitors until listed here.
 VISITOR_ENDPOINTS = frozenset(
     {"messages.post_message", "messages.get_session", "messages.get_replies", "messages.stream_events",
-     "audio.post_audio", "audio.get_reply_audio", "voice_ws.audio"}
+     "audio.post_audio", "audio.get_reply_audio", "voice_ws.audio", "tickets.session_stream_ticket"}
 )  # fmt: skip
+#: The query parameter a stream ticket comes in (``GET /api/sessions/<id>/events?ticket=...``).
+TICKET_PARAM = "ticket"
+#: The longest ticket looked up; a real one is 43 characters.
+MAX_TICKET = 128
 
 
 #: Everything a token whose only role is ``agent`` (a human operator) opens: the operator API, the handed-off sessions'
@@ -46,7 +51,7 @@ VISITOR_ENDPOINTS = frozenset(
 #: out. Operators do not chat with the assistant as users.
 AGENT_ENDPOINTS = frozenset(
     {"messages.get_session", "messages.get_replies", "messages.stream_events", "audio.get_reply_audio",
-     "auth.refresh", "auth.logout"}
+     "tickets.session_stream_ticket", "tickets.operator_stream_ticket", "auth.refresh", "auth.logout"}
 )  # fmt: skip
 #: The blueprint of the operator API, all of whose endpoints an agent may call.
 OPERATOR_BLUEPRINT = "operator"
@@ -109,30 +114,64 @@ def current_claims() -> dict[str, Any]:
     return claims
 
 
-def require_token(role: str | None = None, token_type: str = ACCESS) -> Callable[[F], F]:
-    """401 without a valid, unrevoked token of ``token_type``; 403 without ``role`` or for a visitor out of bounds."""
+def require_token(
+    role: str | Collection[str] | None = None,
+    token_type: str = ACCESS,
+    ticket: Callable[..., str] | None = None,
+) -> Callable[[F], F]:
+    """401 without a valid, unrevoked token of ``token_type``; 403 without ``role`` (one of them, when several are
+    named) or for a visitor out of bounds.
+
+    ``ticket``: the endpoint also opens with a stream ticket (``?ticket=``) instead of the bearer token; called with
+    the view's arguments, it gives the scope the ticket must have (``session:<id>``).
+    """
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            identity = authenticate()
+            ticketed = ticket is not None and TICKET_PARAM in request.args
+            identity = ticket_identity(ticket(**kwargs)) if ticket is not None and ticketed else authenticate()
             # Before the token type: a visitor is told it may not, rather than to bring another kind of token.
             if identity.is_visitor and request.endpoint not in VISITOR_ENDPOINTS:
                 raise Forbidden("a visitor token may only send messages and read its own sessions")
             endpoint = request.endpoint or ""
             if agent_only(identity) and endpoint not in AGENT_ENDPOINTS and request.blueprint != OPERATOR_BLUEPRINT:
                 raise Forbidden("an agent token may only use the operator API and read handed-off sessions")
-            _check_type(current_claims(), token_type)
-            if role is not None and role not in identity.roles:
-                raise Forbidden(f"this needs the '{role}' role")
-            g.identity = identity
-            for hook in current_app.extensions.get(AUTHENTICATED_HOOKS, ()):
-                hook(identity)
+            if not ticketed:
+                _check_type(current_claims(), token_type)
+            admit(identity, role)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def admit(identity: Identity, role: str | Collection[str] | None = None) -> None:
+    """Let ``identity`` through to the view: 403 without ``role`` (one of them); else it becomes the request's
+    identity and the authenticated hooks run (the per-user rate limit, a visitor's origin check)."""
+    if role is not None:
+        wanted = (role,) if isinstance(role, str) else tuple(role)
+        if not set(wanted) & set(identity.roles):
+            raise Forbidden(f"this needs the {' or '.join(repr(name) for name in wanted)} role")
+    g.identity = identity
+    for hook in current_app.extensions.get(AUTHENTICATED_HOOKS, ()):
+        hook(identity)
+
+
+def ticket_identity(scope: str) -> Identity:
+    """The identity that asked for the request's ``?ticket=``, which is spent now; 401 when it is missing, unknown,
+    expired, used already, or for another stream than ``scope``."""
+    ticket = request.args.get(TICKET_PARAM, "")
+    if not ticket:
+        raise TokenRefused("missing_ticket", "missing stream ticket: send ?ticket= (POST .../stream-ticket gives one)")
+    tickets: StreamTickets = current_app.extensions["assistant"]["adapters"].tickets
+    grant = tickets.redeem(ticket) if len(ticket) <= MAX_TICKET else None
+    if grant is None:
+        raise TokenRefused("invalid_ticket", "stream ticket unknown, expired or used already: get a new one")
+    if grant.scope != scope:
+        raise TokenRefused("invalid_ticket", "this stream ticket opens another stream: get one for this one")
+    return Identity(grant.subject, grant.roles, grant.site)
 
 
 def authenticate() -> Identity:

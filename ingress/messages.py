@@ -19,6 +19,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from adapters.bundle import Adapters
 from adapters.state import Partial, Registration
+from adapters.tickets import session_scope
 from ingress.auth import current_identity, require_token
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
@@ -217,9 +218,12 @@ def get_replies(session_id: str) -> dict[str, Any]:
 
 
 @bp.get("/api/sessions/<session_id>/events")
-@require_token()
+@require_token(ticket=session_scope)
 def stream_events(session_id: str) -> Response:
     """Server-Sent Events; a reconnect with ``Last-Event-ID`` resumes after the last event seen.
+
+    Opens with the bearer token, or with a stream ticket for this session (``?ticket=``, from
+    ``POST /api/sessions/<id>/stream-ticket``) where a browser's ``EventSource`` cannot send a header.
 
     ``reply`` events carry an ``id:`` (the cursor); ``partial`` events, the pieces of a reply being generated,
     carry none, so a reconnect resumes after the last reply and gets the whole text in the next one.

@@ -33,6 +33,8 @@ LIMITED_PREFIX = "/api/"
 # The Telegram webhook is called by Telegram's few addresses for every user of the bot, and is guarded by its
 # secret instead.
 UNLIMITED_PATHS = frozenset({OPENAPI_PATH, "/api/telegram"})
+#: Visitor tokens are limited per address on their own too (``RATE_LIMIT_VISITOR_TOKENS``).
+VISITOR_TOKENS_PATH = "/api/visitor-tokens"
 #: Namespaces the counters in Redis (``LIMITS:LIMITER/assistant/<scope>/<key>/<amount>/<n>/<unit>``).
 KEY_PREFIX = "assistant"
 #: After Redis failed, the limits are counted in memory this long before Redis is tried again.
@@ -50,9 +52,17 @@ class RateLimited(TooManyRequests):
 class RateLimits:
     """The limits of one app and where they are counted: Redis (or memory when embedded), memory while Redis is away."""
 
-    def __init__(self, per_user: list[RateLimitItem], per_address: list[RateLimitItem], storage: Storage) -> None:
+    def __init__(
+        self,
+        per_user: list[RateLimitItem],
+        per_address: list[RateLimitItem],
+        storage: Storage,
+        visitor_tokens: list[RateLimitItem] | None = None,
+    ) -> None:
         self.per_user = per_user
         self.per_address = per_address
+        #: Per address, on ``POST /api/visitor-tokens`` only: it needs no token, and each answer is a new visitor.
+        self.visitor_tokens = visitor_tokens or []
         self._limiter = FixedWindowRateLimiter(storage)
         self._lock = threading.Lock()
         self._fallback: FixedWindowRateLimiter | None = None
@@ -64,6 +74,8 @@ class RateLimits:
         path = request.path
         if self.per_address and path.startswith(LIMITED_PREFIX) and path not in UNLIMITED_PATHS:
             self._hit(self.per_address, "ip", request.remote_addr or "unknown", "this address")
+        if self.visitor_tokens and path == VISITOR_TOKENS_PATH and request.method == "POST":
+            self._hit(self.visitor_tokens, "visitor-token-ip", request.remote_addr or "unknown", "this address")
 
     def check_user(self, identity: Identity) -> None:
         """Once the token is verified: the limits of its subject."""
@@ -104,10 +116,11 @@ def install_rate_limits(app: Flask, settings: Settings, storage: Storage) -> Rat
     limits are off."""
     per_user = _parse("RATE_LIMIT_PER_USER", settings.rate_limit_per_user)
     per_address = _parse("RATE_LIMIT_PER_IP", settings.rate_limit_per_ip)
-    if not per_user and not per_address:
+    visitor_tokens = _parse("RATE_LIMIT_VISITOR_TOKENS", settings.rate_limit_visitor_tokens)
+    if not per_user and not per_address and not visitor_tokens:
         return None
-    limits = RateLimits(per_user, per_address, storage)
-    if per_address:
+    limits = RateLimits(per_user, per_address, storage, visitor_tokens)
+    if per_address or visitor_tokens:
         app.before_request(limits.check_address)
     if per_user:
         app.extensions.setdefault(AUTHENTICATED_HOOKS, []).append(limits.check_user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 
 
@@ -22,3 +23,16 @@ def trace_without_messages(exc: BaseException) -> str:
         parts.append(f"{kind.__module__}.{kind.__qualname__}" + (f"\n{frames}" if frames else ""))
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return "\nraised while handling ".join(parts)
+
+
+#: Query parameters that carry a credential: stream tickets and tokens (``?ticket=``, ``?access_token=``, ``?token=``).
+_CREDENTIAL_PARAM = re.compile(r"(?i)((?:^|[?&;\s\"'])(?:ticket|[a-z_]*token))=[^&\s\"'#]*")
+REDACTED = "[redacted]"
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` (a URL, a request line, a log message) with the values of ``ticket=`` and ``...token=`` parameters
+    replaced: a stream ticket or token in an access log line would let anyone who reads the log use it."""
+    if "=" not in text:
+        return text
+    return _CREDENTIAL_PARAM.sub(rf"\1={REDACTED}", text)

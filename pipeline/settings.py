@@ -51,6 +51,14 @@ class Settings:
     #: Lifetime of refresh tokens, seconds; also the longest any token may live and how long a
     #: "revoke every token of this subject" is remembered.
     jwt_refresh_ttl_seconds: int = 30 * 24 * 3600
+    #: Lifetime of a website visitor's token (``POST /api/visitor-tokens``), seconds.
+    visitor_token_ttl_seconds: int = 15 * 60
+    #: How long after it expired a visitor's token may still be traded for a new one with the same subject, seconds.
+    visitor_renew_seconds: int = 30 * 24 * 3600
+    #: Lifetime of a single-use stream ticket (``?ticket=`` on an event stream), seconds.
+    stream_ticket_ttl_seconds: int = 30
+    #: Visitor tokens one client address may get per window (on top of ``RATE_LIMIT_PER_IP``); None: no limit.
+    rate_limit_visitor_tokens: str | None = "60/minute"
     #: Extra folder of user skills (``*.py`` files defining ``BaseSkill`` subclasses).
     skills_dir: Path | None = None
     #: Open-Meteo geocoding API base URL.
@@ -162,6 +170,10 @@ class Settings:
             jwt_issuer=env.get("JWT_ISSUER") or defaults.jwt_issuer,
             jwt_access_ttl_seconds=_int(env, "JWT_ACCESS_TTL_SECONDS", defaults.jwt_access_ttl_seconds),
             jwt_refresh_ttl_seconds=_int(env, "JWT_REFRESH_TTL_SECONDS", defaults.jwt_refresh_ttl_seconds),
+            visitor_token_ttl_seconds=_int(env, "VISITOR_TOKEN_TTL_SECONDS", defaults.visitor_token_ttl_seconds),
+            visitor_renew_seconds=_int(env, "VISITOR_RENEW_SECONDS", defaults.visitor_renew_seconds),
+            stream_ticket_ttl_seconds=_int(env, "STREAM_TICKET_TTL_SECONDS", defaults.stream_ticket_ttl_seconds),
+            rate_limit_visitor_tokens=_rate_limit(env, "RATE_LIMIT_VISITOR_TOKENS", defaults.rate_limit_visitor_tokens),
             skills_dir=Path(env["SKILLS_DIR"]) if env.get("SKILLS_DIR") else None,
             weather_geocoding_url=env.get("WEATHER_GEOCODING_URL", defaults.weather_geocoding_url),
             weather_forecast_url=env.get("WEATHER_FORECAST_URL", defaults.weather_forecast_url),
@@ -202,6 +214,12 @@ class Settings:
             raise ConfigurationError("JWT_ACCESS_TTL_SECONDS must be above 0 and at most JWT_REFRESH_TTL_SECONDS")
         if not 0 < settings.handoff_wait_seconds <= settings.session_ttl_seconds:
             raise ConfigurationError("HANDOFF_WAIT_SECONDS must be above 0 and at most SESSION_TTL_SECONDS")
+        if not 0 < settings.visitor_token_ttl_seconds <= settings.jwt_refresh_ttl_seconds:
+            raise ConfigurationError("VISITOR_TOKEN_TTL_SECONDS must be above 0 and at most JWT_REFRESH_TTL_SECONDS")
+        if settings.visitor_renew_seconds < 0:
+            raise ConfigurationError("VISITOR_RENEW_SECONDS must be 0 or more")
+        if not 0 < settings.stream_ticket_ttl_seconds <= 3600:
+            raise ConfigurationError("STREAM_TICKET_TTL_SECONDS must be above 0 and at most 3600")
         if settings.webhook_max_bytes <= 0:
             raise ConfigurationError("WEBHOOK_MAX_BYTES must be above 0")
         return settings.with_secret()

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Request, Response
 os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -244,7 +245,10 @@ def streams(driver: WebDriver) -> list[str]:
 
 
 def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout: float = UI_WAIT) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, f"waited {timeout:g} s for {what}")
+    # A live page re-renders: an element found a moment ago may be gone; the condition is tried again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+    return wait.until(condition, f"waited {timeout:g} s for {what}")
 
 
 def open_widget(driver: WebDriver, url: str) -> None:

@@ -1,4 +1,4 @@
-"""The data layer on SQLAlchemy Core: messages, replies, sessions, skills and dead letters in one database."""
+"""The data layer on SQLAlchemy Core: messages, replies, sessions, skills, dead letters and sites in one database."""
 
 from __future__ import annotations
 
@@ -113,6 +113,24 @@ dead_letters = sa.Table(
     sa.Column("body", LongText, nullable=False),
     sa.Column("error", LongText, nullable=False),
     sa.Column("deliveries", sa.Integer, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    **_MYSQL_TABLE_OPTIONS,
+)
+
+
+#: The longest name of a site.
+SITE_NAME_LENGTH = 128
+
+# Websites that carry the chat widget; read and written by ``adapters.sites``.
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("site_key", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(SITE_NAME_LENGTH), nullable=False),
+    # A JSON list of exact origins (``https://shop.example``, ``http://localhost:3000``).
+    sa.Column("origins", LongText, nullable=False),
+    # Hex HMAC-SHA256 key that signs the ids of the customers the site vouches for.
+    sa.Column("secret", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     **_MYSQL_TABLE_OPTIONS,
 )

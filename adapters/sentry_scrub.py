@@ -4,7 +4,8 @@ Pure functions over Sentry's JSON event shape (no ``sentry_sdk`` import), so the
 Sentry's own options already keep request bodies, cookies and local variables out (see ``adapters.sentry``); these
 remove what remains: the values of keys that name a secret or the user's words, exception messages (a driver's or a
 skill's may quote what the user wrote), Celery task arguments (the envelope, text and all), query strings, URLs'
-credentials, Telegram bot tokens in Bot API paths, bearer tokens and JWTs in any string.
+credentials, Telegram bot tokens in Bot API paths, bearer tokens, JWTs and stream tickets (``?ticket=``) in any
+string.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ FILTERED = "[Filtered]"
 
 #: Parts of a key (split on ``_``, ``-``, ``.``, spaces) whose value is dropped wherever the key appears.
 SECRET_PARTS = frozenset(
-    {"text", "transcript", "transcripts", "audio", "prompt", "token", "password", "passwd", "pwd", "secret",
+    {"text", "transcript", "transcripts", "audio", "prompt", "token", "ticket", "password", "passwd", "pwd", "secret",
      "authorization", "auth", "cookie", "cookies", "dsn", "credentials", "webhook", "apikey", "sig", "signature",
      "args", "kwargs", "body"}
 )  # fmt: skip
@@ -31,7 +32,7 @@ _BOT_PATH = re.compile(r"(?i)/bot[0-9]+:[A-Za-z0-9_\-]+")
 _BOT_TOKEN = re.compile(r"\b[0-9]{6,}:[A-Za-z0-9_\-]{30,}\b")
 _URL_QUERY = re.compile(r"(?i)\b(https?|wss?)://([^\s?#'\"<>]*)[?#][^\s'\"<>]*")
 _PARAM = re.compile(
-    r"(?i)\b((?:access_|refresh_|id_|bot_)?token|password|passwd|secret|api_?key|signature|sig|code|key|dsn"
+    r"(?i)\b((?:access_|refresh_|id_|bot_|visitor_)?token|ticket|password|passwd|secret|api_?key|signature|sig|code|key|dsn"
     r"|webhook_url|text)=[^&\s'\"<>]*"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=\-]{8,}")

@@ -12,30 +12,18 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from adapters.db import _MYSQL_TABLE_OPTIONS, LongText, Timestamp, _to_datetime, _to_epoch, metadata
+from adapters.db import SITE_NAME_LENGTH, _to_datetime, _to_epoch, sites
 
 #: A site key: ``site_`` and 22 URL-safe characters (128 random bits). Public: it is in the page's script tag.
 SITE_KEY_PREFIX = "site_"
 SITE_KEY_CHARS = 22
 #: Bytes of a site's HMAC secret (written as hex): signs the ids of the customers a site vouches for.
 SECRET_BYTES = 32
-MAX_NAME = 128
+MAX_NAME = SITE_NAME_LENGTH
 MAX_ORIGINS = 32
 #: The longest origin stored: scheme, host (253 at most) and port.
 MAX_ORIGIN = 300
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-sites = sa.Table(
-    "sites",
-    metadata,
-    sa.Column("site_key", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(MAX_NAME), nullable=False),
-    # A JSON list of exact origins (``https://shop.example``, ``http://localhost:3000``).
-    sa.Column("origins", LongText, nullable=False),
-    sa.Column("secret", sa.String(64), nullable=False),
-    sa.Column("created_at", Timestamp, nullable=False),
-    **_MYSQL_TABLE_OPTIONS,
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from assistant.bootstrap import (
 from assistant.metrics_server import queue_depths
 from ingress.telegram import check_config as check_telegram
 from pipeline.errors import ConfigurationError
+from pipeline.logsafe import redact_credentials
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 from tasks.celery_app import StageCelery
@@ -86,7 +87,14 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
     from ingress.websocket import WebSocketGateway
 
-    server = Server((host, port), app, numthreads=16, max=-1)
+    class LoggedServer(Server):
+        """cheroot, its error lines in the process's log (JSON or text, ``LOG_FILE``) rather than raw on standard
+        error, without exception messages or the tickets and tokens of request URLs."""
+
+        def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+            logging.getLogger("cheroot").log(level, "%s", redact_credentials(str(msg)), exc_info=traceback)
+
+    server = LoggedServer((host, port), app, numthreads=16, max=-1)
     server.gateway = WebSocketGateway
     return server
 

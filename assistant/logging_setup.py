@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.logsafe import trace_without_messages
+from pipeline.logsafe import redact_credentials, trace_without_messages
 from pipeline.message_context import current_message
 from pipeline.settings import Settings
 
@@ -63,6 +63,7 @@ def configure_logging(settings: Settings, component: str) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(MessageContextFilter())
+        handler.addFilter(CredentialFilter())
         handler._assistant = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(settings.log_level)
@@ -98,6 +99,19 @@ class MessageContextFilter(logging.Filter):
             for name in CONTEXT_FIELDS:
                 if getattr(record, name, None) is None:
                     setattr(record, name, getattr(context, name))
+        return True
+
+
+class CredentialFilter(logging.Filter):
+    """Takes stream tickets and tokens out of URLs in log lines (``?ticket=``, ``?access_token=``): a server's
+    request line (werkzeug's, a library's) must not hand them to whoever reads the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "=" in message:
+            redacted = redact_credentials(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
         return True
 
 

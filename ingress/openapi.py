@@ -13,6 +13,7 @@ from flask import Blueprint, current_app
 from adapters.tokens import ROLES
 from ingress.audio import LANGUAGES, MESSAGE_ID
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
+from ingress.visitors import CUSTOMER_ID, MAX_TOKEN, SIGNATURE, SITE_KEY
 from pipeline.devices import CONTEXT_KEY, MAX_CONTEXT_ITEMS, MAX_CONTEXT_VALUE
 from pipeline.settings import Settings
 from pipeline.skilldefs import EXAMPLE_CHARS_MAX, EXAMPLES_MAX, NAME_MAX
@@ -26,7 +27,7 @@ ERROR_REF = "#/components/schemas/Error"
 ERRORS = {
     400: "Malformed JSON, a missing or invalid field, or a bad `wait`, `after` or `Last-Event-ID`.",
     401: "Missing, malformed, expired or foreign bearer token.",
-    403: "The token lacks the role this call needs.",
+    403: "The token lacks the role this call needs, or the request's `Origin` may not use it (`origin_not_allowed`).",
     404: "No such session or skill (a session of another user is not found either).",
     409: "The name belongs to a built-in or installed skill.",
     413: "The body is larger than `MAX_BODY_BYTES` (for audio: `MAX_AUDIO_BYTES`, or longer than `MAX_AUDIO_SECONDS`).",
@@ -64,8 +65,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": f"A token from `assistant token --sub NAME --role {'|'.join(ROLES)}`.",
-                }
+                    "description": f"A token from `assistant token --sub NAME --role {'|'.join(ROLES)}`, or a "
+                    "website visitor's from `POST /api/visitor-tokens`.",
+                },
+                "streamTicket": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "ticket",
+                    "description": "A single-use stream ticket from `POST /api/sessions/{session_id}/stream-ticket`, "
+                    "for a browser's `EventSource`, which cannot send the bearer token.",
+                },
             },
             "schemas": _schemas(),
             "headers": {
@@ -216,6 +225,35 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 errors=(400, 404),
             ),
         },
+        "/api/visitor-tokens": {
+            "post": _operation(
+                "A short-lived token for a visitor of a registered website, asked for by its page: the `Origin` "
+                "must be one of the site's. With `visitor_token` (the previous one, even expired within "
+                "`VISITOR_RENEW_SECONDS`) the visitor is kept; with a signed `customer_id`, the site's customer.",
+                body="VisitorTokenRequest",
+                responses={201: _json("The visitor's token.", "VisitorToken")},
+                errors=(400, 401, 403, 413, 429),
+                security=public,
+                auth_errors=(),
+            )
+        },
+        "/api/sessions/{session_id}/stream-ticket": {
+            "parameters": [session_id],
+            "post": _operation(
+                "A single-use ticket, valid `STREAM_TICKET_TTL_SECONDS`, that opens this session's event stream "
+                "(`?ticket=`) for whoever may read the session.",
+                responses={201: _json("The ticket.", "StreamTicket")},
+                errors=(403, 404),
+            ),
+        },
+        "/api/operator/stream-ticket": {
+            "post": _operation(
+                "A single-use ticket for the operators' event stream (`GET /api/operator/events?ticket=`); agents "
+                "and admins.",
+                responses={201: _json("The ticket.", "StreamTicket")},
+                errors=(403,),
+            ),
+        },
         "/api/sessions/{session_id}/events": {
             "parameters": [session_id],
             "get": _operation(
@@ -238,7 +276,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     }
                 },
-                errors=(400, 404),
+                errors=(400, 403, 404),
+                security=[{"bearerAuth": []}, {"streamTicket": []}],
             ),
         },
         "/api/skills": {
@@ -392,6 +431,52 @@ def _schemas() -> dict[str, Any]:
         "LogoutRequest": {
             "type": "object",
             "properties": {"refresh_token": {"type": "string", "description": "Revoked too, when given."}},
+        },
+        "VisitorTokenRequest": {
+            "type": "object",
+            "required": ["site_key"],
+            "properties": {
+                "site_key": {
+                    "type": "string",
+                    "pattern": SITE_KEY.pattern,
+                    "description": "From `assistant sites add`.",
+                },
+                "visitor_token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_TOKEN,
+                    "description": "The visitor's previous token, to keep the same visitor.",
+                },
+                "customer_id": {
+                    "type": "string",
+                    "pattern": CUSTOMER_ID.pattern,
+                    "description": "The site's own id of a logged-in customer it vouches for.",
+                },
+                "customer_signature": {
+                    "type": "string",
+                    "pattern": SIGNATURE.pattern,
+                    "description": "Hex HMAC-SHA256 of `customer_id`, keyed with the site's secret.",
+                },
+            },
+            "dependentRequired": {"customer_id": ["customer_signature"], "customer_signature": ["customer_id"]},
+        },
+        "VisitorToken": {
+            "type": "object",
+            "required": ["token", "expires_in", "visitor_id", "site_key"],
+            "properties": {
+                "token": {"type": "string", "description": "A bearer token with the `visitor` role."},
+                "expires_in": {"type": "integer", "description": "Seconds until it expires."},
+                "visitor_id": {"type": "string", "description": "Who the visitor is (the customer id when signed)."},
+                "site_key": {"type": "string"},
+            },
+        },
+        "StreamTicket": {
+            "type": "object",
+            "required": ["ticket", "expires_in"],
+            "properties": {
+                "ticket": {"type": "string", "description": "Pass as `?ticket=`; good once."},
+                "expires_in": {"type": "integer", "description": "Seconds until it expires unused."},
+            },
         },
         "Cursor": {
             "type": "string",

@@ -29,7 +29,7 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1
 
 CHINESE = "现在几点 ☀️"
 #: The newest migration.
-HEAD = "0002_skill_examples"
+HEAD = "0003_sites"
 MILLISECOND = 0.001
 
 

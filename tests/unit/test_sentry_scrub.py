@@ -33,6 +33,9 @@ TEXT_CASES = [
     ("jwt anywhere", f"token {JWT} expired", JWT, "expired"),
     ("password param", "login password=hunter22 failed", "hunter22", "failed"),
     ("websocket query", "wss://host/audio?access_token=zzz999", "zzz999", "wss://host/audio"),
+    ("relative stream ticket", "GET /api/sessions/s1/events?ticket=Tk-_9xYz&after=1-0", "Tk-_9xYz", "after=1-0"),
+    ("stream ticket url", "https://gw.example/api/operator/events?ticket=Op-42abc", "Op-42abc", "/operator/events"),
+    ("visitor token in a body", '{"visitor_token=eyJq.a.b"}', "eyJq.a.b", "visitor_token="),
 ]
 
 
@@ -191,6 +194,9 @@ BREADCRUMBS = [
     ({"category": "x", "data": {"audio_b64": "UklGRiQAAABXQVZF"}}, "UklGRiQAAABXQVZF"),
     ({"category": "x", "data": {"Authorization": "Basic dXNlcjpwYXNz"}}, "dXNlcjpwYXNz"),
     ({"category": "x", "data": {"api_key": "k-123456"}}, "k-123456"),
+    ({"category": "x", "data": {"ticket": "Tk-secret-1"}}, "Tk-secret-1"),
+    ({"category": "x", "data": {"stream_ticket": "Tk-secret-2"}}, "Tk-secret-2"),
+    ({"type": "http", "data": {"url": "/api/sessions/s/events?ticket=Tk-secret-3"}}, "Tk-secret-3"),
     ({"category": "x", "data": {"nested": {"text": USER_TEXT}}}, USER_TEXT),
 ]
 

@@ -25,6 +25,7 @@ from flask import Flask
 from adapters.blobs import BlobStore, FolderBlobStore
 from adapters.bundle import Adapters, SpeechEngines
 from adapters.db import Repository
+from adapters.handoffs import HandoffStore, MemoryHandoffs
 from adapters.home_state import HomeState, MemoryHomeState
 from adapters.http import post_json
 from adapters.marks import Marks, MemoryMarks
@@ -92,12 +93,14 @@ def build_adapters(
     voice_events: VoiceEvents
     home_state: HomeState
     marks: Marks
+    handoffs: HandoffStore
     tickets: StreamTickets
     audio_ttl = settings.audio.audio_ttl_seconds
     if settings.redis_url:
         from adapters.blobs import RedisBlobStore
         from adapters.home_state import RedisHomeState
         from adapters.marks import RedisMarks
+        from adapters.redis_handoffs import RedisHandoffs
         from adapters.redis_state import SUBSCRIBER_NAME, RedisCoordination, RedisReplyStream, connect
         from adapters.tickets import RedisStreamTickets
         from adapters.voice_events import RedisVoiceEvents
@@ -114,6 +117,7 @@ def build_adapters(
         voice_events = RedisVoiceEvents(audio, min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = RedisHomeState(client)
         marks = RedisMarks(client)
+        handoffs = RedisHandoffs(client)
         tickets = RedisStreamTickets(client)
         closers += [client.close, subscriber.close, audio.close]
     else:
@@ -125,6 +129,7 @@ def build_adapters(
         voice_events = MemoryVoiceEvents(min(audio_ttl, VOICE_EVENTS_TTL_SECONDS))
         home_state = MemoryHomeState()
         marks = MemoryMarks()
+        handoffs = MemoryHandoffs()
         tickets = MemoryStreamTickets()
         closers.append(revocations.close)
     telegram = build_telegram(settings)
@@ -153,6 +158,7 @@ def build_adapters(
         home_state=home_state,
         devices=devices,
         marks=marks,
+        handoffs=handoffs,
         telegram=telegram,
         mqtt=mqtt,
         tickets=tickets,

@@ -51,7 +51,7 @@ MAX_TICKET = 128
 #: out. Operators do not chat with the assistant as users.
 AGENT_ENDPOINTS = frozenset(
     {"messages.get_session", "messages.get_replies", "messages.stream_events", "audio.get_reply_audio",
-     "tickets.session_stream_ticket", "tickets.operator_stream_ticket", "auth.refresh", "auth.logout"}
+     "auth.refresh", "auth.logout", "tickets.session_stream_ticket", "tickets.operator_stream_ticket"}
 )  # fmt: skip
 #: The blueprint of the operator API, all of whose endpoints an agent may call.
 OPERATOR_BLUEPRINT = "operator"
@@ -60,11 +60,6 @@ OPERATOR_BLUEPRINT = "operator"
 def agent_only(identity: Identity) -> bool:
     """A human operator's token: the ``agent`` role without ``user`` or ``admin``."""
     return "agent" in identity.roles and not {"user", "admin"} & set(identity.roles)
-
-
-def may_operate(identity: Identity) -> bool:
-    """Operators (``agent``) and admins may use the operator API."""
-    return "agent" in identity.roles or identity.is_admin
 
 
 class TokenRefused(Unauthorized):

@@ -15,6 +15,8 @@ from ingress.audio import LANGUAGES, MESSAGE_ID
 from ingress.messages import MAX_CLIENT_MSG_ID, MAX_TEXT, SESSION_ID
 from ingress.visitors import CUSTOMER_ID, MAX_TOKEN, SIGNATURE, SITE_KEY
 from pipeline.devices import CONTEXT_KEY, MAX_CONTEXT_ITEMS, MAX_CONTEXT_VALUE
+from pipeline.envelope import REPLY_KINDS, REPLY_ROLES
+from pipeline.handoff import HandoffStatus
 from pipeline.settings import Settings
 from pipeline.skilldefs import EXAMPLE_CHARS_MAX, EXAMPLES_MAX, NAME_MAX
 
@@ -35,6 +37,8 @@ ERRORS = {
     429: "Too many requests from this user or address; `Retry-After` says when to try again.",
     503: "The message queue is unreachable; the message was not accepted and may be sent again.",
 }
+#: A handoff's statuses, as replies carry them.
+HANDOFF_STATUSES = [str(status) for status in HandoffStatus]
 #: The errors every authenticated call can answer.
 AUTH_ERRORS = (401, 429)
 
@@ -278,6 +282,72 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
                 errors=(400, 403, 404),
                 security=[{"bearerAuth": []}, {"streamTicket": []}],
+            ),
+        },
+        "/api/operator/sessions": {
+            "get": _operation(
+                "Web sessions handed to a person: waiting, active and left messages, the latest change first "
+                "(operators: role `agent` or `admin`).",
+                responses={200: _json("The handed-off sessions.", "OperatorSessions")},
+                errors=(403,),
+            )
+        },
+        "/api/operator/events": {
+            "get": _operation(
+                "Server-Sent Events for operators: `event: sessions` with the list of `GET /api/operator/sessions`, "
+                "once at the start and whenever it changes. Opens with the bearer token or with a stream ticket "
+                "(`?ticket=`, from `POST /api/operator/stream-ticket`).",
+                parameters=[
+                    {
+                        "name": "ticket",
+                        "in": "query",
+                        "required": False,
+                        "description": "A single-use stream ticket of the operators' stream, instead of the token.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                responses={
+                    200: {
+                        "description": "An endless stream of `sessions` events and keep-alive comments.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                errors=(403,),
+            )
+        },
+        "/api/operator/sessions/{session_id}/take": {
+            "parameters": [session_id],
+            "post": _operation(
+                "Take the session: the operator answers from now on, the visitor is told who joined.",
+                responses={
+                    200: _json("The session is this operator's.", "TakenSession"),
+                    409: _json("Another operator has it (`already_taken`, with `agent`).", "HandoffConflict"),
+                },
+                errors=(403, 404),
+            ),
+        },
+        "/api/operator/sessions/{session_id}/messages": {
+            "parameters": [session_id],
+            "post": _operation(
+                "Answer the visitor in a session this operator has taken: a reply of role `agent`.",
+                body="OperatorMessage",
+                responses={
+                    202: _json("Sent to the visitor's stream.", "OperatorMessageAccepted"),
+                    409: _json("The operator does not have the session (`not_your_session`).", "HandoffConflict"),
+                },
+                errors=(400, 403, 404, 413),
+            ),
+        },
+        "/api/operator/sessions/{session_id}/release": {
+            "parameters": [session_id],
+            "post": _operation(
+                "Hand the session back to the bot (the visitor is told), or dismiss a waiting session or a left "
+                "message. Agents release their own sessions; admins any.",
+                responses={
+                    200: _json("The bot answers the session again.", "ReleasedSession"),
+                    409: _json("Another operator has it (`not_your_session`).", "HandoffConflict"),
+                },
+                errors=(403, 404),
             ),
         },
         "/api/skills": {
@@ -619,7 +689,74 @@ def _schemas() -> dict[str, Any]:
                     "description": "The spoken reply, when the client asked for speech (`reply_audio`).",
                 },
                 "audio_url": {**_nullable("string"), "description": "`audio.url` when the reply is spoken."},
+                "kind": {
+                    "enum": list(REPLY_KINDS),
+                    "description": "`reply`: an answer to show; `handoff`: who handles the session changed (the "
+                    "text tells the visitor); `held`: the message went to the operator, nothing to show.",
+                },
+                "role": {"enum": list(REPLY_ROLES), "description": "Who speaks: the assistant or an operator."},
+                "handoff": {"oneOf": [_ref("HandoffState"), {"type": "null"}]},
             },
+        },
+        "HandoffState": {
+            "type": "object",
+            "required": ["status", "agent"],
+            "properties": {
+                "status": {"enum": HANDOFF_STATUSES},
+                "agent": {**_nullable("string"), "description": "The operator who has (or had) the session."},
+            },
+        },
+        "OperatorSession": {
+            "type": "object",
+            "required": ["session_id", "status", "agent", "since", "user_id", "language", "last_text", "updated_at"],
+            "properties": {
+                "session_id": {"type": "string"},
+                "status": {"enum": ["waiting", "active", "message_left"]},
+                "agent": _nullable("string"),
+                "since": {**timestamp, "description": "When it entered this status."},
+                "user_id": {"type": "string", "description": "The visitor."},
+                "language": {"type": "string", "description": "The visitor's language (`zh`, `en`)."},
+                "last_text": {"type": "string", "description": "The visitor's latest message (the left message)."},
+                "updated_at": timestamp,
+            },
+        },
+        "OperatorSessions": {
+            "type": "object",
+            "required": ["sessions"],
+            "properties": {"sessions": {"type": "array", "items": _ref("OperatorSession")}},
+        },
+        "TakenSession": {
+            "type": "object",
+            "required": ["session_id", "status", "agent"],
+            "properties": {
+                "session_id": {"type": "string"},
+                "status": {"const": "active"},
+                "agent": {"type": "string"},
+            },
+        },
+        "ReleasedSession": {
+            "type": "object",
+            "required": ["session_id", "status"],
+            "properties": {"session_id": {"type": "string"}, "status": {"const": "bot"}},
+        },
+        "HandoffConflict": {
+            "type": "object",
+            "required": ["error", "message", "agent"],
+            "properties": {
+                "error": {"enum": ["already_taken", "not_your_session"]},
+                "message": {"type": "string"},
+                "agent": {**_nullable("string"), "description": "The operator who has the session."},
+            },
+        },
+        "OperatorMessage": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}},
+        },
+        "OperatorMessageAccepted": {
+            "type": "object",
+            "required": ["message_id"],
+            "properties": {"message_id": {"type": "string", "description": "The id of the operator's reply."}},
         },
         "Replies": {
             "type": "object",
@@ -656,7 +793,12 @@ def _schemas() -> dict[str, Any]:
                             "audio",
                         ],
                         "properties": {
-                            "kind": {"enum": ["message", "reply"]},
+                            "kind": {
+                                "enum": ["message", *REPLY_KINDS],
+                                "description": "`message`: the visitor's; else the reply's kind (skip `held`).",
+                            },
+                            "role": {"enum": ["user", *REPLY_ROLES]},
+                            "handoff": {"oneOf": [_ref("HandoffState"), {"type": "null"}]},
                             "message_id": {"type": "string"},
                             "text": {"type": "string", "description": "For speech: what was heard."},
                             "skill": _nullable("string"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from collections.abc import Iterator
@@ -10,29 +9,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+from werkzeug.exceptions import BadRequest, NotFound
 
 from adapters.handoffs import HandoffStore, ReleaseOutcome, TakeOutcome
 from adapters.metrics import HANDOFF_RELEASED, HANDOFF_TAKEN
-from adapters.tokens import Identity
-from ingress.auth import OPERATOR_BLUEPRINT, authenticate, current_identity, may_operate, require_token
+from adapters.tickets import OPERATOR_SCOPE
+from ingress.auth import OPERATOR_BLUEPRINT, current_identity, require_token
 from ingress.messages import KEEPALIVE_SECONDS, MAX_TEXT, SESSION_ID, edge_parts
+from ingress.tickets import OPERATOR_ROLES
 from pipeline.envelope import Reply, ReplyRole, new_id, now, storable_text
 from pipeline.handoff import Handoff, HandoffStatus, handoff_reply
 from pipeline.stages import Channel
 
 bp = Blueprint(OPERATOR_BLUEPRINT, __name__)
 
-#: Ticket scope of the operator event stream (``POST /api/operator/stream-ticket``).
-TICKET_SCOPE = "operator"
-
-
-def operator() -> Identity:
-    """The caller, when it may operate (role ``agent`` or ``admin``); 403 otherwise."""
-    identity = current_identity()
-    if not may_operate(identity):
-        raise Forbidden("this needs the 'agent' or 'admin' role")
-    return identity
 
 
 def session_json(handoff: Handoff) -> dict[str, Any]:
@@ -53,23 +43,20 @@ def sessions_json(store: HandoffStore) -> dict[str, Any]:
 
 
 @bp.get("/api/operator/sessions")
-@require_token()
+@require_token(role=OPERATOR_ROLES)
 def list_sessions() -> dict[str, Any]:
-    operator()
     adapters, _, _ = edge_parts()
     return sessions_json(adapters.handoffs)
 
 
 @bp.get("/api/operator/events")
+@require_token(role=OPERATOR_ROLES, ticket=lambda: OPERATOR_SCOPE)
 def stream_sessions() -> Response:
     """Server-Sent Events: ``sessions`` (the listing) at the start and whenever it changes; keep-alive comments.
 
     Opened with a single-use ticket (``?ticket=``, from ``POST /api/operator/stream-ticket``), since a browser's
     ``EventSource`` sends no Authorization header; a bearer token works too.
     """
-    identity = _ticket_identity() if "ticket" in request.args else authenticate()
-    if not may_operate(identity):
-        raise Forbidden("this needs the 'agent' or 'admin' role")
     adapters, _, _ = edge_parts()
     store = adapters.handoffs
 
@@ -90,9 +77,9 @@ def stream_sessions() -> Response:
 
 
 @bp.post("/api/operator/sessions/<session_id>/take")
-@require_token()
+@require_token(role=OPERATOR_ROLES)
 def take(session_id: str) -> tuple[dict[str, Any], int]:
-    agent = operator().subject
+    agent = current_identity().subject
     adapters, _, forwarder = edge_parts()
     result = adapters.handoffs.take(_checked(session_id), agent, adapters.settings.session_ttl_seconds)
     if result.outcome == TakeOutcome.NOT_FOUND or result.handoff is None:
@@ -107,9 +94,9 @@ def take(session_id: str) -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/api/operator/sessions/<session_id>/messages")
-@require_token()
+@require_token(role=OPERATOR_ROLES)
 def send(session_id: str) -> tuple[dict[str, Any], int]:
-    agent = operator().subject
+    agent = current_identity().subject
     adapters, _, forwarder = edge_parts()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -140,9 +127,9 @@ def send(session_id: str) -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/api/operator/sessions/<session_id>/release")
-@require_token()
+@require_token(role=OPERATOR_ROLES)
 def release(session_id: str) -> tuple[dict[str, Any], int]:
-    identity = operator()
+    identity = current_identity()
     adapters, _, forwarder = edge_parts()
     # An admin may hand back a session another operator left open; an agent only their own.
     agent = None if identity.is_admin else identity.subject
@@ -163,14 +150,6 @@ def _checked(session_id: str) -> str:
     if not SESSION_ID.fullmatch(session_id):
         raise NotFound(f"unknown session '{session_id}'")
     return session_id
-
-
-def _ticket_identity() -> Identity:
-    """The identity a stream ticket of scope ``operator`` stands for (single use)."""
-    # Resolved at call time: the ticket module belongs to the browser-facing streams (ingress.tickets).
-    tickets: Any = importlib.import_module("ingress.tickets")
-    identity: Identity = tickets.redeem_ticket(TICKET_SCOPE)
-    return identity
 
 
 def _sse_sessions(store: HandoffStore) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 
 from celery import Task, shared_task
 
@@ -20,7 +21,7 @@ from pipeline.handoff import (
     visitor_text,
 )
 from pipeline.language import detect_language
-from pipeline.stages import Channel
+from pipeline.stages import WANTS_TEXT, Channel
 from tasks.runtime import StageRuntime
 from tasks.stage import MAX_RETRIES, RETRY_BACKOFF_MAX_SECONDS, runtime_of
 
@@ -75,7 +76,7 @@ def request_handoff(
 
 
 def _answer(envelope: Envelope, handoff: Handoff, text: str, kind: str = ReplyKind.HANDOFF) -> Reply:
-    return Reply.answering(
+    reply = Reply.answering(
         envelope,
         text,
         skill="handoff",
@@ -83,6 +84,8 @@ def _answer(envelope: Envelope, handoff: Handoff, text: str, kind: str = ReplyKi
         kind=str(kind),
         handoff={"status": str(handoff.status), "agent": handoff.agent},
     )
+    # A held message has nothing to say: not through speech synthesis either, even when the client wants speech.
+    return replace(reply, wants=(WANTS_TEXT,)) if kind == ReplyKind.HELD else reply
 
 
 def timeout_message_id(handoff_id: str) -> str:

@@ -6,8 +6,9 @@ each with real Celery worker threads so messages are answered. Webhook skills th
 POST to a fake instead of the hosts it made up, and the weather skill asks a local fake.
 
 The SSE endpoint streams forever once a session is found, so its calls carry the token of a user who
-never sends a message: every generated call to it ends with 400, 401, 404 or 429. The long-poll and
-``POST /api/messages`` waits are capped at 1 s by ``MAX_WAIT_SECONDS``.
+never sends a message: every generated call to it ends with 400, 401, 404 or 429 (to the operators' stream, 403).
+The other operator calls carry an operator's token; no session is handed over, so they end with 400, 404 or 413.
+The long-poll and ``POST /api/messages`` waits are capped at 1 s by ``MAX_WAIT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class Target:
             return self.tokens["admin"]
         if path.endswith("/events"):
             return self.tokens["listener"]
+        if path.startswith("/api/operator/"):
+            # An operator, so the generated calls get past the role check (no session is handed over: 404s).
+            return self.tokens["operator"]
         return self.tokens["user"]
 
 
@@ -140,6 +144,7 @@ def target(
             target.tokens = {
                 "user": issue_token(settings_, "fuzz-user", ("user",), 3600),
                 "listener": issue_token(settings_, "fuzz-listener", ("user",), 3600),
+                "operator": issue_token(settings_, "fuzz-operator", ("agent",), 3600),
                 "admin": issue_token(settings_, "fuzz-admin", ("user", "admin"), 3600),
             }
             yield target

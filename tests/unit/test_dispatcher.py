@@ -57,6 +57,14 @@ class NoneSkill(BaseSkill):
         return None
 
 
+class ComplaintSkill(BaseSkill):
+    def __init__(self) -> None:
+        super().__init__(name="complaint", triggers=["投诉"])
+
+    def execute(self, context: dict[str, Any]) -> SkillResult:
+        return SkillResult(text="很抱歉。", handoff=True)
+
+
 class BlockedSkill(BaseSkill):
     """Blocks until released, standing in for a skill that hangs."""
 
@@ -265,6 +273,18 @@ def test_a_failing_skill_keeps_the_interrupted_question(registry: SkillRegistry)
     again = chat.say("现在几点")
     assert again.reply is not None and again.reply.text.endswith("哪个城市？")
     assert chat.say("上海").reply.text == "上海当前气温 12℃，小雨。"  # type: ignore[union-attr]
+
+
+def test_a_skill_asks_for_a_person_and_the_open_question_waits(registry: SkillRegistry) -> None:
+    registry.add(ComplaintSkill())
+    chat = Conversation(registry)
+    chat.say("天气")
+    outcome = chat.say("我要投诉")
+    assert outcome.handoff is True and outcome.reply is not None
+    # The interrupted question is not offered in the same breath: a person is coming.
+    assert (outcome.reply.text, outcome.reply.skill, outcome.reply.expects_reply) == ("很抱歉。", "complaint", False)
+    assert [t.skill for t in chat.state.interrupted] == ["weather"]
+    assert chat.say("现在几点").handoff is False
 
 
 def test_a_skill_returning_nonsense_is_a_skill_error(registry: SkillRegistry) -> None:

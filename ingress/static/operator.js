@@ -343,37 +343,74 @@
     return date.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { hour: "2-digit", minute: "2-digit" });
   }
 
+  // Each session keeps its button across updates (keyed by id): focus, a screen reader's place and a test's handle
+  // on it survive the list changing around it.
+  var rows = {};
+
+  function sessionRow(sessionId) {
+    var row = rows[sessionId];
+    if (row) return row;
+    var button = el("button", "session");
+    button.type = "button";
+    button.setAttribute("data-testid", "operator-session");
+    button.dataset.sessionId = sessionId;
+    var top = el("span", "session-top");
+    row = { item: el("li"), button: button, who: el("span", "who"), badge: el("span"), last: el("span", "last"),
+      when: el("span", "when") };
+    top.appendChild(row.who);
+    top.appendChild(row.badge);
+    button.appendChild(top);
+    button.appendChild(row.last);
+    button.appendChild(row.when);
+    button.addEventListener("click", function () { select(sessionId); });
+    row.item.appendChild(button);
+    rows[sessionId] = row;
+    return row;
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   function renderSessions() {
-    var focused = document.activeElement && document.activeElement.dataset
-      ? document.activeElement.dataset.sessionId : null;
+    var listed = {};
     STATUSES.forEach(function (status) {
       var list = $("list-" + status);
-      list.textContent = "";
       var group = state.sessions.filter(function (s) { return s.status === status; });
-      if (!group.length) list.appendChild(el("li", "empty", t("empty")));
-      group.forEach(function (s) {
-        var item = el("li");
-        var button = el("button", "session");
-        button.type = "button";
-        button.setAttribute("data-testid", "operator-session");
-        button.dataset.sessionId = s.session_id;
+      var empty = list.querySelector(".empty");
+      if (!group.length && !empty) list.appendChild(el("li", "empty", t("empty")));
+      if (group.length && empty) list.removeChild(empty);
+      group.forEach(function (s, index) {
+        listed[s.session_id] = true;
+        var row = sessionRow(s.session_id);
+        var button = row.button;
         button.dataset.status = s.status;
         if (s.session_id === state.selected) button.setAttribute("aria-current", "true");
-        var top = el("span", "session-top");
-        top.appendChild(el("span", "who", shortUser(s.user_id)));
-        top.appendChild(el("span", "badge badge-" + s.status, statusText(s)));
-        button.appendChild(top);
-        button.appendChild(el("span", "last", s.last_text || ""));
+        else button.removeAttribute("aria-current");
+        setText(row.who, shortUser(s.user_id));
+        row.badge.className = "badge badge-" + s.status;
+        setText(row.badge, statusText(s));
+        setText(row.last, s.last_text || "");
         var when = clock(s.since || s.updated_at);
-        if (when) button.appendChild(el("span", "when", t("since", { time: when })));
+        setText(row.when, when ? t("since", { time: when }) : "");
         button.setAttribute("aria-label", t("session_label", {
           user: shortUser(s.user_id), status: statusText(s), text: s.last_text || ""
         }));
-        button.addEventListener("click", function () { select(s.session_id); });
-        item.appendChild(button);
-        list.appendChild(item);
-        if (focused === s.session_id) button.focus();
+        // Moved only when out of place; moving a focused button keeps its focus in Chromium but not everywhere.
+        if (list.children[index] !== row.item) {
+          var hadFocus = document.activeElement === button;
+          list.insertBefore(row.item, list.children[index] || null);
+          if (hadFocus) button.focus();
+        }
       });
+    });
+    Object.keys(rows).forEach(function (sessionId) {
+      if (listed[sessionId]) return;
+      var row = rows[sessionId];
+      var hadFocus = document.activeElement === row.button;
+      if (row.item.parentNode) row.item.parentNode.removeChild(row.item);
+      delete rows[sessionId];
+      if (hadFocus) $("queue-heading").focus();
     });
   }
 
@@ -422,7 +459,8 @@
       $("detail").dataset.status = session ? session.status : "bot";
     }
     $("take").disabled = !session || mine;
-    $("release").disabled = !mine && !(session && session.status === "message_left");
+    // Another operator's session is theirs to hand back; a waiting one or a left message may be dismissed.
+    $("release").disabled = !mine && !(session && (session.status === "waiting" || session.status === "message_left"));
     $("reply-input").disabled = !mine;
     $("send").disabled = !mine;
   }
@@ -435,8 +473,10 @@
     api("POST", path + "/stream-ticket").then(function (res) {
       if (generation !== state.generation) return;
       if (!res.ok) {
-        if (res.status === 403 || res.status === 404) return notify(t("load_failed", { message: problem(res) }), "error");
-        return retrySession();
+        if (res.status !== 403 && res.status !== 404) return retrySession();
+        // Handed back (by anyone): an operator no longer reads the session, and what was shown stays.
+        if (!state.items.length) notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+        return;
       }
       var url = path + "/events?ticket=" + encodeURIComponent(res.data.ticket);
       if (state.cursor) url += "&after=" + encodeURIComponent(state.cursor);
@@ -486,7 +526,12 @@
     if (!sessionId) return;
     api("GET", "/api/sessions/" + encodeURIComponent(sessionId)).then(function (res) {
       if (generation !== state.generation) return;
-      if (!res.ok) return notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+      if (!res.ok) {
+        // Handed back: the session is no longer an operator's to read; keep what is shown, quietly.
+        if (res.status === 404 && state.items.length) return;
+        if (res.status !== 401) notify(t("load_failed", { message: problem(res) }), "error", res.data.error);
+        return;
+      }
       state.selectedUser = res.data.user_id;
       (res.data.entries || []).forEach(function (entry) { addEntry(entry, true); });
       renderDetail();
@@ -518,10 +563,12 @@
     state.keys[key] = true;
     var time = typeof entry.timestamp === "number" ? entry.timestamp : Date.parse(entry.at) / 1000 || Date.now() / 1000;
     var node = el("li", "msg msg-" + role + (kind === "handoff" ? " msg-handoff" : ""));
-    node.setAttribute("data-testid", "operator-message");
-    node.dataset.role = role;
-    node.dataset.kind = kind;
-    node.dataset.messageId = entry.message_id || "";
+    // The test hook is on the text alone; the speaker and time around it are read by screen readers too.
+    var body = el("span", "text", text);
+    body.setAttribute("data-testid", "operator-message");
+    body.dataset.role = role;
+    body.dataset.kind = kind;
+    body.dataset.messageId = entry.message_id || "";
     var speaker = kind === "handoff" ? t("speaker_notice")
       : role === "user" ? t("speaker_user")
       : role === "agent" ? t("speaker_agent")
@@ -531,7 +578,7 @@
     if (when) head.appendChild(el("span", "when", " " + when));
     node.appendChild(head);
     node.appendChild(el("span", "visually-hidden", lang === "zh" ? "：" : ": "));
-    node.appendChild(el("span", "text", text));
+    node.appendChild(body);
     // In time order: an entry read late from the transcript (the visitor's message) goes before later replies.
     var index = state.items.length;
     while (index > 0 && state.items[index - 1].time > time) index -= 1;

@@ -87,7 +87,7 @@
     if (st.session) body.session_id = st.session;
     typing(true);
     api("POST", "/api/messages?wait=0", body).then(function (r) {
-      if (r.status === 404 && st.session) { st.session = null; st.last = null; save(); throw 0; }
+      if (gone(r)) { st.session = null; st.last = null; save(); throw 0; }
       if (r.status >= 400 && r.status < 500 && r.status !== 429) {
         st.outbox.shift(); save(); // refused for good: retrying cannot help
         note((r.body && r.body.message) || "error " + r.status);
@@ -116,7 +116,7 @@
     var path = "/api/sessions/" + encodeURIComponent(st.session);
     api("POST", path + "/stream-ticket").then(function (r) {
       opening = false;
-      if (r.status === 404) { st.session = null; st.last = null; save(); return; }
+      if (gone(r)) { st.session = null; st.last = null; save(); return; }
       if (r.status !== 201) throw 0;
       var url = base + path + "/events?ticket=" + encodeURIComponent(r.body.ticket) +
         (st.last ? "&after=" + encodeURIComponent(st.last) : "");
@@ -136,6 +136,9 @@
       clearTimeout(retryTimer);
       retryTimer = setTimeout(stream, backoff());
     });
+  }
+  function gone(r) { // the session is not this visitor's (any more): start a new one
+    return r.status === 404 && /session/.test((r.body && r.body.message) || "");
   }
   function backoff() {
     retry = Math.min(retry + 1, 6);
@@ -178,7 +181,7 @@
   function history() {
     if (!st.session) return go();
     api("GET", "/api/sessions/" + encodeURIComponent(st.session)).then(function (r) {
-      if (r.status === 404) { st.session = null; st.last = null; save(); return; }
+      if (gone(r)) { st.session = null; st.last = null; save(); return; }
       if (r.status !== 200) return;
       var pending = [].slice.call(log.querySelectorAll('[data-key^="c:"]'));
       pending.forEach(function (n) { n.remove(); });

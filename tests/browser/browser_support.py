@@ -3,11 +3,13 @@ opens, and small helpers that drive the widget like a visitor."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from werkzeug.wrappers import Request, Response
 os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -99,7 +102,8 @@ class ShopPage(str):
     """The origin of a shop's site (``http://127.0.0.1:PORT``) whose pages carry the widget's script tag.
 
     ``/`` is the shop's page; query parameters ``lang``, ``title``, ``color`` and ``site`` (a site key) set the tag's
-    attributes. ``site_key`` and ``secret`` are the site's, as ``assistant sites add`` printed them."""
+    attributes, ``gateway`` another base URL for the script (a ``CuttableLink``), ``widget=none`` leaves it out.
+    ``site_key`` and ``secret`` are the site's, as ``assistant sites add`` printed them."""
 
     origin: str
     site_key: str
@@ -147,7 +151,7 @@ def shop_app(gateway_url: str, default_site: Callable[[], str]) -> Callable[...,
             "data-lang": args.get("lang", "en"),
             "data-color": args.get("color"),
         }
-        tag = f'<script src="{escape(gateway_url)}/widget.js" ' + " ".join(
+        tag = f'<script src="{escape(args.get("gateway", gateway_url))}/widget.js" ' + " ".join(
             f'{name}="{escape(value)}"' for name, value in attributes.items() if value is not None
         ) + " async></script>"
         if args.get("widget") == "none":
@@ -241,7 +245,10 @@ def streams(driver: WebDriver) -> list[str]:
 
 
 def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout: float = UI_WAIT) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, f"waited {timeout:g} s for {what}")
+    # A live page re-renders: an element found a moment ago may be gone; the condition is tried again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+    return wait.until(condition, f"waited {timeout:g} s for {what}")
 
 
 def open_widget(driver: WebDriver, url: str) -> None:
@@ -308,3 +315,74 @@ def browser_fetch(driver: WebDriver, url: str, method: str = "GET", token: str |
         url, method, token, body,
     )  # fmt: skip
     return result
+
+
+class CuttableLink:
+    """A TCP relay to ``target`` (host, port) on a free local port: ``cut()`` drops every open connection and refuses
+    new ones, as a network outage does, until ``restore()``. The widget loaded through it talks through it."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._up = True
+        self._closed = False
+        threading.Thread(target=self._accept, name="cuttable-link", daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._up = False
+            dropped, self._open = self._open, set()
+        for sock in dropped:
+            _close(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        _close(self._listener)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                up = self._up
+            if not up:
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open -= {source, sink}
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -19,6 +19,7 @@ from browser_support import (
     CHROMEDRIVER,
     CHROMIUM,
     Browsers,
+    CuttableLink,
     Gateway,
     ShopPage,
     free_port,
@@ -96,3 +97,15 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Browsers]:
         yield browsers
     finally:
         browsers.close()
+
+
+@pytest.fixture
+def link(gateway: Gateway) -> Iterator[CuttableLink]:
+    """A relay to the gateway that a test can cut (``link.cut()``, ``link.restore()``): load the shop page with
+    ``shop_page.url("/", gateway=link.url)`` and the widget talks through it."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    relay = CuttableLink((host, int(port)))
+    try:
+        yield relay
+    finally:
+        relay.close()

@@ -10,6 +10,7 @@ import time
 from browser_support import (
     UI_WAIT,
     Browsers,
+    CuttableLink,
     Gateway,
     ShopPage,
     messages,
@@ -32,12 +33,6 @@ BACK_TO_BOT = (
 )
 
 
-def network(driver: WebDriver, offline: bool) -> None:
-    driver.execute_cdp_cmd("Network.enable", {})
-    conditions = {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
-
-
 def handoffs(driver: WebDriver) -> list[str]:
     return [m["text"] for m in messages(driver) if m["kind"] == "handoff"]
 
@@ -57,17 +52,27 @@ def operator_session(driver: WebDriver, session_id: str, status: str) -> WebElem
     return None
 
 
+def click(node: WebElement | None) -> bool:
+    if node is None:
+        return False
+    node.click()
+    return True
+
+
 def operator_messages(driver: WebDriver) -> list[tuple[str, str]]:
     found = driver.find_elements(By.CSS_SELECTOR, '[data-testid="operator-message"]')
-    return [(node.get_attribute("data-role") or "", node.text) for node in found]
+    return [(node.get_attribute("data-role") or "", node.find_element(By.CSS_SELECTOR, ".text").text) for node in found]
 
 
-def test_a_visitor_is_handed_to_an_operator_and_back(gateway: Gateway, shop_page: ShopPage, browser: Browsers) -> None:
+def test_a_visitor_is_handed_to_an_operator_and_back(
+    gateway: Gateway, shop_page: ShopPage, link: CuttableLink, browser: Browsers
+) -> None:
     visitor, operator = browser(), browser()
     record_streams(visitor)
 
     # 1. The visitor asks and gets the bot's reply.
-    open_widget(visitor, shop_page.url("/", title="Tea & Co. help", color="#2d4a3e"))
+    # The visitor's widget reaches the gateway through a link the test can cut.
+    open_widget(visitor, shop_page.url("/", title="Tea & Co. help", color="#2d4a3e", gateway=link.url))
     say(visitor, "what time is it")
     first = wait_for_messages(visitor, 1, "the bot's reply", role="assistant")
     assert [m["role"] for m in first] == ["user", "assistant"] and first[1]["text"]
@@ -82,12 +87,12 @@ def test_a_visitor_is_handed_to_an_operator_and_back(gateway: Gateway, shop_page
     wait_until(operator, lambda d: find(d, "operator-token"), "the operator sign-in")
     find(operator, "operator-token").send_keys(gateway.token("alice", role="agent"))
     find(operator, "operator-login").click()
-    waiting = wait_until(operator, lambda d: operator_session(d, session, "waiting"), "the waiting session listed")
+    wait_until(operator, lambda d: operator_session(d, session, "waiting"), "the waiting session listed")
     browser.screenshot(visitor, "scenario-1-waiting")
     browser.screenshot(operator, "scenario-2-operator-waiting")
 
     # 3. The operator takes it and answers; the visitor sees who joined and the answer, marked as a person's.
-    waiting.click()
+    wait_until(operator, lambda d: click(operator_session(d, session, "waiting")), "the session selected")
     wait_until(operator, lambda d: ("user", "talk to a person") in operator_messages(d), "the transcript")
     wait_until(operator, lambda d: find(d, "operator-take").is_enabled(), "the take button")
     find(operator, "operator-take").click()
@@ -121,15 +126,14 @@ def test_a_visitor_is_handed_to_an_operator_and_back(gateway: Gateway, shop_page
     # 5. The stream drops; the operator answers meanwhile; it resumes after the last event, with no repeat.
     wait_until(visitor, lambda d: len(streams(d)) >= 1, "the stream after the reload")
     opened = len(streams(visitor))
-    network(visitor, offline=True)
-    time.sleep(0.5)
+    link.cut()
     second = "Found it: it ships tomorrow."
     find(operator, "operator-input").send_keys(second)
     find(operator, "operator-send").click()
     wait_until(operator, lambda d: ("agent", second) in operator_messages(d), "the operator's second answer")
     time.sleep(1.0)
     assert second not in [m["text"] for m in messages(visitor)]
-    network(visitor, offline=False)
+    link.restore()
     wait_until(visitor, lambda d: second in [m["text"] for m in messages(d)], "the answer sent while offline", UI_WAIT)
     time.sleep(1.0)
     after = messages(visitor)

@@ -61,7 +61,7 @@ def click(node: WebElement | None) -> bool:
 
 def operator_messages(driver: WebDriver) -> list[tuple[str, str]]:
     found = driver.find_elements(By.CSS_SELECTOR, '[data-testid="operator-message"]')
-    return [(node.get_attribute("data-role") or "", node.find_element(By.CSS_SELECTOR, ".text").text) for node in found]
+    return [(node.get_attribute("data-role") or "", node.text) for node in found]
 
 
 def test_a_visitor_is_handed_to_an_operator_and_back(

@@ -178,20 +178,6 @@ def impatient_gateway(tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 # -- tests ------------------------------------------------------------------------------------------------------------
 
 
-def test_the_page_is_served_with_a_strict_policy(gateway: Gateway) -> None:
-    page = requests.get(f"{gateway.url}/operator", timeout=HTTP_TIMEOUT)
-    assert page.status_code == 200
-    assert page.headers["Content-Type"].startswith("text/html")
-    policy = page.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
-    for testid in ("operator-token", "operator-login", "operator-take", "operator-input", "operator-send",
-                   "operator-release", "operator-status"):  # fmt: skip
-        assert f'data-testid="{testid}"' in page.text
-    for path, kind in (("/operator/operator.js", "javascript"), ("/operator/operator.css", "text/css")):
-        asset = requests.get(gateway.url + path, timeout=HTTP_TIMEOUT)
-        assert asset.status_code == 200 and kind in asset.headers["Content-Type"], path
-
-
 def test_sign_in_refuses_a_token_without_the_agent_role_and_survives_a_reload(
     gateway: Gateway, browser: Browsers, agent_token: Callable[[str], str]
 ) -> None:

@@ -14,7 +14,19 @@ from typing import Any
 
 import pytest
 import requests
-from browser_support import ARTIFACTS, BIN, UI_WAIT, Browsers, Gateway, ShopPage, free_port, gateway_env
+from browser_support import (
+    ARTIFACTS,
+    BIN,
+    UI_WAIT,
+    Browsers,
+    CuttableLink,
+    Gateway,
+    ShopPage,
+    free_port,
+    gateway_env,
+    record_streams,
+    streams,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -107,12 +119,12 @@ def wait(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) -> Any
     return WebDriverWait(driver, UI_WAIT).until(check, message=f"waiting for {what}")
 
 
-def open_desk(driver: WebDriver, gateway: Gateway, token: str, language: str | None = None) -> None:
+def open_desk(driver: WebDriver, gateway: Gateway, token: str, language: str | None = None, via: str = "") -> None:
     if language:
         # navigator.language follows the Accept-Language given here: the page picks its strings from it.
         agent = driver.execute_script("return navigator.userAgent")
         driver.execute_cdp_cmd("Network.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": language})
-    driver.get(f"{gateway.url}/operator")
+    driver.get(f"{via or gateway.url}/operator")
     field = wait(driver, lambda d: by_id(d, "operator-token"), "the token field")
     field.send_keys(token)
     by_id(driver, "operator-login").click()
@@ -280,6 +292,24 @@ def test_a_second_operator_is_told_the_session_is_already_taken(
     wait(second, lambda d: session_item(d, session_id, "active"), "the session listed as active on the second desk")
     screenshot(second, "already-taken")
     screenshot(first, "taken")
+
+
+def test_the_list_reconnects_with_a_fresh_ticket_after_the_connection_drops(
+    gateway: Gateway, shop_page: ShopPage, browser: Browsers, link: CuttableLink, agent_token: Callable[[str], str]
+) -> None:
+    driver = browser()
+    record_streams(driver)
+    open_desk(driver, gateway, agent_token("hui"), via=link.url)  # the page reaches the gateway through the link
+    link.cut()
+    wait(driver, lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "retry",
+         "the page to notice the drop")  # fmt: skip
+    # Handed off while the operator's connection is down: it shows up once the page is back.
+    session_id = Visitor.arrive(shop_page).hands_off()
+    link.restore()
+    wait(driver, lambda d: session_item(d, session_id, "waiting"), "the session after the reconnect")
+    opened = [url for url in streams(driver) if "/api/operator/events" in url]
+    tickets = [url.partition("ticket=")[2] for url in opened]
+    assert len(opened) >= 2 and all(tickets) and len(set(tickets)) == len(tickets), opened
 
 
 def test_a_message_left_when_nobody_came_is_listed_and_answered(impatient_gateway: Gateway, browser: Browsers) -> None:

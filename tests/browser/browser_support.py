@@ -6,17 +6,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
@@ -80,6 +83,34 @@ class Gateway:
             return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
+
+@contextlib.contextmanager
+def running_gateway(folder: Path, models_dir: Path, **settings: str) -> Iterator[Gateway]:
+    """``assistant run`` in a subprocess on a free port, its data in ``folder``, ``settings`` added to its
+    environment; stopped at the end."""
+    env = gateway_env(folder, models_dir) | settings
+    port = free_port()
+    log = folder / "run.log"
+    with open(log, "wb") as out:
+        child = subprocess.Popen([str(BIN / "assistant"), "run", "--port", str(port)], cwd=folder, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    running = Gateway(f"http://127.0.0.1:{port}", folder / "data", env, folder, log)
+    try:
+        deadline = time.monotonic() + 90
+        while not running.ready():
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"assistant run did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(5)
 
 
 def gateway_env(folder: Path, models_dir: Path) -> dict[str, str]:

@@ -4,18 +4,13 @@ driver). Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from browser_support import (
-    BIN,
     CHROMEDRIVER,
     CHROMIUM,
     Browsers,
@@ -23,7 +18,7 @@ from browser_support import (
     Gateway,
     ShopPage,
     free_port,
-    gateway_env,
+    running_gateway,
     shop_app,
 )
 
@@ -41,29 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Gateway]:
     """The real embedded gateway (``assistant run``) in a subprocess on a free port, with its own data folder."""
-    folder = tmp_path_factory.mktemp("gateway")
-    env = gateway_env(folder, models_dir)
-    port = free_port()
-    log = folder / "run.log"
-    with open(log, "wb") as out:
-        child = subprocess.Popen([str(BIN / "assistant"), "run", "--port", str(port)], cwd=folder, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    running = Gateway(f"http://127.0.0.1:{port}", folder / "data", env, folder, log)
-    try:
-        deadline = time.monotonic() + 90
-        while not running.ready():
-            if child.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"assistant run did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+    with running_gateway(tmp_path_factory.mktemp("gateway"), models_dir) as running:
         yield running
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(5)
 
 
 @pytest.fixture(scope="session")

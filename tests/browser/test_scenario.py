@@ -103,6 +103,8 @@ def test_a_visitor_is_handed_to_an_operator_and_back(
     question = "my order has not arrived"
     say(visitor, question)
     wait_until(operator, lambda d: ("user", question) in operator_messages(d), "the visitor's message")
+    # Held for the operator: no bot reply comes, and the typing state ends.
+    wait_until(visitor, lambda d: not find(d, "assistant-typing").is_displayed(), "the typing state to end")
     answer = "Hello, this is Alice. Let me check your order."
     wait_until(operator, lambda d: find(d, "operator-input").is_enabled(), "the reply box")
     find(operator, "operator-input").send_keys(answer)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -500,7 +501,7 @@ class TestCors:
             assert headers["Access-Control-Max-Age"] == "600"
             assert "Origin" in headers["Vary"]
             assert "Access-Control-Allow-Credentials" not in headers
-            assert response.content == b""
+            assert response.content == b"" and "Content-Type" not in headers
 
     def test_a_foreign_origin_is_refused_before_and_after_the_preflight(self, widget: Widget) -> None:
         for origin in (FOREIGN, "http://shop.test:3001", "https://shop.test:3000", "null"):
@@ -575,3 +576,41 @@ class TestDemoSite:
                              json={"site_key": "demo", "customer_id": "bob",
                                    "customer_signature": signature("", "bob")})  # fmt: skip
         assert_error(forged, 403, "bad_signature")
+
+
+def test_a_visitor_token_without_a_site_works_from_no_page(widget: Widget) -> None:
+    """``assistant token --role visitor`` gives a token of no site: good outside a browser, refused from any page."""
+    token = issue_token(widget.settings, f"widget-{uuid.uuid4().hex[:6]}", ["visitor"], 600)
+    session = widget.say(token, origin=None)["session_id"]  # type: ignore[arg-type]
+    for origin in (SHOP, OTHER_SHOP):
+        assert_error(widget.call("GET", f"/api/sessions/{session}", origin=origin, token=token), 403,
+                     "origin_not_allowed")  # fmt: skip
+
+
+def test_visitor_tokens_are_rate_limited_per_address(tmp_path: Path, serve: Any) -> None:
+    settings = Settings.from_env({"ASSISTANT_DATA_DIR": str(tmp_path / "data"), "ASSISTANT_CONFIG_DIR": str(tmp_path),
+                                  "RATE_LIMIT_VISITOR_TOKENS": "3/minute"})  # fmt: skip
+    adapters = build_adapters(settings, migrate=True)
+    site = adapters.sites.add([SHOP])
+    app = build_gateway(settings, adapters)
+    try:
+        with serve(app) as base:
+
+            def ask() -> requests.Response:
+                return requests.post(f"{base}/api/visitor-tokens", json={"site_key": site.site_key},
+                                     headers={"Origin": SHOP}, timeout=HTTP_TIMEOUT)  # fmt: skip
+
+            assert [ask().status_code for _ in range(3)] == [201, 201, 201]
+            limited = ask()
+            assert_error(limited, 429, "too_many_requests")
+            assert 1 <= int(limited.headers["Retry-After"]) <= 60
+            # The page can read the refusal and when to come back.
+            assert limited.headers["Access-Control-Allow-Origin"] == SHOP
+            assert limited.headers["Access-Control-Expose-Headers"] == "Retry-After"
+            # Only this endpoint: the address may still call the others.
+            user = issue_token(settings, "alice", ["user"])
+            skills = requests.get(f"{base}/api/skills", headers={"Authorization": f"Bearer {user}"}, timeout=10)
+            assert skills.status_code == 200
+    finally:
+        app.extensions["assistant"]["hub"].close()
+        adapters.close()

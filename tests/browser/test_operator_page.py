@@ -3,9 +3,6 @@ and hands it back; a second operator's take is refused clearly. The visitor is d
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,15 +13,13 @@ import pytest
 import requests
 from browser_support import (
     ARTIFACTS,
-    BIN,
     UI_WAIT,
     Browsers,
     CuttableLink,
     Gateway,
     ShopPage,
-    free_port,
-    gateway_env,
     record_streams,
+    running_gateway,
     streams,
 )
 from selenium.webdriver.common.by import By
@@ -163,28 +158,8 @@ def agent_token(gateway: Gateway) -> Callable[[str], str]:
 @pytest.fixture(scope="module")
 def impatient_gateway(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Gateway]:
     """A second ``assistant run`` whose visitors wait only ``SHORT_WAIT`` seconds for a person."""
-    folder = tmp_path_factory.mktemp("impatient")
-    env = gateway_env(folder, models_dir) | {"HANDOFF_WAIT_SECONDS": str(SHORT_WAIT)}
-    port = free_port()
-    log = folder / "run.log"
-    with open(log, "wb") as out:
-        child = subprocess.Popen([str(BIN / "assistant"), "run", "--port", str(port)], cwd=folder, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    running = Gateway(f"http://127.0.0.1:{port}", folder / "data", env, folder, log)
-    try:
-        deadline = time.monotonic() + 90
-        while not running.ready():
-            if child.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"assistant run did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        yield running
-    finally:
-        os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(5)
+    with running_gateway(tmp_path_factory.mktemp("impatient"), models_dir, HANDOFF_WAIT_SECONDS=str(SHORT_WAIT)) as gw:
+        yield gw
 
 
 # -- tests ------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The operator page in a real browser: a visitor's handed-off session appears live, an operator takes it, replies
-and hands it back; a second operator's take is refused clearly. The visitor is driven over HTTP, as a widget would."""
+and hands it back; a second operator's take is refused clearly; a message left when nobody came is listed and
+answered; the list comes back after a dropped connection; tokens without the role are refused. The visitor is
+driven over HTTP, as a widget would."""
 
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ from browser_support import (
     record_streams,
     running_gateway,
     streams,
+    wait_until,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
 
 HTTP_TIMEOUT = 30.0
 ASK_FOR_HUMAN = "转人工"
@@ -111,7 +113,7 @@ def by_id(driver: WebDriver, testid: str) -> WebElement:
 
 
 def wait(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, UI_WAIT).until(check, message=f"waiting for {what}")
+    return wait_until(driver, check, what)  # retried while the live page re-renders
 
 
 def open_desk(driver: WebDriver, gateway: Gateway, token: str, language: str | None = None, via: str = "") -> None:

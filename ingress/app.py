@@ -20,6 +20,8 @@ from ingress import (
     messages,
     openapi,
     operator_api,
+    operator_page,
+    pages,
     skills_api,
     telegram,
     tickets,
@@ -60,6 +62,8 @@ def create_app(
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(operator_page.bp)
+    app.register_blueprint(pages.bp)
     app.register_blueprint(tickets.bp)
     visitors.init_app(app)
     # Before the rate limits: a preflight or a refused origin is answered first, and counts for neither.

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from adapters.db import SITE_NAME_LENGTH, _to_datetime, _to_epoch, sites
+from pipeline.envelope import storable_text
 
 #: A site key: ``site_`` and 22 URL-safe characters (128 random bits). Public: it is in the page's script tag.
 SITE_KEY_PREFIX = "site_"
@@ -105,6 +106,8 @@ class SiteRepository:
         name = name.strip() or cleaned[0]
         if len(name) > MAX_NAME:
             raise ValueError(f"the name is longer than {MAX_NAME} characters")
+        if not storable_text(name):  # bytes of another encoding on the command line, or a NUL
+            raise ValueError("the name must be UTF-8 text without NUL characters")
         site = Site(new_site_key(), name, tuple(cleaned), secrets.token_hex(SECRET_BYTES), time.time())
         with self._engine.begin() as connection:
             connection.execute(

@@ -107,7 +107,10 @@ class CredentialFilter(logging.Filter):
     request line (werkzeug's, a library's) must not hand them to whoever reads the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a call whose arguments do not fit its format: the handler reports that, as without us
         if "=" in message:
             redacted = redact_credentials(message)
             if redacted != message:

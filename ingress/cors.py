@@ -92,18 +92,21 @@ class SiteDirectory:
 
     def _snapshot(self) -> tuple[dict[str, Site], frozenset[str]]:
         if time.monotonic() - self._loaded_at > self._cache_seconds:
-            self._load()
+            self._load(self._cache_seconds)
         return self._by_key, self._origins
 
     def _reload_on_miss(self) -> bool:
         """Reload unless that happened within ``MISS_RELOAD_SECONDS``; True when it reloaded."""
         if time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
             return False
-        self._load()
-        return True
+        return self._load(MISS_RELOAD_SECONDS)
 
-    def _load(self) -> None:
+    def _load(self, older_than: float) -> bool:
+        """Read the sites unless another thread did within ``older_than`` seconds (while this one waited for the
+        lock); True when this call read them."""
         with self._lock:
+            if time.monotonic() - self._loaded_at < older_than:
+                return False
             try:
                 sites = self._sites.list()
             except UNAVAILABLE:
@@ -112,10 +115,11 @@ class SiteDirectory:
                 # The database is away: the last list holds, and is tried again in a second.
                 logger.warning("cannot reload the registered sites; using the ones read before")
                 self._loaded_at = time.monotonic() - self._cache_seconds + MISS_RELOAD_SECONDS
-                return
+                return False
             self._by_key = {site.site_key: site for site in sites}
             self._origins = frozenset(origin for site in sites for origin in site.origins)
             self._loaded_at = time.monotonic()
+            return True
 
 
 def own_origin() -> str:
@@ -166,6 +170,7 @@ def _check_origin() -> Response | None:
         raise OriginRefused(f"pages of {origin[:300]} may not call {request.path[:200]}: register the site's origin")
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         response = Response(status=204)
+        del response.headers["Content-Type"]  # no body
         response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
         response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
         response.headers["Access-Control-Max-Age"] = str(MAX_AGE_SECONDS)

@@ -515,6 +515,7 @@ def _schemas() -> dict[str, Any]:
                     "type": "string",
                     "minLength": 1,
                     "maxLength": MAX_TOKEN,
+                    "pattern": "^[!-~]+$",
                     "description": "The visitor's previous token, to keep the same visitor.",
                 },
                 "customer_id": {

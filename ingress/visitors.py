@@ -12,10 +12,11 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden, ServiceUnavailable
 
 from adapters.bundle import Adapters
@@ -55,7 +56,8 @@ def issue_visitor_token() -> tuple[dict[str, Any], int]:
     site_key = body.get("site_key")
     if not isinstance(site_key, str) or not SITE_KEY.fullmatch(site_key):
         raise BadRequest("'site_key' is required: the key `assistant sites add` printed")
-    previous = _optional(body, "visitor_token", lambda v: 0 < len(v) <= MAX_TOKEN, "a token")
+    # A JWT is ASCII; anything else (an unpaired surrogate) would fail inside the JWT library.
+    previous = _optional(body, "visitor_token", lambda v: 0 < len(v) <= MAX_TOKEN and v.isascii(), "a token")
     customer_id = _optional(body, "customer_id", CUSTOMER_ID.fullmatch, "1-64 letters, digits or _ . @ : -")
     signature = _optional(body, "customer_signature", SIGNATURE.fullmatch, "64 hex digits (HMAC-SHA256)")
     if (customer_id is None) != (signature is None):
@@ -126,7 +128,7 @@ def _cannot_renew(why: str) -> TokenRefused:
     return TokenRefused("token_expired", f"{why}; ask for a new one without visitor_token")
 
 
-def _optional(body: dict[str, Any], name: str, valid: Any, what: str) -> str | None:
+def _optional(body: dict[str, Any], name: str, valid: Callable[[str], object], what: str) -> str | None:
     value = body.get(name)
     if value is None:
         return None
@@ -135,7 +137,8 @@ def _optional(body: dict[str, Any], name: str, valid: Any, what: str) -> str | N
     return value
 
 
-def init_app(app: Any) -> None:
+def init_app(app: Flask) -> None:
+    """Serve ``POST /api/visitor-tokens`` on ``app``, its refusals as JSON with their reason."""
     app.register_blueprint(bp)
 
     @app.errorhandler(SiteRefused)

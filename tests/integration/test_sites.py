@@ -78,6 +78,14 @@ def test_bad_origins_are_refused(repository: Repository, origins: list[str]) -> 
     assert sites.list() == []
 
 
+@pytest.mark.parametrize("name", ["x" * 129, "a\x00b", "caf\udce9"])
+def test_bad_names_are_refused(repository: Repository, name: str) -> None:
+    sites = SiteRepository(repository.engine)
+    with pytest.raises(ValueError, match="name"):
+        sites.add(["https://shop.example"], name)
+    assert sites.list() == []
+
+
 def test_migration_0003_up_and_down(database: str) -> None:
     from alembic import command
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -21,6 +22,9 @@ import pytest
 import redis
 import requests
 from flask import Flask
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from adapters.revocation import open_revocations
 from adapters.sites import Site
@@ -252,6 +256,9 @@ class TestVisitorTokens:
             {"site_key": "k" * 65},
             {"site_key": "site_x", "visitor_token": 5},
             {"site_key": "site_x", "visitor_token": ""},
+            {"site_key": "site_x", "visitor_token": "\ud800"},
+            {"site_key": "site_x", "visitor_token": "eyJ令牌.a.b"},
+            {"site_key": "site_x", "visitor_token": "x" * 4097},
             {"site_key": "site_x", "customer_id": "bob"},
             {"site_key": "site_x", "customer_signature": "0" * 64},
             {"site_key": "site_x", "customer_id": "bad id", "customer_signature": "0" * 64},
@@ -500,7 +507,7 @@ class TestCors:
             assert headers["Access-Control-Max-Age"] == "600"
             assert "Origin" in headers["Vary"]
             assert "Access-Control-Allow-Credentials" not in headers
-            assert response.content == b""
+            assert response.content == b"" and "Content-Type" not in headers
 
     def test_a_foreign_origin_is_refused_before_and_after_the_preflight(self, widget: Widget) -> None:
         for origin in (FOREIGN, "http://shop.test:3001", "https://shop.test:3000", "null"):
@@ -575,3 +582,68 @@ class TestDemoSite:
                              json={"site_key": "demo", "customer_id": "bob",
                                    "customer_signature": signature("", "bob")})  # fmt: skip
         assert_error(forged, 403, "bad_signature")
+
+
+def test_a_visitor_token_without_a_site_works_from_no_page(widget: Widget) -> None:
+    """``assistant token --role visitor`` gives a token of no site: good outside a browser, refused from any page."""
+    token = issue_token(widget.settings, f"widget-{uuid.uuid4().hex[:6]}", ["visitor"], 600)
+    session = widget.say(token, origin=None)["session_id"]  # type: ignore[arg-type]
+    for origin in (SHOP, OTHER_SHOP):
+        assert_error(widget.call("GET", f"/api/sessions/{session}", origin=origin, token=token), 403,
+                     "origin_not_allowed")  # fmt: skip
+
+
+def test_visitor_tokens_are_rate_limited_per_address(tmp_path: Path, serve: Any) -> None:
+    settings = Settings.from_env({"ASSISTANT_DATA_DIR": str(tmp_path / "data"), "ASSISTANT_CONFIG_DIR": str(tmp_path),
+                                  "RATE_LIMIT_VISITOR_TOKENS": "3/minute"})  # fmt: skip
+    adapters = build_adapters(settings, migrate=True)
+    site = adapters.sites.add([SHOP])
+    app = build_gateway(settings, adapters)
+    try:
+        with serve(app) as base:
+
+            def ask() -> requests.Response:
+                return requests.post(f"{base}/api/visitor-tokens", json={"site_key": site.site_key},
+                                     headers={"Origin": SHOP}, timeout=HTTP_TIMEOUT)  # fmt: skip
+
+            assert [ask().status_code for _ in range(3)] == [201, 201, 201]
+            limited = ask()
+            assert_error(limited, 429, "too_many_requests")
+            assert 1 <= int(limited.headers["Retry-After"]) <= 60
+            # The page can read the refusal and when to come back.
+            assert limited.headers["Access-Control-Allow-Origin"] == SHOP
+            assert limited.headers["Access-Control-Expose-Headers"] == "Retry-After"
+            # Only this endpoint: the address may still call the others.
+            user = issue_token(settings, "alice", ["user"])
+            skills = requests.get(f"{base}/api/skills", headers={"Authorization": f"Bearer {user}"}, timeout=10)
+            assert skills.status_code == 200
+    finally:
+        app.extensions["assistant"]["hub"].close()
+        adapters.close()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    # Unpaired surrogates too: JSON can carry them, the JWT library cannot encode them.
+    visitor_token=JSON_VALUES
+    | st.text(alphabet=st.characters(max_codepoint=0x7F) | st.characters(categories=["Cs"]), min_size=1),
+    customer_id=JSON_VALUES,
+    customer_signature=JSON_VALUES | st.from_regex(r"\A[0-9a-f]{64}\Z"),
+    which=st.sets(st.sampled_from(["visitor_token", "customer_id", "customer_signature"])),
+)
+def test_no_body_from_a_real_sites_page_makes_a_server_error(
+    widget: Widget, visitor_token: Any, customer_id: Any, customer_signature: Any, which: set[str]
+) -> None:
+    """The fuzz test cannot reach past the site and origin checks; here every body comes from the shop's page."""
+    fields = {"visitor_token": visitor_token, "customer_id": customer_id, "customer_signature": customer_signature}
+    body = {"site_key": widget.shop.site_key, **{name: fields[name] for name in which}}
+    response = widget.call("POST", "/api/visitor-tokens", json=body)
+    assert response.status_code in (201, 400, 401, 403), response.text
+    assert response.headers["Access-Control-Allow-Origin"] == SHOP

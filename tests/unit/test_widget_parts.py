@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import shutil
 import sqlite3
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from adapters.revocation import SqliteRevocations
-from adapters.sites import normalize_origin
+from adapters.sites import Site, normalize_origin
 from adapters.tickets import TicketGrant, session_scope
 from adapters.tokens import (
     CLOCK_SKEW_SECONDS,
@@ -24,6 +28,7 @@ from adapters.tokens import (
     read_token,
     revoke,
 )
+from ingress.cors import DEMO_SITE_KEY, SiteDirectory
 from ingress.visitors import customer_signature
 from pipeline.errors import ConfigurationError
 from pipeline.logsafe import REDACTED, redact_credentials
@@ -152,13 +157,39 @@ def test_redact_credentials(line: str, expected: str) -> None:
     assert redact_credentials(line) == expected
 
 
-def test_the_customer_signature_is_hmac_sha256_keyed_with_the_secret_text() -> None:
-    secret = "0e07176b8b17cf2038fc1f4ff28f4a0ced5416f13252a744b622a317c99163c8"
-    expected = hmac.new(secret.encode(), "顾客-42".encode(), hashlib.sha256).hexdigest()
-    assert customer_signature(secret, "顾客-42") == expected
-    # The value docs/widget-api.md shows for its example.
-    assert customer_signature(secret, "customer-42") == hmac.new(
-        secret.encode(), b"customer-42", hashlib.sha256).hexdigest()  # fmt: skip
+DOC = Path(__file__).resolve().parents[2] / "docs" / "widget-api.md"
+
+
+def _doc_block(language: str, containing: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    return next(block for block in blocks if containing in block)
+
+
+def test_the_documented_python_signature_is_what_the_gateway_checks() -> None:
+    block = _doc_block("python", "def customer_signature")
+    namespace: dict[str, object] = {}
+    exec(block.rsplit("\n\n", 1)[0], namespace)  # the example without its last line, which shows the value
+    secret = str(namespace["SITE_SECRET"])
+    shown = re.search(r"# '([0-9a-f]{64})'", block)
+    assert shown is not None
+    assert namespace["customer_signature"]("customer-42") == customer_signature(secret, "customer-42")  # type: ignore[operator]
+    assert customer_signature(secret, "customer-42") == shown[1]
+    # The key is the secret's text, as printed.
+    assert (
+        customer_signature(secret, "顾客-42")
+        == hmac.new(secret.encode(), "顾客-42".encode(), hashlib.sha256).hexdigest()
+    )
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_documented_node_signature_is_what_the_gateway_checks() -> None:
+    block = _doc_block("js", "createHmac")
+    secret = re.search(r'SITE_SECRET = "([0-9a-f]{64})"', block)
+    assert secret is not None
+    script = block.rsplit("\n\n", 1)[0] + '\nprocess.stdout.write(customerSignature("customer-42"));\n'
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == customer_signature(secret[1], "customer-42")
 
 
 def test_ticket_grants_round_trip() -> None:
@@ -168,3 +199,46 @@ def test_ticket_grants_round_trip() -> None:
         "operator", "olga", ("agent",))  # fmt: skip
     for garbage in ("", "[]", "{}", '{"scope": 1}', "nope"):
         assert TicketGrant.from_json(garbage) is None
+
+
+class FlakySites:
+    """The sites table, as a database that can go away (the outside world of ``SiteDirectory``)."""
+
+    def __init__(self, sites: list[Site]) -> None:
+        self.sites = sites
+        self.down = False
+        self.reads = 0
+
+    def list(self) -> list[Site]:
+        self.reads += 1
+        if self.down:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return list(self.sites)
+
+
+def test_the_site_directory_caches_and_survives_a_database_outage() -> None:
+    shop = Site("site_a", "Shop", ("https://shop.example",), "0" * 64, 0.0)
+    table = FlakySites([shop])
+    directory = SiteDirectory(table, demo=False, cache_seconds=0.3)  # type: ignore[arg-type]
+    assert directory.site("site_a") == shop
+    assert directory.site("site_a") == shop and table.reads == 1  # cached
+    assert directory.site("site_b") is None and table.reads == 1  # a miss reloads at most once a second
+    table.down = True
+    time.sleep(0.35)
+    assert directory.site("site_a") == shop  # stale but served: the database is away
+    reads = table.reads
+    assert directory.site("site_a") == shop and table.reads == reads  # and not asked again at once
+    table.down = False
+    table.sites.append(Site("site_b", "Other", ("https://other.example",), "1" * 64, 0.0))
+    time.sleep(1.05)
+    assert directory.site("site_b") is not None
+
+
+def test_a_site_directory_that_never_read_the_sites_says_the_database_is_away() -> None:
+    table = FlakySites([])
+    table.down = True
+    directory = SiteDirectory(table, demo=False)  # type: ignore[arg-type]
+    with pytest.raises(sa.exc.OperationalError):
+        directory.site("site_a")
+    demo = SiteDirectory(table, demo=True)  # type: ignore[arg-type]
+    assert demo.site(DEMO_SITE_KEY) is not None and demo.site(DEMO_SITE_KEY).secret == ""  # type: ignore[union-attr]

@@ -297,15 +297,6 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "Server-Sent Events for operators: `event: sessions` with the list of `GET /api/operator/sessions`, "
                 "once at the start and whenever it changes. Opens with the bearer token or with a stream ticket "
                 "(`?ticket=`, from `POST /api/operator/stream-ticket`).",
-                parameters=[
-                    {
-                        "name": "ticket",
-                        "in": "query",
-                        "required": False,
-                        "description": "A single-use stream ticket of the operators' stream, instead of the token.",
-                        "schema": {"type": "string"},
-                    }
-                ],
                 responses={
                     200: {
                         "description": "An endless stream of `sessions` events and keep-alive comments.",
@@ -313,6 +304,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     }
                 },
                 errors=(403,),
+                security=[{"bearerAuth": []}, {"streamTicket": []}],
             )
         },
         "/api/operator/sessions/{session_id}/take": {

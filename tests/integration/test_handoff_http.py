@@ -173,6 +173,7 @@ def pipeline(
                 "bob": issue_token(settings, "bob", ("user",), 3600),
                 "op1": issue_token(settings, "op1", ("agent",), 3600),
                 "op2": issue_token(settings, "op2", ("agent",), 3600),
+                "op3": issue_token(settings, "op3", ("agent",), 3600),
                 "admin": issue_token(settings, "root", ("user", "admin"), 3600),
                 "visitor": issue_token(settings, "visitor:demo:v1", ("visitor",), 3600),
             }
@@ -389,6 +390,9 @@ class TestHandoff:
         assert posted.status_code == 403 and posted.json()["error"] == "forbidden"
         assert pipeline.request("GET", "/api/skills", user="op1").status_code == 403
         assert pipeline.request("GET", f"/api/sessions/{session}", user="op1").status_code == 404
+        # An operator signs out like anyone.
+        assert pipeline.request("POST", "/api/auth/logout", user="op3").status_code == 204
+        assert pipeline.request("GET", "/api/operator/sessions", user="op3").status_code == 401
         # Sessions that were never handed over: 404; malformed ids too; bad bodies: 400.
         assert pipeline.operate("take", session).status_code == 404
         assert pipeline.operate("release", session).status_code == 404

@@ -240,6 +240,17 @@ def test_the_skill_sees_the_channel_the_device_and_its_session(running: Any, dev
     assert device.reply("hall-panel", again)["session_id"] == "mqtt:hall-panel"
 
 
+def test_asking_for_a_person_is_an_ordinary_message_on_a_device(
+    pipeline: Pipeline, running: Any, device: Device
+) -> None:
+    running()
+    request_id = device.request("kitchen-speaker", "转人工", session_id="person")
+    reply = device.reply("kitchen-speaker", request_id)
+    # Only web sessions go to the human operators; a device gets the bot's answer (here the fallback).
+    assert reply["text"] == pipeline.adapters.settings.fallback_reply_zh
+    assert pipeline.adapters.handoffs.get("mqtt:kitchen-speaker:person") is None
+
+
 class Recording(Forwarder):
     """Keeps what the edge submits instead of sending it."""
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pipeline.errors import ConfigurationError
 from pipeline.handoff import VISITOR_TEXTS, Handoff, HandoffStatus, asks_for_human, handoff_reply, visitor_text
+from pipeline.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -44,3 +48,12 @@ def test_a_change_is_a_handoff_reply_of_its_own() -> None:
     assert (first.channel, first.user_id, first.language) == ("web", "alice", "en")
     assert first.handoff == {"status": "active", "agent": "op1"}
     assert first.text == "op1 from our team has joined the chat."
+
+
+def test_the_wait_for_an_operator_is_a_setting(tmp_path: Path) -> None:
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path), "ASSISTANT_CONFIG_DIR": str(tmp_path)}
+    assert Settings.from_env(env).handoff_wait_seconds == 120
+    assert Settings.from_env({**env, "HANDOFF_WAIT_SECONDS": "2.5"}).handoff_wait_seconds == 2.5
+    for bad in ("0", "-1", "soon", "99999999"):
+        with pytest.raises(ConfigurationError, match="HANDOFF_WAIT_SECONDS"):
+            Settings.from_env({**env, "HANDOFF_WAIT_SECONDS": bad})

@@ -152,7 +152,8 @@
     items: [], // the transcript shown: {key, time, node}, in time order
     keys: {},
     refreshTimer: null,
-    generation: 0 // bumped on every selection and sign-out, so late answers for an old one are dropped
+    generation: 0, // bumped on every selection and sign-out, so late answers for an old one are dropped
+    epoch: 0 // bumped on sign-out only: the list's stream outlives selections
   };
 
   // -- token ------------------------------------------------------------------------------------------------------
@@ -194,6 +195,7 @@
 
   function signOut(message, code) {
     state.generation += 1;
+    state.epoch += 1;
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = state.me = state.selected = state.known = null;
     state.sessions = [];
@@ -256,10 +258,10 @@
 
   function connectQueue() {
     closeQueue();
-    var generation = state.generation;
+    var epoch = state.epoch;
     setConnection(state.known === null ? "connecting" : "retry");
     api("POST", "/api/operator/stream-ticket").then(function (res) {
-      if (generation !== state.generation || !state.token) return;
+      if (epoch !== state.epoch || !state.token) return;
       if (res.status === 403) return signOut(t("err_not_agent"), "not_agent");
       if (!res.ok) return retryQueue();
       var source = new EventSource("/api/operator/events?ticket=" + encodeURIComponent(res.data.ticket));

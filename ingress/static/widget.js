@@ -21,6 +21,7 @@
   var st = load();
   var shown = {}; // event keys already on screen: kind + message id
   var waiting = {}; // message ids sent and not answered yet
+  var answered = {}; // message ids whose reply, handoff or held event came
   var es = null, opening = false, retry = 0, retryTimer = 0, sending = false, agentName = "", ready = false, renewing = null;
 
   function load() {
@@ -106,7 +107,8 @@
       if (bubble && shown["user:" + r.body.message_id]) bubble.remove();
       else if (bubble) bubble.setAttribute("data-key", "user:" + r.body.message_id);
       shown["user:" + r.body.message_id] = 1;
-      waiting[r.body.message_id] = 1;
+      // Its answer may have come on the stream before this response did.
+      if (!answered[r.body.message_id]) waiting[r.body.message_id] = 1;
       stream();
     }).then(function () { sending = false; retry = 0; status(""); flush(); }, function () {
       sending = false;
@@ -156,6 +158,7 @@
     try { r = JSON.parse(e.data); } catch (x) { return; }
     if (e.lastEventId) { st.last = e.lastEventId; save(); }
     delete waiting[r.message_id];
+    answered[r.message_id] = 1;
     if (e.type !== "held") show(e.type, r);
     typing(Object.keys(waiting).length > 0);
   }

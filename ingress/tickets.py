@@ -19,8 +19,6 @@ from ingress.messages import authorized_session, edge_parts
 
 bp = Blueprint("tickets", __name__)
 
-__all__ = ["OPERATOR_SCOPE", "bp", "redeem_ticket", "session_scope"]
-
 #: Roles that may open the operators' stream.
 OPERATOR_ROLES = ("agent", "admin")
 

@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 
 from adapters.revocation import open_revocations
 from adapters.sites import Site
+from adapters.tickets import OPERATOR_SCOPE
 from adapters.tokens import issue_token, read_token, revoke
 from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
 from assistant.embedded import EmbeddedWorkers, build_embedded
 from ingress.auth import current_identity
-from ingress.tickets import OPERATOR_SCOPE, redeem_ticket
+from ingress.tickets import redeem_ticket
 from pipeline.settings import Settings
 from pipeline.stages import all_queues
 

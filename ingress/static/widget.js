@@ -21,7 +21,8 @@
   var st = load();
   var shown = {}; // event keys already on screen: kind + message id
   var waiting = {}; // message ids sent and not answered yet
-  var es = null, opening = false, retry = 0, retryTimer = 0, sending = false, agentName = "", ready = false;
+  var answered = {}; // message ids whose reply, handoff or held event came
+  var es = null, opening = false, retry = 0, retryTimer = 0, sending = false, agentName = "", ready = false, renewing = null;
 
   function load() {
     try { return JSON.parse(localStorage.getItem(key)) || {}; } catch (e) { return {}; }
@@ -45,12 +46,17 @@
   // --- the API: a visitor token, renewed with the previous one; a 401 renews once and retries ---
   function token(force) {
     if (st.token && !force && !expired(st.token)) return Promise.resolve(st.token);
+    // One renewal at a time: the stream and a send that both find the token old share it.
+    return renewing || (renewing = renew().then(function (t) { renewing = null; return t; },
+      function (e) { renewing = null; throw e; }));
+  }
+  function renew() {
     var body = { site_key: site };
     if (st.token) body.visitor_token = st.token;
     return call("POST", "/api/visitor-tokens", body).then(function (r) {
       if (r.status === 401 && body.visitor_token) { // too old to renew: a new visitor, with a new session
-        st = {}; save(); clearLog();
-        return token(true);
+        st = { outbox: st.outbox, open: st.open }; save(); clearLog();
+        return renew();
       }
       if (r.status !== 201) throw new Error("visitor token: " + r.status);
       st.token = r.body.token; save();
@@ -97,9 +103,12 @@
       st.outbox.shift();
       st.session = r.body.session_id; save();
       var bubble = log.querySelector('[data-key="c:' + item.id + '"]');
-      if (bubble) bubble.setAttribute("data-key", "user:" + r.body.message_id);
+      // A resend of a message the gateway had already (its answer was lost): it is in the history once.
+      if (bubble && shown["user:" + r.body.message_id]) bubble.remove();
+      else if (bubble) bubble.setAttribute("data-key", "user:" + r.body.message_id);
       shown["user:" + r.body.message_id] = 1;
-      waiting[r.body.message_id] = 1;
+      // Its answer may have come on the stream before this response did.
+      if (!answered[r.body.message_id]) waiting[r.body.message_id] = 1;
       stream();
     }).then(function () { sending = false; retry = 0; status(""); flush(); }, function () {
       sending = false;
@@ -149,6 +158,7 @@
     try { r = JSON.parse(e.data); } catch (x) { return; }
     if (e.lastEventId) { st.last = e.lastEventId; save(); }
     delete waiting[r.message_id];
+    answered[r.message_id] = 1;
     if (e.type !== "held") show(e.type, r);
     typing(Object.keys(waiting).length > 0);
   }
@@ -286,7 +296,12 @@
   function status(text) { line.textContent = text; }
   function typing(on) { typer.hidden = !on; }
   function scroll() { log.scrollTop = log.scrollHeight; }
-  function clearLog() { log.textContent = ""; shown = {}; waiting = {}; }
+  function clearLog() { // the old visitor's conversation; messages still to send stay
+    [].forEach.call(log.querySelectorAll("[data-key]"), function (n) {
+      if (n.getAttribute("data-key").indexOf("c:") !== 0) n.remove();
+    });
+    shown = {}; waiting = {};
+  }
   function toggle(open) {
     panel.hidden = !open;
     opener.setAttribute("aria-expanded", String(open));

@@ -246,3 +246,25 @@ def test_an_expired_token_and_another_visitors_session_get_clear_4xx(
     renewed = stored(bob, shop_page.site_key)
     assert renewed["session"] == bobs["session"] and renewed["token"] != expired
     assert jwt.decode(renewed["token"], options={"verify_signature": False})["sub"] == claims(bobs["token"])["sub"]
+
+
+def test_a_message_sent_while_the_gateway_is_unreachable_goes_once_when_it_is_back(
+    shop_page: ShopPage, gateway: Gateway, link: CuttableLink, browser: Browsers
+) -> None:
+    driver = browser()
+    open_widget(driver, shop_page.url("/", gateway=link.url))
+    ask(driver, QUESTION, 0)
+    link.cut()
+    say(driver, "现在几点")
+    # Kept with its client_msg_id until the gateway takes it; the visitor is told it is being retried.
+    wait_until(driver, lambda d: stored(d, shop_page.site_key).get("outbox"), "the message kept to resend")
+    wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".asw-status").text, "the retry notice")
+    time.sleep(1.5)  # a few attempts fail meanwhile
+    link.restore()
+    shown = wait_for_messages(driver, 2, "the reply once the gateway is back", role="assistant")
+    state = stored(driver, shop_page.site_key)
+    assert not state.get("outbox") and [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]
+    transcript = requests.get(f"{gateway.url}/api/sessions/{state['session']}",
+                              headers={"Authorization": f"Bearer {state['token']}"}, timeout=10).json()  # fmt: skip
+    assert [e["text"] for e in transcript["entries"] if e["kind"] == "message"] == [QUESTION, "现在几点"]
+    assert driver.find_element(By.CSS_SELECTOR, ".asw-status").text == ""

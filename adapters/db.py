@@ -528,6 +528,18 @@ class Repository:
             inserts={"user_id": user_id, "channel": channel, "created_at": when},
         )
 
+    def latest_session(self, user_id: str, channel: str) -> str | None:
+        """The id of ``user_id``'s most recently active session on ``channel``, if any: a signed-in customer who
+        opens the chat on another device carries on there."""
+        with self._engine.connect() as connection:
+            found: str | None = connection.execute(
+                sa.select(sessions.c.id)
+                .where(sessions.c.user_id == user_id, sessions.c.channel == channel)
+                .order_by(sessions.c.updated_at.desc(), sessions.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return found
+
     def load_session(self, session_id: str) -> SessionRecord | None:
         with self._engine.connect() as connection:
             row = connection.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()

@@ -531,6 +531,10 @@ def _schemas() -> dict[str, Any]:
                 "expires_in": {"type": "integer", "description": "Seconds until it expires."},
                 "visitor_id": {"type": "string", "description": "Who the visitor is (the customer id when signed)."},
                 "site_key": {"type": "string"},
+                "session_id": {
+                    **_nullable("string"),
+                    "description": "For a signed customer: their latest chat session, to carry on in on any device.",
+                },
             },
         },
         "StreamTicket": {

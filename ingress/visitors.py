@@ -25,6 +25,7 @@ from adapters.sites import Site
 from adapters.tokens import ACCESS, CLOCK_SKEW_SECONDS, mint, read_token
 from ingress.auth import TokenRefused
 from ingress.cors import OriginRefused, site_directory
+from pipeline.stages import Channel
 
 bp = Blueprint("visitors", __name__)
 
@@ -84,7 +85,11 @@ def issue_visitor_token() -> tuple[dict[str, Any], int]:
     ttl = settings.visitor_token_ttl_seconds
     token = mint(subject, [VISITOR], ACCESS, ttl, site=site.site_key)
     visitor_id = subject.split(":", 2)[2]
-    return {"token": token, "expires_in": ttl, "visitor_id": visitor_id, "site_key": site.site_key}, 201
+    answer = {"token": token, "expires_in": ttl, "visitor_id": visitor_id, "site_key": site.site_key}
+    # A signed-in customer's latest conversation, so the widget on another device (no session id stored yet)
+    # shows the same history and carries on in it.
+    answer["session_id"] = adapters.repository.latest_session(subject, str(Channel.WEB)) if customer_id else None
+    return answer, 201
 
 
 def customer_signature(secret: str, customer_id: str) -> str:

@@ -17,7 +17,9 @@
       offline: "Connection lost. Reconnecting…", failed: "Not sent yet. Retrying…" }
   }[lang];
   var title = data.title || T.title;
-  var key = "assistant-widget:" + site;
+  // A signed-in customer, vouched for by the site (HMAC of the id): the same history on every device.
+  var customer = data.customerId || "", signature = data.customerSignature || "";
+  var key = "assistant-widget:" + site + (customer ? ":" + customer : "");
   var st = load();
   var shown = {}; // event keys already on screen: kind + message id
   var waiting = {}; // message ids sent and not answered yet
@@ -52,14 +54,17 @@
   }
   function renew() {
     var body = { site_key: site };
-    if (st.token) body.visitor_token = st.token;
+    if (customer && signature) { body.customer_id = customer; body.customer_signature = signature; }
+    else if (st.token) body.visitor_token = st.token;
     return call("POST", "/api/visitor-tokens", body).then(function (r) {
       if (r.status === 401 && body.visitor_token) { // too old to renew: a new visitor, with a new session
         st = { outbox: st.outbox, open: st.open }; save(); clearLog();
         return renew();
       }
       if (r.status !== 201) throw new Error("visitor token: " + r.status);
-      st.token = r.body.token; save();
+      st.token = r.body.token;
+      if (!st.session && r.body.session_id) st.session = r.body.session_id; // the customer's chat elsewhere
+      save();
       return st.token;
     });
   }
@@ -189,6 +194,9 @@
 
   // --- history: the transcript of the stored session, then the stream after the last event seen ---
   function history() {
+    if (!st.session && customer && !st.token) { // a customer new on this device: the token names their session
+      return token().then(function () { return st.session ? history() : go(); }, go);
+    }
     if (!st.session) return go();
     api("GET", "/api/sessions/" + encodeURIComponent(st.session)).then(function (r) {
       if (gone(r)) { st.session = null; st.last = null; save(); return; }

@@ -181,6 +181,8 @@ def shop_app(gateway_url: str, default_site: Callable[[], str]) -> Callable[...,
             "data-title": args.get("title"),
             "data-lang": args.get("lang", "en"),
             "data-color": args.get("color"),
+            "data-customer-id": args.get("customer"),
+            "data-customer-signature": args.get("signature"),
         }
         tag = f'<script src="{escape(args.get("gateway", gateway_url))}/widget.js" ' + " ".join(
             f'{name}="{escape(value)}"' for name, value in attributes.items() if value is not None
@@ -323,9 +325,11 @@ def wait_for_messages(driver: WebDriver, count: int, what: str, role: str | None
     return found
 
 
-def stored(driver: WebDriver, site_key: str) -> dict[str, Any]:
-    """What the widget keeps in the page's localStorage for ``site_key`` (token, session, last event id...)."""
-    raw = driver.execute_script("return localStorage.getItem(arguments[0])", f"assistant-widget:{site_key}")
+def stored(driver: WebDriver, site_key: str, customer: str | None = None) -> dict[str, Any]:
+    """What the widget keeps in the page's localStorage for ``site_key`` (token, session, last event id...), for a
+    signed-in ``customer`` under its own key."""
+    key = f"assistant-widget:{site_key}" + (f":{customer}" if customer else "")
+    raw = driver.execute_script("return localStorage.getItem(arguments[0])", key)
     state: dict[str, Any] = json.loads(raw) if raw else {}
     return state
 

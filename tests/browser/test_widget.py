@@ -32,6 +32,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from ingress.visitors import customer_signature
+
 QUESTION = "what time is it"
 
 
@@ -99,6 +101,31 @@ def test_a_reload_keeps_the_history_and_a_chinese_page_speaks_chinese(shop_page:
     more = ask(driver, "现在几点", 2)
     assert len(more) == len(shown) + 2
     browser.screenshot(driver, "widget-zh-after-reload")
+
+
+def test_a_signed_in_customer_finds_the_same_conversation_on_another_device(
+    shop_page: ShopPage, browser: Browsers
+) -> None:
+    customer = f"cust-{time.time_ns()}"
+    signed = {"customer": customer, "signature": customer_signature(shop_page.secret, customer)}
+    laptop, phone = browser(), browser()  # two browsers: nothing stored in one is seen by the other
+    open_widget(laptop, shop_page.url("/", **signed))
+    shown = ask(laptop, QUESTION, 0)
+    session = stored(laptop, shop_page.site_key, customer)["session"]
+    assert claims(stored(laptop, shop_page.site_key, customer)["token"])["sub"].endswith(f":{customer}")
+
+    open_widget(phone, shop_page.url("/", **signed))
+    # The phone has no session stored: the token's answer names the customer's, and its history shows.
+    after = wait_for_messages(phone, len(shown), "the laptop's conversation on the phone")
+    assert [(m["role"], m["text"]) for m in after] == [(m["role"], m["text"]) for m in shown]
+    assert stored(phone, shop_page.site_key, customer)["session"] == session
+    more = ask(phone, "what day is it", 1)
+    assert len(more) == len(shown) + 2
+    # A forged signature makes no customer: the widget gets no token and shows no conversation.
+    other = browser()
+    open_widget(other, shop_page.url("/", customer=customer, signature="0" * 64))
+    time.sleep(1.0)
+    assert messages(other) == [] and stored(other, shop_page.site_key, customer).get("session") is None
 
 
 def test_a_dropped_stream_resumes_after_the_last_event_without_repeating(

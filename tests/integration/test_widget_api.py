@@ -284,6 +284,13 @@ class TestVisitorTokens:
         response = widget.call("GET", f"/api/sessions/{session}", token=phone["token"])
         assert response.status_code == 200, response.text
         assert [e["kind"] for e in response.json()["entries"]] == ["message", "reply"]
+        # A device new to the customer is told which conversation to carry on: the latest one.
+        assert laptop["session_id"] is None
+        assert widget.visitor(customer_id=customer, customer_signature=sig)["session_id"] == session
+        newer = widget.say(phone["token"], session_id=None)["session_id"]
+        assert widget.visitor(customer_id=customer, customer_signature=sig)["session_id"] == newer
+        # Anonymous visitors are never told one: their id is theirs alone.
+        assert widget.visitor()["session_id"] is None
 
     def test_a_bad_signature_is_refused(self, widget: Widget) -> None:
         customer = "bob"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from adapters.state import EarlierReplyPending
-from pipeline.envelope import Reply
+from pipeline.envelope import Reply, ReplyKind, ReplyRole
+from pipeline.handoff import HandoffStatus
 from pipeline.stages import Channel, deliver_task, reply_queue
 from pipeline.turns import REPLY_ORDER_WAIT_SECONDS, retry_delay
 from tasks.runtime import StageRuntime
@@ -41,6 +42,8 @@ def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> Re
     if not reply.recorded and waiting.attempt == 0:  # a re-queued reply was stored on its first attempt
         runtime.adapters.repository.record_reply(reply)
     delay = retry_delay(waiting.attempt, waiting.seconds, REPLY_ORDER_WAIT_SECONDS)
+    if delay is not None and awaits_handoff_answer(reply, runtime):
+        raise NotYet(delay)
     try:
         cursor = runtime.adapters.replies.append(reply, runtime.settings.session_ttl_seconds, force=delay is None)
     except EarlierReplyPending:
@@ -50,6 +53,23 @@ def record_in_order(reply: Reply, runtime: StageRuntime, waiting: Waiting) -> Re
         if first is not None:
             return first[1]
     return reply
+
+
+def awaits_handoff_answer(reply: Reply, runtime: StageRuntime) -> bool:
+    """True for an operator's word (the "joined" notice, an agent's reply) whose session's answer to the request
+    for a person has not gone out yet.
+
+    Those have no place in the session's order (seq 0): without this, a visitor whose earlier message was still
+    being answered would read "joined" and the operator's reply before "connecting you to a person"."""
+    if reply.channel != Channel.WEB or reply.seq != 0:
+        return False
+    joined = reply.kind == ReplyKind.HANDOFF and (reply.handoff or {}).get("status") == HandoffStatus.ACTIVE
+    if not joined and reply.role != ReplyRole.AGENT:
+        return False
+    current = runtime.adapters.handoffs.get(reply.session_id)
+    if current is None or current.status is not HandoffStatus.ACTIVE:
+        return False
+    return runtime.adapters.replies.reply_for(current.handoff_id) is None
 
 
 deliver_web_task = stage_task(

@@ -78,8 +78,10 @@ class HandoffStore(Protocol):
         ...
 
     def time_out(self, session_id: str, handoff_id: str, ttl: int) -> Transition:
-        """``waiting`` → ``timed_out``, only while ``handoff_id`` is still the session's and nobody took it.
-        ``timed_out`` already for this id: the handoff back, unchanged (a repeated time-out sends its reply again)."""
+        """``waiting`` → ``timed_out``, only while ``handoff_id`` is still the session's and nobody took it; straight
+        to ``message_left`` when the visitor wrote while waiting (that held message is the left one, and stays
+        listed). ``timed_out`` or ``message_left`` already for this id: the handoff back, unchanged, outcome
+        ``timed_out`` (a repeated time-out sends its reply again)."""
         ...
 
     def leave_message(self, session_id: str, text: str, ttl: int) -> Handoff | None:
@@ -190,14 +192,15 @@ class MemoryHandoffs:
             current = self._current(session_id)
             if current is None or current.handoff_id != handoff_id:
                 return Transition("stale", current)
-            if current.status is HandoffStatus.TIMED_OUT:
-                return Transition("timed_out", current)
+            if current.status in (HandoffStatus.TIMED_OUT, HandoffStatus.MESSAGE_LEFT):
+                return Transition("timed_out", current, previous=current.status)
             if current.status is not HandoffStatus.WAITING:
-                return Transition("stale", current)
+                return Transition("stale", current, previous=current.status)
             at = now()
-            timed_out = replace(current, status=HandoffStatus.TIMED_OUT, since=at, updated_at=at)
+            status = HandoffStatus.MESSAGE_LEFT if current.held else HandoffStatus.TIMED_OUT
+            timed_out = replace(current, status=status, since=at, updated_at=at)
             self._store(timed_out, ttl, True)
-            return Transition("timed_out", timed_out, changed=True)
+            return Transition("timed_out", timed_out, changed=True, previous=current.status)
 
     def leave_message(self, session_id: str, text: str, ttl: int) -> Handoff | None:
         with self._changed:
@@ -215,7 +218,7 @@ class MemoryHandoffs:
             current = self._current(session_id)
             if current is None or current.status not in LISTED:
                 return None
-            noted = replace(current, last_text=text[:LAST_TEXT_CHARS], updated_at=now())
+            noted = replace(current, last_text=text[:LAST_TEXT_CHARS], updated_at=now(), held=current.held + 1)
             self._store(noted, ttl, True)
             return noted
 

@@ -56,9 +56,10 @@ elseif op == 'release' then
   return answer('released', 1)
 elseif op == 'time_out' then
   if id ~= ARGV[5] then return answer('stale', 0) end
-  if status == 'timed_out' then return answer('timed_out', 0) end
+  if status == 'timed_out' or status == 'message_left' then return answer('timed_out', 0) end
   if status ~= 'waiting' then return answer('stale', 0) end
-  save('timed_out')
+  -- A message held while waiting is the left message: the session stays listed.
+  save(tonumber(redis.call('HGET', h, 'held') or '0') > 0 and 'message_left' or 'timed_out')
   return answer('timed_out', 1)
 elseif op == 'leave' then
   if status ~= 'timed_out' then return answer('no', 0) end
@@ -66,6 +67,7 @@ elseif op == 'leave' then
 elseif op == 'note' then
   if not is_listed(status) then return answer('no', 0) end
   redis.call('HSET', h, 'text', ARGV[5], 'updated', at)
+  redis.call('HINCRBY', h, 'held', 1)
   redis.call('EXPIRE', h, ttl)
   redis.call('ZADD', listed, at, sid)
   redis.call('INCR', version)
@@ -92,6 +94,7 @@ def _handoff(session_id: str, fields: dict[str, str]) -> Handoff | None:
         language=fields.get("lang") or "zh",
         last_text=fields.get("text", ""),
         updated_at=float(fields.get("updated") or 0),
+        held=int(fields.get("held") or 0),
     )
 
 

@@ -25,7 +25,8 @@ class HandoffStatus(StrEnum):
     ACTIVE = "active"
     #: Nobody took the session in time; the visitor's next message is left for the operators.
     TIMED_OUT = "timed_out"
-    #: The visitor left a message after the time-out: the bot answers again, operators still see it listed.
+    #: The visitor left a message (after the time-out, or held while waiting before it): the bot answers again,
+    #: operators still see it listed.
     MESSAGE_LEFT = "message_left"
 
 
@@ -50,6 +51,12 @@ VISITOR_TEXTS: dict[str, dict[HandoffStatus, str]] = {
         HandoffStatus.TIMED_OUT: "No one is available right now. Leave a message and we'll get back to you.",
         HandoffStatus.MESSAGE_LEFT: "Thanks, we've got your message and will get back to you.",
     },
+}
+
+#: What the visitor is told when nobody came in time but they wrote while waiting: that message is the left one.
+LEFT_WHILE_WAITING_TEXTS: dict[str, str] = {
+    "zh": "暂时没有人工客服有空。已收到您的留言，客服会尽快回复您。",
+    "en": "No one is available right now. We've got your message and will get back to you.",
 }
 
 # Phrases asking for a person, folded (NFKC, lower case) with punctuation and spaces taken out: "转 人工！",
@@ -82,6 +89,14 @@ def visitor_text(status: HandoffStatus, language: str | None, agent: str | None 
     return texts[status].format(agent=agent or ("" if language == "zh" else "Someone"))
 
 
+def timed_out_text(handoff: Handoff) -> str:
+    """What the visitor is told when nobody took ``handoff`` in time: leave a message, or (``message_left``: they
+    wrote while waiting) that their message was kept."""
+    if handoff.status is HandoffStatus.MESSAGE_LEFT:
+        return LEFT_WHILE_WAITING_TEXTS.get(handoff.language, LEFT_WHILE_WAITING_TEXTS["zh"])
+    return visitor_text(HandoffStatus.TIMED_OUT, handoff.language)
+
+
 @dataclass(frozen=True, slots=True)
 class Handoff:
     """A web session's handoff, as the store keeps it."""
@@ -104,6 +119,8 @@ class Handoff:
     last_text: str
     #: When anything last changed: a status or a message (epoch seconds).
     updated_at: float
+    #: The visitor's messages held since the request: a time-out with any takes the latest for the left message.
+    held: int = 0
 
 
 def handoff_reply(handoff: Handoff, message_id: str | None = None, text: str | None = None) -> Reply:

@@ -10,7 +10,7 @@ from functools import partial
 
 from pipeline.dialogue import DialogueState
 from pipeline.envelope import Envelope
-from pipeline.stages import TASK_NAMES, Channel, Stage
+from pipeline.stages import TASK_NAMES, Stage
 from pipeline.turns import (
     LEASE_RENEW_SECONDS,
     TURN_LOCK_SECONDS,
@@ -20,7 +20,7 @@ from pipeline.turns import (
     retry_delay,
 )
 from skills.dispatcher import Outcome, dispatch
-from tasks.handoff import request_handoff, route_message
+from tasks.handoff import may_hand_off, request_handoff, route_message
 from tasks.runtime import StageRuntime
 from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
@@ -80,7 +80,7 @@ def handle_message(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) 
             run_skill = partial(runtime.run_skill, keep_alive=lease.renew)
             registry = runtime.current_registry(start.skills_version)
             outcome = dispatch(envelope, state, registry, run_skill, runtime.classify, settings.intents.threshold)
-            if outcome.handoff and outcome.reply is not None and envelope.channel == Channel.WEB:
+            if outcome.handoff and outcome.reply is not None and may_hand_off(envelope):
                 asked = request_handoff(envelope, state, runtime, said=outcome.reply.text)
                 outcome = replace(outcome, reply=asked or outcome.reply)
         new_state = outcome.state.to_json()

@@ -10,7 +10,7 @@ from celery import Task, shared_task
 
 from adapters.metrics import HANDOFF_MESSAGE_LEFT, HANDOFF_REQUESTED, HANDOFF_TIMED_OUT
 from pipeline.dialogue import DialogueState
-from pipeline.envelope import Envelope, Reply, ReplyKind
+from pipeline.envelope import Envelope, Reply, ReplyKind, ReplyRole
 from pipeline.handoff import (
     HANDOFF_TIMEOUT_TASK,
     HELD,
@@ -18,6 +18,7 @@ from pipeline.handoff import (
     HandoffStatus,
     asks_for_human,
     handoff_reply,
+    timed_out_text,
     visitor_text,
 )
 from pipeline.language import detect_language
@@ -27,6 +28,8 @@ from tasks.stage import MAX_RETRIES, RETRY_BACKOFF_MAX_SECONDS, runtime_of
 
 logger = logging.getLogger(__name__)
 
+#: The role of a website visitor's token: only their sessions are handed to operators.
+VISITOR_ROLE = "visitor"
 #: Names the time-out reply's message id after its handoff, so a repeated time-out task sends that reply once.
 _TIMEOUT_IDS = uuid.UUID("6f1d0c52-8a2e-4f59-9a57-0d3c1b7e4a10")
 
@@ -34,13 +37,18 @@ _TIMEOUT_IDS = uuid.UUID("6f1d0c52-8a2e-4f59-9a57-0d3c1b7e4a10")
 def route_message(envelope: Envelope, state: DialogueState, runtime: StageRuntime) -> Reply | None:
     """Before the skills: the reply to a web message of a handed-off session, or to one asking for a person;
     None when the bot answers it as usual."""
-    if envelope.channel != Channel.WEB:
+    if not may_hand_off(envelope):
         return None
     store = runtime.adapters.handoffs
     ttl = runtime.settings.session_ttl_seconds
     current = store.get(envelope.session_id)
     if current is not None and current.handoff_id == envelope.message_id and current.status in HELD:
-        # This message asked for the person the session waits for (a redelivery): its answer again.
+        # This message asked for the person the session waits for (a redelivery, or a retry after the first
+        # attempt failed past the request): its answer again, and its time-out, which that attempt may not have
+        # scheduled. A time-out scheduled twice is harmless: the second finds the handoff timed out already.
+        if current.status is HandoffStatus.WAITING:
+            runtime.forward.handoff_timeout(envelope.session_id, current.handoff_id,
+                                            runtime.settings.handoff_wait_seconds)  # fmt: skip
         return _answer(envelope, current, visitor_text(current.status, current.language, current.agent))
     if current is not None and current.status in HELD:
         # A person has the session (or is being waited for): the bot stays silent, the operators see the message.
@@ -54,6 +62,27 @@ def route_message(envelope: Envelope, state: DialogueState, runtime: StageRuntim
     if asks_for_human(envelope.text):
         return request_handoff(envelope, state, runtime)
     return None
+
+
+def may_hand_off(envelope: Envelope) -> bool:
+    """Only website visitors' sessions go to operators: a household member's web session stays the bot's (its
+    transcript is theirs, not the support team's)."""
+    return envelope.channel == Channel.WEB and VISITOR_ROLE in envelope.roles
+
+
+def hold_if_handed_off(reply: Reply, runtime: StageRuntime) -> Reply:
+    """``reply`` (the bot's, made after its message was dispatched) as a ``held`` one when the session went to a
+    person meanwhile: it is kept in the transcript, but the visitor is not answered by the bot while a person
+    is (or is about to be) there."""
+    if reply.channel != Channel.WEB or reply.kind != ReplyKind.REPLY or reply.role != ReplyRole.ASSISTANT:
+        return reply
+    current = runtime.adapters.handoffs.get(reply.session_id)
+    if current is None or current.status not in HELD:
+        return reply
+    logger.info("session %s went to a person before message %s was answered; its reply is held",
+                reply.session_id, reply.message_id)  # fmt: skip
+    return replace(reply, kind=str(ReplyKind.HELD), wants=(WANTS_TEXT,),
+                   handoff={"status": str(current.status), "agent": current.agent})  # fmt: skip
 
 
 def request_handoff(
@@ -106,10 +135,13 @@ def handoff_timeout(self: Task, session_id: str, handoff_id: str) -> None:
     """``HANDOFF_WAIT_SECONDS`` after a visitor asked for a person: if nobody took the session, tell them so."""
     runtime = runtime_of(self)
     result = runtime.adapters.handoffs.time_out(session_id, handoff_id, runtime.settings.session_ttl_seconds)
-    if result.handoff is None or result.handoff.status is not HandoffStatus.TIMED_OUT:
+    if result.outcome != "timed_out" or result.handoff is None:
         return  # taken, given back, or asked for again since: this time-out is not due
     if result.changed:
         runtime.adapters.metrics.count_handoff(HANDOFF_TIMED_OUT)
+        if result.handoff.status is HandoffStatus.MESSAGE_LEFT:
+            # The visitor wrote while waiting: that message is the left one, and the session stays listed.
+            runtime.adapters.metrics.count_handoff(HANDOFF_MESSAGE_LEFT)
         logger.info("session %s: nobody took the handoff in time", session_id)
     # Sent again when the task runs again (a retry, a redelivery): the deliverer keeps one reply per message id.
-    runtime.forward.reply(handoff_reply(result.handoff, timeout_message_id(handoff_id)))
+    runtime.forward.reply(handoff_reply(result.handoff, timeout_message_id(handoff_id), timed_out_text(result.handoff)))

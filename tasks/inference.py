@@ -17,6 +17,7 @@ from pipeline.generation import ChatTurn, GenerationRequest, Generator
 from pipeline.language import detect_language
 from pipeline.settings import Settings
 from pipeline.stages import TASK_NAMES, Stage
+from tasks.handoff import hold_if_handed_off
 from tasks.runtime import StageRuntime
 from tasks.stage import NotYet, StageSpec, Waiting, stage_task
 
@@ -41,7 +42,7 @@ GENERATION_BUSY_RETRY_SECONDS = 1.0
 
 def handle_unmatched(envelope: Envelope, runtime: StageRuntime, waiting: Waiting) -> None:
     if runtime.settings.model.backend is None:
-        runtime.forward.reply(fallback_reply(envelope, runtime.settings))
+        runtime.forward.reply(hold_if_handed_off(fallback_reply(envelope, runtime.settings), runtime))
         return
     if _answered_already(envelope, runtime):
         return
@@ -56,7 +57,8 @@ def handle_unmatched(envelope: Envelope, runtime: StageRuntime, waiting: Waiting
         started = time.perf_counter()
         reply = generated_reply(envelope, runtime)
         stamped = envelope.with_timing(str(Stage.INFERENCE), (time.perf_counter() - started) * 1000)
-        runtime.forward.reply(replace(reply, timings=stamped.timings))
+        # The session may have gone to a person while the model worked: then the bot's answer is not given.
+        runtime.forward.reply(hold_if_handed_off(replace(reply, timings=stamped.timings), runtime))
     except BaseException:
         marks.release(lease)
         raise

@@ -68,14 +68,14 @@ class Pipeline:
     adapters: list[Adapters]
     tokens: dict[str, str] = field(default_factory=dict)
 
-    def request(self, method: str, path: str, user: str | None = "alice", **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path: str, user: str | None = "visitor", **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}))
         if user is not None:
             headers.setdefault("Authorization", f"Bearer {self.tokens[user]}")
         kwargs.setdefault("timeout", DEADLINE + 10)
         return requests.request(method, self.base + path, headers=headers, **kwargs)
 
-    def say(self, text: str, session_id: str, user: str = "alice") -> dict[str, Any]:
+    def say(self, text: str, session_id: str, user: str = "visitor") -> dict[str, Any]:
         response = self.request("POST", "/api/messages", user=user, json={"text": text, "session_id": session_id},
                                 params={"wait": str(DEADLINE)})  # fmt: skip
         assert response.status_code == 200, response.text
@@ -210,7 +210,7 @@ class TestHandoff:
             assert events.next()[0] == "held"
             listed = pipeline.listed()[session]
             assert (listed["status"], listed["agent"], listed["user_id"], listed["last_text"]) == (
-                "waiting", None, "alice", "现在几点")  # fmt: skip
+                "waiting", None, "visitor:demo:v1", "现在几点")  # fmt: skip
             assert listed["language"] == "zh" and listed["since"] <= listed["updated_at"]
 
             # The operator reads the transcript of the session handed to a person; others' stay closed.

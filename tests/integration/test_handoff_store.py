@@ -169,3 +169,23 @@ class TestRacingOperators:
             assert len([r for r in results if r.startswith("already_taken:")]) == 1, (sid, results)
             handoff = stores[0].get(sid)
             assert handoff is not None and handoff.agent == winners[0].split(":")[1]
+
+
+class TestHeldWhileWaiting:
+    def test_a_message_held_while_waiting_is_the_left_one_at_the_time_out(self, stores: list[HandoffStore]) -> None:
+        store = stores[0]
+        sid = session()
+        asked(store, sid, "h1")
+        assert store.note(sid, "我的订单还没到", TTL) is not None
+        first = store.time_out(sid, "h1", TTL)
+        assert first.outcome == "timed_out" and first.changed and first.handoff is not None
+        assert (first.handoff.status, first.handoff.last_text) == (HandoffStatus.MESSAGE_LEFT, "我的订单还没到")
+        assert [h.session_id for h in store.listed() if h.session_id == sid] == [sid]
+        # Again (a redelivered task): unchanged, so its reply can be sent again.
+        repeat = store.time_out(sid, "h1", TTL)
+        assert (repeat.outcome, repeat.changed) == ("timed_out", False)
+        assert repeat.handoff is not None and repeat.handoff.status is HandoffStatus.MESSAGE_LEFT
+        # A new request after the session went back to the bot starts with nothing held.
+        assert store.release(sid, None, TTL).outcome == ReleaseOutcome.RELEASED
+        asked(store, sid, "h2")
+        assert store.time_out(sid, "h2", TTL).handoff.status is HandoffStatus.TIMED_OUT  # type: ignore[union-attr]

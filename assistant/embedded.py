@@ -133,8 +133,10 @@ def run_embedded(settings: Settings) -> int:
     print(
         f"Then:  curl -X POST http://{host}:{settings.port}/api/messages -H 'Authorization: Bearer TOKEN' "
         "-H 'Content-Type: application/json' -d '{\"text\": \"现在几点\"}'",
-        flush=True,
     )
+    print(f"The chat widget on a page:  http://{host}:{settings.port}/demo   (/demo?lang=zh in Chinese)")
+    print(f"Operators:  http://{host}:{settings.port}/operator   (token: {command} token --sub NAME --role agent)",
+          flush=True)  # fmt: skip
     try:
         server.serve()
     except KeyboardInterrupt:

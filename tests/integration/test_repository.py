@@ -29,7 +29,7 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1
 
 CHINESE = "现在几点 ☀️"
 #: The newest migration.
-HEAD = "0003_sites"
+HEAD = "0004_skill_visitors"
 MILLISECOND = 0.001
 
 

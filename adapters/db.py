@@ -100,6 +100,8 @@ skills = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     # A JSON list of sentences; NULL in rows stored before skills had examples.
     sa.Column("examples", LongText, nullable=True),
+    # Whether a website's anonymous visitors may use it; rows stored before the column read false (closed).
+    sa.Column("visitors", sa.Boolean(), nullable=False, server_default=sa.false()),
     **_MYSQL_TABLE_OPTIONS,
 )
 
@@ -566,6 +568,7 @@ class Repository:
             "created_by": skill.created_by,
             "created_at": _to_datetime(skill.created_at),
             "examples": json.dumps(list(skill.examples), ensure_ascii=False),
+            "visitors": skill.visitors,
         }
         return self._upsert(skills, skills.c.name, skill.name, updates=fields, inserts={})
 
@@ -687,6 +690,7 @@ def _skill_from_row(row: sa.Row[Any]) -> SkillDefinition:
         response=row.response,
         webhook=row.webhook,
         examples=tuple(json.loads(row.examples)) if row.examples else (),
+        visitors=bool(row.visitors),
         created_by=row.created_by,
         created_at=_to_epoch(row.created_at),
     )

@@ -109,7 +109,15 @@ def in_process(classifier: Any, n: int) -> list[tuple[str, list[float]]]:
     # Messages no trigger matches and the classifier sends on to inference: dispatch decides, runs no skill.
     unmatched = [t for t in MESSAGES if registry.match(t) is None and _none(classifier.classify(t))]
     envelopes = [
-        Envelope(message_id=uuid.uuid4().hex, session_id="bench", channel="web", user_id="bench", text=t, seq=1)
+        Envelope(
+            message_id=uuid.uuid4().hex,
+            session_id="bench",
+            channel="web",
+            user_id="bench",
+            roles=("user",),
+            text=t,
+            seq=1,
+        )
         for t in unmatched
     ]
     state = DialogueState()

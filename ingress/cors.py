@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: The site key of the embedded mode's built-in site: its one origin is the gateway's own (``/demo``).
 DEMO_SITE_KEY = "demo"
+#: The host names the demo site answers on: the quick start's own machine. The ``Host`` header is the client's
+#: to choose, so any other name (``gw.lan``) would hand visitor tokens to whoever sends it.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Seconds the registered origins are cached: a site added or removed counts everywhere within this.
 CACHE_SECONDS = 5.0
 #: An origin not in the cache reloads it, at most this often: a site just added works at once, a flood of
@@ -79,7 +82,8 @@ class SiteDirectory:
         if site is None:
             return False
         if self._demo and site.site_key == DEMO_SITE_KEY:
-            return origin == own_origin()
+            # Only on the gateway's own machine: a page served on a LAN name must be registered as a site.
+            return origin == own_origin() and own_host_is_loopback()
         return origin in site.origins
 
     def registered(self, origin: str) -> bool:
@@ -130,6 +134,17 @@ def own_origin() -> str:
     if default and host.endswith(default):
         host = host[: -len(default)]
     return f"{scheme}://{host}"
+
+
+def own_host_is_loopback() -> bool:
+    """True when the request reached the gateway by a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``; any
+    port)."""
+    host = request.host.lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name in LOOPBACK_HOSTS
 
 
 def site_directory() -> SiteDirectory:

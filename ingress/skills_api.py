@@ -41,7 +41,7 @@ def register_skill() -> tuple[dict[str, Any], int]:
     if body is None:
         raise BadRequest(
             "the body must be a JSON object with name, description, triggers, response or webhook, and optionally "
-            "examples"
+            "examples and visitors"
         )
     try:
         definition = SkillDefinition.from_request(body, created_by=current_identity().subject)

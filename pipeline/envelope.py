@@ -205,6 +205,8 @@ class Reply:
     #: With ``kind`` ``handoff``: ``{"status": "waiting" | "active" | "bot" | "timed_out" | "message_left",
     #: "agent": the operator's display name or None}``.
     handoff: dict[str, Any] | None = None
+    #: The answered sender's roles, copied from the envelope: a reply to a website's visitor switches no device.
+    roles: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -231,6 +233,7 @@ class Reply:
             "language": self.language,
             "heard": self.heard,
             "audio": self.audio,
+            "roles": list(self.roles),
         }
 
     def to_json(self) -> str:
@@ -265,6 +268,7 @@ class Reply:
             kind=_choice(data, "kind", REPLY_KINDS),
             role=_choice(data, "role", REPLY_ROLES),
             handoff=_optional_object(data, "handoff"),
+            roles=_texts(data, "roles", ()),
         )
 
     @classmethod
@@ -288,6 +292,7 @@ class Reply:
             accepted_at=envelope.created_at,
             seq=envelope.seq,
             wants=envelope.wants,
+            roles=envelope.roles,
             **fields,
         )
 

@@ -52,6 +52,8 @@ class SkillDefinition:
     webhook: str | None = None
     #: Whole sentences that should reach this skill without a trigger word; the intent classifier learns them.
     examples: tuple[str, ...] = ()
+    #: True: a website's anonymous visitors (role ``visitor``) may use it too; by default only the household.
+    visitors: bool = False
     #: Subject of the admin who registered it.
     created_by: str = ""
     #: When it was registered (epoch seconds).
@@ -65,6 +67,7 @@ class SkillDefinition:
             "response": self.response,
             "webhook": self.webhook,
             "examples": list(self.examples),
+            "visitors": self.visitors,
             "created_by": self.created_by,
             "created_at": self.created_at,
         }
@@ -93,6 +96,9 @@ class SkillDefinition:
         ):
             raise SkillDefinitionError("'triggers' must be a non-empty list of non-empty strings")
         examples = _examples(data.get("examples", []))
+        visitors = data.get("visitors", False)
+        if not isinstance(visitors, bool):
+            raise SkillDefinitionError("'visitors' must be true or false")
         response = data.get("response")
         webhook = data.get("webhook")
         if (response is None) == (webhook is None):
@@ -110,6 +116,7 @@ class SkillDefinition:
             response=response,
             webhook=webhook,
             examples=examples,
+            visitors=visitors,
             created_by=created_by,
         )
 

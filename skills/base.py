@@ -21,6 +21,19 @@ of ``context`` itself, unless it has one of the names above.
 conversation to a person: ``SkillResult(text, handoff=True)`` on the web channel puts the session in the
 operators' queue (the visitor reads ``text``, then that a person is coming; see docs/handoff.md); on other
 channels the flag is ignored and ``text`` is the answer.
+
+Who may use a skill: ``roles``, the token roles it serves. By default a skill serves the household: people with a
+``user`` or ``admin`` token and its own devices (``device``, the MQTT voice satellites). Anonymous website visitors
+(role ``visitor``, whose tokens anyone with a site's public key can get) reach a skill only when it opts in, with
+``visitors=True`` (or ``roles=(..., "visitor")``); a skill that switches devices or reads the home's state never
+should. A message from someone a skill does not serve is dispatched as if the skill did not exist: neither its
+triggers, nor the intent classifier, nor an open question of it select it, and inference answers instead.
+
+    class OpeningHoursSkill(BaseSkill):
+        visitors = True  # harmless: anyone on the website may ask
+
+        def __init__(self):
+            super().__init__(name="hours", description="营业时间", triggers=["营业时间", "opening hours"])
 """
 
 from __future__ import annotations
@@ -56,14 +69,41 @@ class SkillResult:
         return cls(text=text, ask=text, slot=slot, slots=dict(slots or {}))
 
 
+#: The roles a skill serves unless it says otherwise: the household's people and devices, never a visitor.
+HOUSEHOLD_ROLES: tuple[str, ...] = ("user", "admin", "device")
+#: The role of an anonymous website visitor (a widget's token).
+VISITOR = "visitor"
+
+
 class BaseSkill:
     """A capability the assistant selects by trigger words. Subclasses implement ``execute``."""
 
+    #: The token roles this skill serves (see the module's docstring); ``roles=`` overrides it per instance.
+    roles: tuple[str, ...] = HOUSEHOLD_ROLES
+    #: True: website visitors may use it too (adds ``visitor`` to ``roles``).
+    visitors: bool = False
+
     def __init__(
-        self, name: str, description: str = "", triggers: Iterable[str] = (), examples: Iterable[str] = ()
+        self,
+        name: str,
+        description: str = "",
+        triggers: Iterable[str] = (),
+        examples: Iterable[str] = (),
+        roles: Iterable[str] | None = None,
+        visitors: bool | None = None,
     ) -> None:
         if not name:
             raise ValueError("a skill needs a name")
+        if isinstance(roles, str):
+            roles = [roles]
+        served = tuple(dict.fromkeys(roles if roles is not None else type(self).roles))
+        if visitors is None:
+            visitors = type(self).visitors
+        # ``visitors`` only ever opens a skill; ``roles=(..., "visitor")`` opens it the same way.
+        if visitors and VISITOR not in served:
+            served = (*served, VISITOR)
+        self.roles = served
+        self.visitors = VISITOR in served
         if isinstance(triggers, str):
             # A bare string would otherwise become one trigger per character.
             triggers = [triggers]
@@ -82,6 +122,10 @@ class BaseSkill:
         """Answer the message in ``context``; raise or hang and the user gets an apology."""
         raise NotImplementedError(f"skill {self.name!r} does not implement execute()")
 
+    def serves(self, roles: Iterable[str]) -> bool:
+        """True when a sender with token ``roles`` may use this skill (one of them is among the skill's)."""
+        return any(role in self.roles for role in roles)
+
     def match(self, text: str) -> int:
         """How well ``text`` selects this skill: the length of the longest trigger found, 0 for none.
 
@@ -97,6 +141,8 @@ class BaseSkill:
             "description": self.description,
             "triggers": list(self.triggers),
             "examples": list(self.examples),
+            "roles": list(self.roles),
+            "visitors": self.visitors,
         }
 
     def __repr__(self) -> str:

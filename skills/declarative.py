@@ -32,6 +32,8 @@ class DeclarativeSkill(BaseSkill):
             description=definition.description,
             triggers=definition.triggers,
             examples=definition.examples,
+            # Closed to a website's visitors unless the admin opened it ("visitors": true); a webhook's too.
+            visitors=definition.visitors,
         )
         self.definition = definition
         self._post_json = post_json

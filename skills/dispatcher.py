@@ -61,10 +61,14 @@ def dispatch(
     """Answer ``envelope`` given the session's ``state``; pure apart from what the skills do.
 
     A trigger match wins. With none, and no question open, ``classify``'s top intent selects its skill when its
-    confidence is at least ``threshold``; otherwise the reply is None and inference answers.
+    confidence is at least ``threshold``; otherwise the reply is None and inference answers. Skills that do not
+    serve the envelope's roles (``BaseSkill.serves``) are left out of all of it.
     """
     text = envelope.text.strip()
     language = detect_language(text, envelope.language or state.language)
+    # Only the skills the sender may use take part: a visitor's "unlock the front door" finds no skill (nor does
+    # the classifier, nor an open question of one), and goes to inference as if there were none.
+    registry = registry.serving(envelope.roles)
     # Questions of skills that are gone (an admin deleted them) are never offered again.
     interrupted = tuple(task for task in state.interrupted if task.skill in registry)
     state = replace(state, language=language, last_seq=max(state.last_seq, envelope.seq), interrupted=interrupted)

@@ -67,6 +67,14 @@ class SkillRegistry:
                 logger.warning("declarative skill %r ignored: a built-in or plugin skill has that name", name)
             self._skills = kept + tuple(s for name, s in incoming.items() if name not in taken)
 
+    def serving(self, roles: Iterable[str]) -> SkillRegistry:
+        """A registry of only the skills a sender with token ``roles`` may use (a snapshot: later changes to this
+        one do not show in it)."""
+        roles = tuple(roles)
+        view = SkillRegistry()
+        view._skills = tuple(s for s in self._skills if s.serves(roles))
+        return view
+
     def get(self, name: str) -> BaseSkill | None:
         return next((s for s in self._skills if s.name == name), None)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from celery import Celery
 
-from pipeline.device_delivery import DEVICE_COMMANDS_TASK, has_device_actions
+from pipeline.device_delivery import DEVICE_COMMANDS_TASK, has_device_actions, is_device_action
 from pipeline.envelope import Envelope, Reply
 from pipeline.handoff import HANDOFF_TIMEOUT_TASK
 from pipeline.stages import TASK_NAMES, Channel, Stage, deliver_task, reply_queue, reply_stage
+from skills.base import VISITOR
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,16 @@ class Forwarder:
         Its device commands, if any, go out at once: the MQTT deliverer publishes them with an MQTT reply, and
         ``assistant.deliver.commands`` for a reply to another channel or one still to be spoken (a lamp is not
         switched after the synthesis). A reply back from ``tts`` has had its commands sent already.
+
+        A reply to a website's visitor never switches a device: its device actions are dropped (and logged).
         """
+        if VISITOR in reply.roles and has_device_actions(reply):
+            # Skills that switch devices do not serve visitors; this is the last guard should one slip through.
+            logger.warning(
+                "reply to message %s (skill %s) is for a website visitor: its device actions were dropped",
+                reply.message_id, reply.skill,
+            )  # fmt: skip
+            reply = replace(reply, actions=tuple(a for a in reply.actions if not is_device_action(a)))
         to_tts = reply_stage(reply.wants, spoken=reply.audio is not None) is Stage.TTS
         if reply.audio is None and (to_tts or reply.channel != Channel.MQTT) and has_device_actions(reply):
             self._commands(reply)

@@ -44,6 +44,9 @@ EXAMPLES = (
 class TimeSkill(BaseSkill):
     """Says what time and day it is."""
 
+    #: Harmless: a website's visitors may ask too.
+    visitors = True
+
     def __init__(self, clock: Callable[[], datetime] | None = None, timezone: tzinfo | None = None) -> None:
         super().__init__(
             name="time",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.language import detect_language, is_cjk
-from skills.base import BaseSkill
+from skills.base import HOUSEHOLD_ROLES, BaseSkill
 
 #: Everyday ways of asking what the assistant can do and how to use it; the intent classifier learns from them.
 EXAMPLES = (
@@ -28,7 +28,10 @@ EXAMPLES = (
 
 
 class HelpSkill(BaseSkill):
-    """Lists the skills; reads them at call time, so skills registered later show up too."""
+    """Lists the skills; reads them at call time, so skills registered later show up too. Only the ones the asker
+    may use: a website's visitor hears nothing of the household's skills."""
+
+    visitors = True
 
     def __init__(self, registry_view: Callable[[], list[dict[str, Any]]]) -> None:
         super().__init__(
@@ -43,7 +46,10 @@ class HelpSkill(BaseSkill):
         message = str(context.get("message") or "")
         zh = (context.get("language") or detect_language(message)) == "zh"
         lines = []
+        roles = context.get("roles")
         for skill in self._registry_view():
+            if roles is not None and not any(role in (skill.get("roles") or HOUSEHOLD_ROLES) for role in roles):
+                continue
             name = str(skill.get("name", ""))
             description = localized(str(skill.get("description") or ""), zh)
             example = _example(skill.get("triggers") or [], zh)

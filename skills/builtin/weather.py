@@ -123,6 +123,9 @@ class WeatherProvider(Protocol):
 class WeatherSkill(BaseSkill):
     """Current temperature and conditions for a place named in the message or asked for."""
 
+    #: Harmless: a website's visitors may ask too.
+    visitors = True
+
     def __init__(self, provider: WeatherProvider) -> None:
         super().__init__(
             name="weather", description="获取实时天气信息 / current weather", triggers=TRIGGERS, examples=EXAMPLES

@@ -37,6 +37,11 @@ _OFF_STATES = frozenset({"off", "closed", "unavailable", "unknown", "standby", "
 class SmartHomeSkill(BaseSkill):
     """Understands requests with Home Assistant's sentence templates (hassil) and answers with intent actions."""
 
+    #: The household's own (people and devices): it switches devices and tells the home's state, so never a
+    #: website's visitors.
+    roles = ("user", "admin", "device")
+    visitors = False
+
     def __init__(self, devices: DevicesConfig, home_state: HomeState) -> None:
         super().__init__(
             name="smarthome",

@@ -483,7 +483,7 @@ class TestHttpApi:
         created = api.request("POST", "/api/skills", user="admin", json=definition)
         assert created.status_code == 201, created.text
         assert created.json() | {"created_at": 0} == {**definition, "examples": [], "webhook": None,
-                                                       "created_by": "root", "created_at": 0,
+                                                       "visitors": False, "created_by": "root", "created_at": 0,
                                                        "kind": "registered"}  # fmt: skip
 
         # The very next message uses it: nothing was restarted.

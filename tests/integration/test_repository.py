@@ -29,7 +29,7 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1
 
 CHINESE = "现在几点 ☀️"
 #: The newest migration.
-HEAD = "0003_sites"
+HEAD = "0004_skill_visitors"
 MILLISECOND = 0.001
 
 
@@ -102,6 +102,40 @@ def test_skills_stored_before_examples_read_without_them(database: str) -> None:
         with repo.engine.connect() as connection:
             assert "examples" not in {c["name"] for c in sa.inspect(connection).get_columns("skills")}
             assert connection.exec_driver_sql("SELECT name FROM skills").scalars().all() == ["greet"]
+    finally:
+        repo.close()
+
+
+def test_skills_stored_before_visitors_are_closed_to_them(database: str) -> None:
+    """A skill stored at revision 0003 reads as closed to visitors after the upgrade; the flag then round-trips
+    both ways; the downgrade drops the column and keeps the row."""
+    from alembic import command
+
+    repo = Repository.from_url(database, pool_size=2)
+    try:
+        with repo.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0003_sites")
+            connection.execute(
+                sa.text(
+                    "INSERT INTO skills (name, description, triggers, response, webhook, created_by, created_at, "
+                    "examples) VALUES ('faq', '', :triggers, 'x', NULL, 'admin', :at, NULL)"
+                ),
+                {"triggers": '["faq"]', "at": datetime(2026, 1, 1)},
+            )
+        repo.migrate()
+        [old] = repo.list_skills()
+        assert (old.name, old.visitors) == ("faq", False)
+        assert repo.save_skill(dataclasses.replace(old, visitors=True)) is False
+        assert repo.get_skill("faq") == dataclasses.replace(old, visitors=True)
+        repo.save_skill(dataclasses.replace(old, visitors=False))
+        stored = repo.get_skill("faq")
+        assert stored is not None and stored.visitors is False
+
+        with repo.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0003_sites")
+        with repo.engine.connect() as connection:
+            assert "visitors" not in {c["name"] for c in sa.inspect(connection).get_columns("skills")}
+            assert connection.exec_driver_sql("SELECT name FROM skills").scalars().all() == ["faq"]
     finally:
         repo.close()
 

@@ -591,6 +591,22 @@ class TestDemoSite:
                                    "customer_signature": signature("", "bob")})  # fmt: skip
         assert_error(forged, 403, "bad_signature")
 
+    @pytest.mark.parametrize("host", ["gw.lan:8000", "gw.lan", "192.168.1.20:8000", "localhost.evil.test:8000"])
+    def test_the_demo_site_is_refused_on_any_host_name_but_a_loopback_one(self, widget: Widget, host: str) -> None:
+        """The Host header is the client's to choose: ``demo`` must not hand out tokens on a LAN name."""
+        origin = f"http://{host}"
+        response = widget.call("POST", "/api/visitor-tokens", origin=origin, headers={"Host": host},
+                               json={"site_key": "demo"})  # fmt: skip
+        assert_error(response, 403, "unknown_site" if widget.layout != "embedded" else "origin_not_allowed")
+
+    @pytest.mark.parametrize("host", ["localhost:8000", "localhost", "127.0.0.1:8000", "[::1]:8000"])
+    def test_the_demo_site_answers_on_a_loopback_host_name(self, widget: Widget, host: str) -> None:
+        if widget.layout != "embedded":
+            pytest.skip("the demo site exists in embedded mode only")
+        response = widget.call("POST", "/api/visitor-tokens", origin=f"http://{host}", headers={"Host": host},
+                               json={"site_key": "demo"})  # fmt: skip
+        assert response.status_code == 201, response.text
+
 
 def test_a_visitor_token_without_a_site_works_from_no_page(widget: Widget) -> None:
     """``assistant token --role visitor`` gives a token of no site: good outside a browser, refused from any page."""

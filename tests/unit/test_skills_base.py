@@ -91,7 +91,10 @@ def test_blank_and_bare_string_triggers() -> None:
 
 def test_describe_and_missing_execute() -> None:
     skill = BaseSkill("plain", "does nothing", ["x"])
-    assert skill.describe() == {"name": "plain", "description": "does nothing", "triggers": ["x"], "examples": []}
+    assert skill.describe() == {
+        "name": "plain", "description": "does nothing", "triggers": ["x"], "examples": [],
+        "roles": ["user", "admin", "device"], "visitors": False,
+    }  # fmt: skip
     with pytest.raises(NotImplementedError):
         skill.execute(context("x"))
     with pytest.raises(ValueError):

@@ -210,7 +210,8 @@ class Chat:
         self.session_id = new_id()
 
     def say(self, text: str) -> str:
-        envelope = Envelope(message_id=new_id(), session_id=self.session_id, channel="web", user_id="u", text=text)
+        envelope = Envelope(message_id=new_id(), session_id=self.session_id, channel="web", user_id="u",
+                            roles=("user",), text=text)  # fmt: skip
         outcome = dispatch(envelope, self.state, self.registry, lambda skill, context: skill.execute(context))
         self.state = outcome.state
         assert outcome.reply is not None

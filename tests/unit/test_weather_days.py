@@ -165,7 +165,8 @@ def test_the_follow_up_question_keeps_the_day_and_the_rain() -> None:
     state, session = DialogueState(), new_id()
     replies = []
     for text in ("明天会下雨吗", "上海"):
-        envelope = Envelope(message_id=new_id(), session_id=session, channel="web", user_id="u", text=text)
+        envelope = Envelope(message_id=new_id(), session_id=session, channel="web", user_id="u", roles=("user",),
+                            text=text)  # fmt: skip
         outcome = dispatch(envelope, state, registry, lambda skill, context: skill.execute(context))
         state = outcome.state
         assert outcome.reply is not None

@@ -50,7 +50,7 @@ from skills.base import BaseSkill, SkillResult
 
 class ComplaintSkill(BaseSkill):
     def __init__(self):
-        super().__init__(name="complaint", description="投诉转人工", triggers=["投诉"])
+        super().__init__(name="complaint", description="投诉转人工", triggers=["投诉"], visitors=True)
 
     def execute(self, context):
         return SkillResult(text="很抱歉给您带来不便。", handoff=True)

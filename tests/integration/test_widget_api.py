@@ -211,7 +211,7 @@ class TestVisitorTokens:
         response = widget.call("POST", "/api/visitor-tokens", json={"site_key": widget.shop.site_key})
         assert response.status_code == 201, response.text
         body = response.json()
-        assert set(body) == {"token", "expires_in", "visitor_id", "site_key"}
+        assert set(body) == {"token", "expires_in", "visitor_id", "site_key", "session_id"}
         assert body["expires_in"] == widget.settings.visitor_token_ttl_seconds == 900
         assert body["site_key"] == widget.shop.site_key
         claims = read_token(widget.settings, body["token"])

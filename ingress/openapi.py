@@ -264,7 +264,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "Server-Sent Events: one `event: reply` per reply, its `id:` the reply's cursor. While a model "
                 "generates a reply, `event: partial` events (no `id:`) carry its text as it comes: "
                 '`{"message_id", "index", "delta"}`, the deltas in `index` order joining to the reply\'s text. '
-                "The stream ends with `event: closed` (`{\"error\", \"message\"}`) once the token behind it is "
+                'The stream ends with `event: closed` (`{"error", "message"}`) once the token behind it is '
                 "revoked or expired, or, for an operator, once the session is handed back.",
                 parameters=[
                     {
@@ -299,7 +299,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "Server-Sent Events for operators: `event: sessions` with the list of `GET /api/operator/sessions`, "
                 "once at the start and whenever it changes. Opens with the bearer token or with a stream ticket "
                 "(`?ticket=`, from `POST /api/operator/stream-ticket`). At most 100 sessions, the latest changed "
-                "first. The stream ends with `event: closed` (`{\"error\", \"message\"}`) once the token behind it "
+                'first. The stream ends with `event: closed` (`{"error", "message"}`) once the token behind it '
                 "is revoked or expired.",
                 responses={
                     200: {

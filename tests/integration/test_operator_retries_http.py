@@ -195,8 +195,8 @@ class TestRetries:
         eventually(answers, DEADLINE, "the operator's replies")
         time.sleep(1)  # a second copy would have landed by now
         texts = [r["text"] for r in replies(pipeline, session) if r["role"] == "agent"]
-        assert texts == ["您好，我是客服。", "请稍等。", "请稍等。"]
-        # Another operator's key does not clash: the id is the session's, the operator's and the key's.
+        # Operator replies go out at once, through several deliverers: their order is not the point here.
+        assert sorted(texts) == sorted(["您好，我是客服。", "请稍等。", "请稍等。"])
         assert pipeline.operate("release", session).status_code == 200
 
     @pytest.mark.parametrize("client_msg_id", [7, "", "x" * 200, "a b"])

@@ -92,8 +92,9 @@ class HandoffStore(Protocol):
         """Keep the visitor's latest message (a held one) for the listing; None when the session is not listed."""
         ...
 
-    def listed(self) -> list[Handoff]:
-        """The ``waiting``, ``active`` and ``message_left`` sessions, the most recently changed first."""
+    def listed(self, limit: int | None = None) -> list[Handoff]:
+        """The ``waiting``, ``active`` and ``message_left`` sessions, the most recently changed first; ``limit``: the
+        latest ``limit`` of them at most."""
         ...
 
     def version(self) -> int:
@@ -222,10 +223,10 @@ class MemoryHandoffs:
             self._store(noted, ttl, True)
             return noted
 
-    def listed(self) -> list[Handoff]:
+    def listed(self, limit: int | None = None) -> list[Handoff]:
         with self._changed:
             found = [h for key in list(self._handoffs) if (h := self._current(key)) is not None and h.status in LISTED]
-        return sorted(found, key=lambda h: h.updated_at, reverse=True)
+        return sorted(found, key=lambda h: h.updated_at, reverse=True)[:limit]
 
     def version(self) -> int:
         with self._changed:

@@ -142,8 +142,11 @@ class RedisHandoffs:
         result = self._run("note", session_id, ttl, text[:LAST_TEXT_CHARS])
         return result.handoff if result.changed else None
 
-    def listed(self) -> list[Handoff]:
-        session_ids: Any = self._client.zrevrange(LISTED_KEY, 0, LISTED_LIMIT - 1)
+    def listed(self, limit: int | None = None) -> list[Handoff]:
+        shown = LISTED_LIMIT if limit is None else max(0, min(limit, LISTED_LIMIT))
+        if shown == 0:
+            return []
+        session_ids: Any = self._client.zrevrange(LISTED_KEY, 0, shown - 1)
         if not session_ids:
             return []
         with self._client.pipeline(transaction=False) as pipe:

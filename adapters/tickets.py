@@ -42,9 +42,15 @@ class TicketGrant:
     roles: tuple[str, ...]
     #: The site of a visitor's token (its ``site`` claim); None for other tokens.
     site: str | None = None
+    #: The token that bought the ticket (its ``jti``, ``iat`` and ``exp``): a stream opened with the ticket ends
+    #: when that token is revoked or expires. Empty for a grant stored by an older version.
+    jti: str = ""
+    issued_at: float = 0.0
+    expires_at: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"scope": self.scope, "sub": self.subject, "roles": list(self.roles), "site": self.site})
+        return json.dumps({"scope": self.scope, "sub": self.subject, "roles": list(self.roles), "site": self.site,
+                           "jti": self.jti, "iat": self.issued_at, "exp": self.expires_at})  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> TicketGrant | None:
@@ -52,8 +58,10 @@ class TicketGrant:
         try:
             data: Any = json.loads(raw)
             roles = tuple(str(role) for role in data["roles"])
-            site = data.get("site")
-            return cls(str(data["scope"]), str(data["sub"]), roles, None if site is None else str(site))
+            site, expires = data.get("site"), data.get("exp")
+            return cls(str(data["scope"]), str(data["sub"]), roles, None if site is None else str(site),
+                       str(data.get("jti") or ""), float(data.get("iat") or 0.0),
+                       None if expires is None else float(expires))  # fmt: skip
         except (ValueError, TypeError, KeyError):
             return None
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -103,6 +105,41 @@ def current_identity() -> Identity:
     return identity
 
 
+@dataclass(frozen=True, slots=True)
+class TokenBehind:
+    """The token a request came with, directly or through the stream ticket it bought: what a long-lived stream
+    checks again (``token_problem``) to end when the token no longer would be accepted."""
+
+    jti: str
+    subject: str
+    issued_at: float
+    expires_at: float | None
+
+
+def current_token() -> TokenBehind:
+    """The request's token (inside a view behind ``require_token``)."""
+    token: TokenBehind = g.token
+    return token
+
+
+def token_problem(token: TokenBehind, revocations: Revocations) -> str | None:
+    """Why ``token`` is no longer accepted (``token_expired``, ``token_revoked``); None while it is.
+
+    One look-up in the revocations: cheap enough for every keep-alive of an open stream. When they cannot be read,
+    the stream goes on (None): a Redis blip must not close every stream at once; the next check decides.
+    """
+    if token.expires_at is not None and token.expires_at <= time.time():
+        return "token_expired"
+    if not token.jti:
+        return None
+    try:
+        revoked = revocations.is_revoked(token.jti, token.subject, token.issued_at)
+    except RevocationUnavailable as exc:
+        logger.warning("cannot check token revocations for an open stream: %s", exc)
+        return None
+    return "token_revoked" if revoked else None
+
+
 def current_claims() -> dict[str, Any]:
     """The verified claims of the request's token (inside a view behind ``require_token``)."""
     claims: dict[str, Any] = get_jwt()
@@ -133,7 +170,10 @@ def require_token(
             if agent_only(identity) and endpoint not in AGENT_ENDPOINTS and request.blueprint != OPERATOR_BLUEPRINT:
                 raise Forbidden("an agent token may only use the operator API and read handed-off sessions")
             if not ticketed:
-                _check_type(current_claims(), token_type)
+                claims = current_claims()
+                _check_type(claims, token_type)
+                g.token = TokenBehind(str(claims["jti"]), identity.subject, float(claims["iat"]),
+                                      float(claims["exp"]))  # fmt: skip
             admit(identity, role)
             return view(*args, **kwargs)
 
@@ -166,6 +206,7 @@ def ticket_identity(scope: str) -> Identity:
         raise TokenRefused("invalid_ticket", "stream ticket unknown, expired or used already: get a new one")
     if grant.scope != scope:
         raise TokenRefused("invalid_ticket", "this stream ticket opens another stream: get one for this one")
+    g.token = TokenBehind(grant.jti, grant.subject, grant.issued_at, grant.expires_at)
     return Identity(grant.subject, grant.roles, grant.site)
 
 

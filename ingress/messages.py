@@ -20,12 +20,13 @@ from werkzeug.exceptions import BadRequest, NotFound
 from adapters.bundle import Adapters
 from adapters.state import Partial, Registration
 from adapters.tickets import session_scope
-from ingress.auth import current_identity, require_token
+from adapters.tokens import Identity
+from ingress.auth import current_identity, current_token, require_token, token_problem
 from ingress.metrics import GatewayMetrics
 from ingress.replyhub import ReplyHub
 from ingress.speech_submit import edge_context, submit
 from pipeline.devices import checked_request_context
-from pipeline.envelope import Envelope, Reply, new_id, storable_text
+from pipeline.envelope import Envelope, Reply, ReplyKind, new_id, storable_text
 from pipeline.handoff import HandoffStatus
 from pipeline.message_context import working_on
 from pipeline.stages import WANTS_SPEECH, WANTS_TEXT, Channel, Stage
@@ -229,8 +230,18 @@ def stream_events(session_id: str) -> Response:
     carry none, so a reconnect resumes after the last reply and gets the whole text in the next one.
     """
     adapters, hub, _ = edge_parts()
-    authorized_session(adapters, session_id)
+    owner = authorized_session(adapters, session_id)["user_id"]
     after = _cursor_param(request.headers.get("Last-Event-ID") or request.args.get("after"))
+    identity, token = current_identity(), current_token()
+
+    def refused() -> str | None:
+        # Checked again at each keep-alive and handoff event: the token may have been revoked or expired since,
+        # or the session handed back by the operator reading it. The owner's stream costs one revocation look-up.
+        problem = token_problem(token, adapters.revocations)
+        reader = owner == identity.subject or identity.is_admin
+        if problem is None and not reader and not _handed_to(adapters, identity, session_id):
+            problem = "not_allowed"
+        return problem
 
     def events() -> Iterator[str]:
         # Jittered retry so a gateway restart does not bring every client back in the same instant.
@@ -243,6 +254,9 @@ def stream_events(session_id: str) -> Response:
             while True:
                 found = listener.events(KEEPALIVE_SECONDS)
                 if not found:
+                    if problem := refused():
+                        yield sse_closed(problem)
+                        return
                     yield ": keep-alive\n\n"
                 for event in found:
                     if isinstance(event, Partial):
@@ -253,6 +267,9 @@ def stream_events(session_id: str) -> Response:
                     cursor, reply = event
                     _remember(answered, reply.message_id)
                     yield _sse(cursor, reply)
+                    if reply.kind == ReplyKind.HANDOFF and (problem := refused()):
+                        yield sse_closed(problem)
+                        return
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
@@ -315,6 +332,20 @@ def _sse_partial(partial: Partial) -> str:
     return f"event: partial\ndata: {data}\n\n"
 
 
+#: Why a stream ended (``event: closed``): the client should not reconnect with the same credentials.
+CLOSED_MESSAGES = {
+    "token_revoked": "the token behind this stream has been revoked; sign in again",
+    "token_expired": "the token behind this stream has expired; renew it and open the stream again",
+    "not_allowed": "this session is no longer handed to a person, so it is closed to operators",
+}
+
+
+def sse_closed(reason: str) -> str:
+    """The last event of a stream the server ends: ``event: closed`` with ``{"error", "message"}``."""
+    data = json.dumps({"error": reason, "message": CLOSED_MESSAGES[reason]}, ensure_ascii=False)
+    return f"event: closed\ndata: {data}\n\n"
+
+
 def _remember(answered: OrderedDict[str, None], message_id: str) -> None:
     answered[message_id] = None
     if len(answered) > ANSWERED_REMEMBERED:
@@ -334,14 +365,15 @@ def authorized_session(adapters: Adapters, session_id: str) -> dict[str, Any]:
         # Accepted but not yet recorded by the dispatch stage: Redis knows the owner already.
         owner = adapters.coordination.session_owner(session_id) or ""
         created = updated = time.time()
-    if not owner or (owner != identity.subject and not identity.is_admin and not _handed_to(adapters, session_id)):
+    if not owner or (owner != identity.subject and not identity.is_admin
+                     and not _handed_to(adapters, identity, session_id)):  # fmt: skip
         raise NotFound(f"unknown session '{session_id}'")
     return {"user_id": owner, "channel": channel, "created_at": _iso(created), "updated_at": _iso(updated)}
 
 
-def _handed_to(adapters: Adapters, session_id: str) -> bool:
-    """True when the caller is an operator and the session was handed to a person (and not given back)."""
-    if "agent" not in current_identity().roles:
+def _handed_to(adapters: Adapters, identity: Identity, session_id: str) -> bool:
+    """True when ``identity`` is an operator and the session was handed to a person (and not given back)."""
+    if "agent" not in identity.roles:
         return False
     handoff = adapters.handoffs.get(session_id)
     return handoff is not None and handoff.status is not HandoffStatus.BOT

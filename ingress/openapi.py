@@ -263,7 +263,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "get": _operation(
                 "Server-Sent Events: one `event: reply` per reply, its `id:` the reply's cursor. While a model "
                 "generates a reply, `event: partial` events (no `id:`) carry its text as it comes: "
-                '`{"message_id", "index", "delta"}`, the deltas in `index` order joining to the reply\'s text.',
+                '`{"message_id", "index", "delta"}`, the deltas in `index` order joining to the reply\'s text. '
+                'The stream ends with `event: closed` (`{"error", "message"}`) once the token behind it is '
+                "revoked or expired, or, for an operator, once the session is handed back.",
                 parameters=[
                     {
                         "name": "Last-Event-ID",
@@ -296,7 +298,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "get": _operation(
                 "Server-Sent Events for operators: `event: sessions` with the list of `GET /api/operator/sessions`, "
                 "once at the start and whenever it changes. Opens with the bearer token or with a stream ticket "
-                "(`?ticket=`, from `POST /api/operator/stream-ticket`).",
+                "(`?ticket=`, from `POST /api/operator/stream-ticket`). At most 100 sessions, the latest changed "
+                'first. The stream ends with `event: closed` (`{"error", "message"}`) once the token behind it '
+                "is revoked or expired.",
                 responses={
                     200: {
                         "description": "An endless stream of `sessions` events and keep-alive comments.",
@@ -310,7 +314,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "/api/operator/sessions/{session_id}/take": {
             "parameters": [session_id],
             "post": _operation(
-                "Take the session: the operator answers from now on, the visitor is told who joined.",
+                "Take the session: the operator answers from now on, the visitor is told who joined. Taking it "
+                "again (a retry) answers 200 and re-sends the same notice, which the visitor gets once.",
                 responses={
                     200: _json("The session is this operator's.", "TakenSession"),
                     409: _json("Another operator has it (`already_taken`, with `agent`).", "HandoffConflict"),
@@ -334,7 +339,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "parameters": [session_id],
             "post": _operation(
                 "Hand the session back to the bot (the visitor is told), or dismiss a waiting session or a left "
-                "message. Agents release their own sessions; admins any.",
+                "message. Agents release their own sessions; admins any. Releasing a session this operator "
+                "handed back already (a retry) answers 200 and re-sends the same notice, which the visitor gets once.",
                 responses={
                     200: _json("The bot answers the session again.", "ReleasedSession"),
                     409: _json("Another operator has it (`not_your_session`).", "HandoffConflict"),
@@ -748,7 +754,15 @@ def _schemas() -> dict[str, Any]:
         "OperatorMessage": {
             "type": "object",
             "required": ["text"],
-            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}},
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"},
+                "client_msg_id": {
+                    "type": "string",
+                    "pattern": r"^[A-Za-z0-9._:-]{1,64}$",
+                    "description": "The client's key for this reply (a UUID): a retry with the same key is the same "
+                    "reply, with the same `message_id`, and reaches the visitor once.",
+                },
+            },
         },
         "OperatorMessageAccepted": {
             "type": "object",

@@ -14,7 +14,7 @@ from flask import Blueprint
 from adapters.bundle import Adapters
 from adapters.tickets import OPERATOR_SCOPE, TicketGrant, session_scope
 from adapters.tokens import Identity
-from ingress.auth import admit, current_identity, require_token, ticket_identity
+from ingress.auth import admit, current_identity, current_token, require_token, ticket_identity
 from ingress.messages import authorized_session, edge_parts
 
 bp = Blueprint("tickets", __name__)
@@ -53,5 +53,8 @@ def operator_stream_ticket() -> tuple[dict[str, Any], int]:
 def _issue(adapters: Adapters, scope: str) -> tuple[dict[str, Any], int]:
     identity = current_identity()
     ttl = adapters.settings.stream_ticket_ttl_seconds
-    ticket = adapters.tickets.issue(TicketGrant(scope, identity.subject, identity.roles, identity.site), ttl)
+    token = current_token()
+    grant = TicketGrant(scope, identity.subject, identity.roles, identity.site, token.jti, token.issued_at,
+                        token.expires_at)  # fmt: skip
+    ticket = adapters.tickets.issue(grant, ttl)
     return {"ticket": ticket, "expires_in": ttl}, 201

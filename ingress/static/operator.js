@@ -153,7 +153,10 @@
     keys: {},
     refreshTimer: null,
     generation: 0, // bumped on every selection and sign-out, so late answers for an old one are dropped
-    epoch: 0 // bumped on sign-out only: the list's stream outlives selections
+    epoch: 0, // bumped on sign-out only: the list's stream outlives selections
+    // The reply being sent, {session, text, id}: kept until the gateway acknowledges it, so a retry of the same
+    // text carries the same client_msg_id and the visitor gets it once.
+    pendingReply: null
   };
 
   // -- token ------------------------------------------------------------------------------------------------------
@@ -640,8 +643,18 @@
     var text = input.value.trim();
     if (!sessionId || !text || input.disabled) return;
     $("send").disabled = true;
-    api("POST", "/api/operator/sessions/" + encodeURIComponent(sessionId) + "/messages", { text: text }).then(
+    var pending = state.pendingReply;
+    if (!pending || pending.session !== sessionId || pending.text !== text) {
+      pending = state.pendingReply = { session: sessionId, text: text, id: newClientMsgId() };
+    }
+    var body = { text: text, client_msg_id: pending.id };
+    api("POST", "/api/operator/sessions/" + encodeURIComponent(sessionId) + "/messages", body).then(
       function (res) {
+        // Acknowledged, or refused for good (4xx): the next send is a new reply. A network error or a 5xx keeps
+        // it, and sending again retries it.
+        if ((res.ok || (res.status >= 400 && res.status < 500)) && state.pendingReply === pending) {
+          state.pendingReply = null;
+        }
         if (res.ok) {
           if (input.value.trim() === text) input.value = "";
           // Shown at once; the same reply coming back on the stream has the same key and is not shown twice.
@@ -660,6 +673,13 @@
         input.focus();
       }
     );
+  }
+
+  function newClientMsgId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
   }
 
   function patchSession(sessionId, fields) {

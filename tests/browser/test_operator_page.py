@@ -320,3 +320,55 @@ def test_a_message_left_when_nobody_came_is_listed_and_answered(impatient_gatewa
                "the answer to the left message")  # fmt: skip
     by_id(driver, "operator-release").click()
     wait(driver, lambda d: session_item(d, session_id) is None, "the session to leave the list")
+
+
+#: In the page: record the operator's reply POSTs, and lose the answer to the first one (the gateway got it).
+LOSE_FIRST_REPLY_ANSWER = """
+window.sentReplies = [];
+var send = window.fetch, lost = false;
+window.fetch = function (url, init) {
+  if (init && init.method === "POST" && /\\/messages$/.test(String(url))) {
+    window.sentReplies.push(JSON.parse(init.body));
+    if (!lost) {
+      lost = true;
+      return send(url, init).then(function () { throw new TypeError("the connection dropped"); });
+    }
+  }
+  return send(url, init);
+};
+"""
+
+
+def test_a_reply_sent_again_after_a_lost_answer_reaches_the_visitor_once(
+    gateway: Gateway, shop_page: ShopPage, browser: Browsers, agent_token: Callable[[str], str]
+) -> None:
+    driver = browser()
+    open_desk(driver, gateway, agent_token("yun"))
+    visitor = Visitor.arrive(shop_page)
+    session_id = visitor.hands_off()
+    wait(driver, lambda d: session_item(d, session_id, "waiting"), "the waiting session in the list").click()
+    by_id(driver, "operator-take").click()
+    wait(driver, lambda d: status(d)[0] == "taken", "the take to go through")
+    driver.execute_script(LOSE_FIRST_REPLY_ANSWER)
+
+    answer = "您好，我是客服小云。"
+    by_id(driver, "operator-input").send_keys(answer, Keys.ENTER)
+    wait(driver, lambda d: d.execute_script("return window.sentReplies.length") == 1, "the first attempt")
+    # The answer was lost: the text stays, and sending again is a retry of the same reply.
+    wait(driver, lambda d: d.find_element(By.ID, "send").is_enabled(), "the send button back")
+    assert by_id(driver, "operator-input").get_attribute("value") == answer
+    by_id(driver, "operator-input").send_keys(Keys.ENTER)
+    wait(driver, lambda d: by_id(d, "operator-input").get_attribute("value") == "", "the retry acknowledged")
+    by_id(driver, "operator-input").send_keys("还有什么可以帮您？", Keys.ENTER)
+    sent = wait(driver, lambda d: d.execute_script("return window.sentReplies.length == 3 && window.sentReplies"),
+                "the third reply")  # fmt: skip
+    keys = [body["client_msg_id"] for body in sent]
+    assert keys[0] and keys[0] == keys[1] != keys[2], sent
+
+    agent_replies = eventually(
+        lambda: [e["text"] for e in visitor.entries() if e.get("role") == "agent"] or None, "the agent replies"
+    )
+    time.sleep(1)  # a second copy would have landed by now
+    agent_replies = [e["text"] for e in visitor.entries() if e.get("role") == "agent"]
+    assert sorted(agent_replies) == sorted([answer, "还有什么可以帮您？"]), agent_replies
+    wait(driver, lambda d: sorted(messages(d, "agent")) == sorted(agent_replies), "each reply shown once")

@@ -84,9 +84,9 @@ def pipeline(
             api = Pipeline(base, layout, both)
             api.settings = settings  # type: ignore[attr-defined]
             api.tokens = {
-                "alice": issue_token(settings, "alice", ("user",), 3600),
                 "op1": issue_token(settings, "op1", ("agent",), 3600),
                 "op2": issue_token(settings, "op2", ("agent",), 3600),
+                "visitor": issue_token(settings, "visitor:demo:v1", ("visitor",), 3600),
             }
             yield api
     finally:
@@ -333,7 +333,7 @@ class TestStreamsEnd:
         pipeline.say("转人工", session)
         assert pipeline.operate("take", session).status_code == 200
         operator = opened(pipeline, f"/api/sessions/{session}/events", user="op1")
-        owner = opened(pipeline, f"/api/sessions/{session}/events", user="alice")
+        owner = opened(pipeline, f"/api/sessions/{session}/events", user="visitor")
         try:
             assert pipeline.operate("release", session).status_code == 200
             started = time.monotonic()

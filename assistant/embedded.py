@@ -78,11 +78,20 @@ def build_embedded(
     return adapters, app, workers
 
 
+#: The embedded server's threads: at start, kept idle for the next connections, added at a time, and at most (each
+#: open event stream or WebSocket holds one; a server runs the gevent gateway for more).
+HTTP_THREADS_MIN = 16
+HTTP_THREADS_SPARE = 4
+HTTP_THREADS_GROW_BY = 8
+HTTP_THREADS_MAX = 2000
+
+
 def http_server(app: Any, host: str, port: int) -> Server:
     """The embedded HTTP server for WSGI ``app`` on ``host``:``port`` (0: a free port, in ``bind_addr`` after
     ``prepare()``), with WebSocket upgrades handed to the app's views."""
     # A threaded server, not gevent: under gevent's patching the in-process Celery threads add
-    # tens of milliseconds to each hop. Each open stream or WebSocket holds a thread; max=-1 lets the pool grow.
+    # tens of milliseconds to each hop. Each open stream or WebSocket holds a thread, so the pool grows with them.
+    from cheroot.workers.threadpool import ThreadPool
     from cheroot.wsgi import Server
 
     from ingress.websocket import WebSocketGateway
@@ -94,7 +103,19 @@ def http_server(app: Any, host: str, port: int) -> Server:
         def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
             logging.getLogger("cheroot").log(level, "%s", redact_credentials(str(msg)), exc_info=traceback)
 
-    server = LoggedServer((host, port), app, numthreads=16, max=-1)
+    class GrowingThreadPool(ThreadPool):
+        """cheroot's pool never grows by itself (``max`` only bounds ``grow()``): with a fixed pool the server
+        stops answering anything, health checks included, once that many event streams or WebSockets are open.
+        This one adds threads whenever few are idle."""
+
+        def put(self, obj: Any) -> None:
+            if self.idle < HTTP_THREADS_SPARE:
+                self._clear_dead_threads()
+                self.grow(HTTP_THREADS_GROW_BY)
+            super().put(obj)
+
+    server = LoggedServer((host, port), app, numthreads=HTTP_THREADS_MIN)
+    server.requests = GrowingThreadPool(server, min=HTTP_THREADS_MIN, max=HTTP_THREADS_MAX)
     server.gateway = WebSocketGateway
     return server
 

@@ -110,7 +110,6 @@ def http_server(app: Any, host: str, port: int) -> Server:
 
         def put(self, obj: Any) -> None:
             if self.idle < HTTP_THREADS_SPARE:
-                self._clear_dead_threads()
                 self.grow(HTTP_THREADS_GROW_BY)
             super().put(obj)
 

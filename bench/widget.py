@@ -301,7 +301,7 @@ def handoffs(visitor: Visitor, operator: Operator, iterations: int, warmup: int)
 def opens(visitor: Visitor, session_id: str, iterations: int, warmup: int) -> list[float]:
     """A ticket and the stream's first byte, then closed. A server learns that a stream was closed only when it
     next writes to it (the keep-alive comes every 15 s), so each close is followed, unmeasured, by a message whose
-    reply goes to the closed stream: else the embedded server's 16 threads would all be held by closed streams."""
+    reply goes to the closed stream: else hundreds of closed streams would each hold a thread of the embedded server."""
     times = []
     for n in range(warmup + iterations):
         began = time.perf_counter()

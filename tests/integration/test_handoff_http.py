@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Pipeline:
     base: str
     layout: str
     adapters: list[Adapters]
+    settings: Settings
     tokens: dict[str, str] = field(default_factory=dict)
 
     def request(self, method: str, path: str, user: str | None = "visitor", **kwargs: Any) -> requests.Response:
@@ -122,38 +124,35 @@ class EventReader:
         self.response.close()
 
 
-def _flush() -> None:
-    for db in (BROKER_DB, STATE_DB):
+def _flush(*dbs: int) -> None:
+    for db in dbs:
         client = redis.Redis.from_url(f"{REDIS}/{db}")
         client.flushdb()
         client.close()
 
 
-@pytest.fixture(scope="module", params=["embedded", pytest.param("distributed", marks=pytest.mark.servers)])
-def pipeline(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, serve: Any
+@contextmanager
+def running_pipeline(
+    request: pytest.FixtureRequest, root: Path, serve: Any, settings_env: dict[str, str], broker_db: int, state_db: int
 ) -> Iterator[Pipeline]:
+    """The gateway on a real port and real workers, embedded or on Redis (``broker_db``, ``state_db``) and
+    PostgreSQL by ``request.param``, with tokens for visitors, users, operators and an admin."""
     layout: str = request.param
-    root: Path = tmp_path_factory.mktemp(f"handoff-{layout}")
-    skills_dir = root / "skills"
-    skills_dir.mkdir()
-    (skills_dir / "complaint.py").write_text(SKILLS_SOURCE, encoding="utf-8")
     env = {
         "ASSISTANT_DATA_DIR": str(root / "data"),
         "ASSISTANT_CONFIG_DIR": str(root / "config"),
-        "SKILLS_DIR": str(skills_dir),
-        "HANDOFF_WAIT_SECONDS": str(WAIT_SECONDS),
         "RATE_LIMIT_PER_USER": "100000/minute",
         "RATE_LIMIT_PER_IP": "100000/minute",
+        **settings_env,
     }
     if layout == "embedded":
         settings = Settings.from_env(env)
         adapters, celery_app, workers = build_embedded(settings)
     else:
-        _flush()
+        _flush(broker_db, state_db)
         env |= {
-            "BROKER_URL": f"{REDIS}/{BROKER_DB}",
-            "REDIS_URL": f"{REDIS}/{STATE_DB}",
+            "BROKER_URL": f"{REDIS}/{broker_db}",
+            "REDIS_URL": f"{REDIS}/{state_db}",
             "DATABASE_URL": request.getfixturevalue("postgres_url"),
             "JWT_SECRET": JWT_SECRET,
         }
@@ -167,7 +166,7 @@ def pipeline(
         with serve(flask_app) as base:
             worker_adapters = celery_app.runtime.adapters
             both = [adapters] if worker_adapters is adapters else [adapters, worker_adapters]
-            api = Pipeline(base, layout, both)
+            api = Pipeline(base, layout, both, settings=settings)
             api.tokens = {
                 "alice": issue_token(settings, "alice", ("user",), 3600),
                 "bob": issue_token(settings, "bob", ("user",), 3600),
@@ -177,7 +176,6 @@ def pipeline(
                 "admin": issue_token(settings, "root", ("user", "admin"), 3600),
                 "visitor": issue_token(settings, "visitor:demo:v1", ("visitor",), 3600),
             }
-            assert api.say("现在几点", new_session())["skill"] == "time"  # the workers consume
             yield api
     finally:
         flask_app.extensions["assistant"]["hub"].close()
@@ -186,7 +184,21 @@ def pipeline(
             celery_app.runtime.adapters.close()
         adapters.close()
         if layout == "distributed":
-            _flush()
+            _flush(broker_db, state_db)
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("distributed", marks=pytest.mark.servers)])
+def pipeline(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, serve: Any
+) -> Iterator[Pipeline]:
+    root: Path = tmp_path_factory.mktemp(f"handoff-{request.param}")
+    skills_dir = root / "skills"
+    skills_dir.mkdir()
+    (skills_dir / "complaint.py").write_text(SKILLS_SOURCE, encoding="utf-8")
+    env = {"SKILLS_DIR": str(skills_dir), "HANDOFF_WAIT_SECONDS": str(WAIT_SECONDS)}
+    with running_pipeline(request, root, serve, env, BROKER_DB, STATE_DB) as api:
+        assert api.say("现在几点", new_session())["skill"] == "time"  # the workers consume
+        yield api
 
 
 class TestHandoff:

@@ -18,85 +18,31 @@ import pytest
 import redis
 import requests
 from support import eventually
-from test_handoff_http import DEADLINE, Pipeline, new_session
+from test_handoff_http import DEADLINE, Pipeline, new_session, running_pipeline
 
 from adapters.errors import BrokerUnreachable
 from adapters.handoffs import HandoffStore
 from adapters.redis_handoffs import RedisHandoffs
 from adapters.tokens import issue_token
-from assistant.bootstrap import build_adapters, build_gateway, build_worker_app
-from assistant.embedded import EmbeddedWorkers, build_embedded
 from ingress.messages import KEEPALIVE_SECONDS
 from pipeline.envelope import Reply
 from pipeline.settings import Settings
-from pipeline.stages import all_queues
 from tasks.forward import Forwarder
 
 REDIS_DB = 14
-REDIS = "redis://127.0.0.1:6379"
 #: The most sessions the operators' listing shows (docs/handoff.md).
 LISTING_LIMIT = 100
-JWT_SECRET = "operator-retries-test-secret-" + "r" * 24
 #: A stream must end by the keep-alive after the change, and some slack.
 ENDS_WITHIN = KEEPALIVE_SECONDS + 8
-
-
-def _flush() -> None:
-    client = redis.Redis.from_url(f"{REDIS}/{REDIS_DB}")
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("distributed", marks=pytest.mark.servers)])
 def pipeline(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, serve: Any
 ) -> Iterator[Pipeline]:
-    layout: str = request.param
-    root: Path = tmp_path_factory.mktemp(f"operator-retries-{layout}")
-    env = {
-        "ASSISTANT_DATA_DIR": str(root / "data"),
-        "ASSISTANT_CONFIG_DIR": str(root / "config"),
-        "HANDOFF_WAIT_SECONDS": "60",
-        "RATE_LIMIT_PER_USER": "100000/minute",
-        "RATE_LIMIT_PER_IP": "100000/minute",
-    }
-    if layout == "embedded":
-        settings = Settings.from_env(env)
-        adapters, celery_app, workers = build_embedded(settings)
-    else:
-        _flush()
-        env |= {
-            "BROKER_URL": f"{REDIS}/{REDIS_DB}",
-            "REDIS_URL": f"{REDIS}/{REDIS_DB}",
-            "DATABASE_URL": request.getfixturevalue("postgres_url"),
-            "JWT_SECRET": JWT_SECRET,
-        }
-        settings = Settings.from_env(env)
-        adapters = build_adapters(settings, migrate=True)
-        celery_app = build_worker_app(settings)
-        workers = EmbeddedWorkers(celery_app, all_queues(settings.enabled_channels))
-    flask_app = build_gateway(settings, adapters, celery_app)
-    workers.start()
-    try:
-        with serve(flask_app) as base:
-            worker_adapters = celery_app.runtime.adapters
-            both = [adapters] if worker_adapters is adapters else [adapters, worker_adapters]
-            api = Pipeline(base, layout, both)
-            api.settings = settings  # type: ignore[attr-defined]
-            api.tokens = {
-                "op1": issue_token(settings, "op1", ("agent",), 3600),
-                "op2": issue_token(settings, "op2", ("agent",), 3600),
-                "visitor": issue_token(settings, "visitor:demo:v1", ("visitor",), 3600),
-            }
-            yield api
-    finally:
-        flask_app.extensions["assistant"]["hub"].close()
-        workers.stop()
-        if celery_app.runtime.adapters is not adapters:
-            celery_app.runtime.adapters.close()
-        adapters.close()
-        if layout == "distributed":
-            _flush()
+    root: Path = tmp_path_factory.mktemp(f"operator-retries-{request.param}")
+    with running_pipeline(request, root, serve, {"HANDOFF_WAIT_SECONDS": "60"}, REDIS_DB, REDIS_DB) as api:
+        yield api
 
 
 def replies(pipeline: Pipeline, session: str) -> list[dict[str, Any]]:
@@ -292,7 +238,7 @@ class TestOperatorStream:
 
 class TestStreamsEnd:
     def test_when_the_token_is_revoked_or_expires(self, pipeline: Pipeline) -> None:
-        settings: Settings = pipeline.settings  # type: ignore[attr-defined]
+        settings: Settings = pipeline.settings
         signing_out = issue_token(settings, "op3", ("agent",), 3600)
         expiring = issue_token(settings, "op4", ("agent",), 3)
         staying = issue_token(settings, "op5", ("agent",), 3600)

